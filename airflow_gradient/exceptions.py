@@ -1,0 +1,193 @@
+"""Errors raised by airflow-gradient.
+
+Every error derives from :class:`GradientError`, so one ``except GradientError`` catches them all::
+
+    GradientError
+    ├── GradientRequestInvalid        bad input, raised before any request leaves the machine
+    ├── GradientConfigError           the Airflow connection is unusable (no key, bad URL)
+    ├── GradientTransportError        no usable HTTP reply
+    │   ├── GradientTimeoutError      connect/read timeout, or HTTP 408
+    │   └── GradientConnectionError   refused, reset or dropped connection
+    ├── GradientAPIError              the server answered with an error status
+    │   ├── GradientBadRequestError   400, 413, 422 and other 4xx: fix the request
+    │   ├── GradientAuthError         401, 403: fix the connection's model access key
+    │   ├── GradientPaymentError      402: billing is not set up on the account
+    │   ├── GradientNotFoundError     404: unknown model or path
+    │   ├── GradientConflictError     409
+    │   ├── GradientRateLimitError    429 (``retry_after`` in seconds when the server said)
+    │   └── GradientServerError       500 and above
+    └── GradientProtocolError         a reply that is not what the API documents: malformed JSON,
+                                      an error body in a 200, a stream without a terminal event
+
+``GradientAPIError`` and its subclasses carry ``status``, the server's ``message``, ``code`` and
+``request_id`` when the body or headers had them. ``retryable`` says whether the hook retries it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GradientError(Exception):
+    """Base class of every airflow-gradient error."""
+
+    retryable: bool = False
+
+
+class GradientRequestInvalid(GradientError, ValueError):
+    """The request breaks a documented rule; nothing was sent.
+
+    ``errors`` lists ``(field, rule)`` pairs, the field as a dotted path such as ``input[2].role``.
+    """
+
+    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class GradientConfigError(GradientError):
+    """The Airflow connection cannot be used as it is."""
+
+
+class GradientTransportError(GradientError):
+    """No usable HTTP reply arrived."""
+
+    retryable = True
+    status: int | None = None
+
+
+class GradientTimeoutError(GradientTransportError):
+    """The request timed out (client side, or HTTP 408 from the server)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class GradientConnectionError(GradientTransportError):
+    """The connection was refused, reset or dropped before a reply."""
+
+
+class GradientAPIError(GradientError):
+    """The server answered with an error status."""
+
+    # The server's own x-should-retry header, when it sent one: it overrides ``retryable``.
+    server_says_retry: bool | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.param = param
+        # Seconds the server asked us to wait (Retry-After, retry-after-ms or x-ratelimit-reset-*).
+        self.retry_after = retry_after
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [f"HTTP {self.status}: {self.message}"]
+        if self.code:
+            parts.append(f"code={self.code}")
+        if self.param:
+            parts.append(f"param={self.param}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return " ".join(parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only init: make the error survive pickling (multiprocessing, triggers).
+        return (
+            _rebuild_api_error,
+            (
+                type(self),
+                self.message,
+                dict(
+                    status=self.status,
+                    code=self.code,
+                    request_id=self.request_id,
+                    param=self.param,
+                    retry_after=self.retry_after,
+                ),
+            ),
+        )
+
+
+def _rebuild_api_error(cls: type[GradientAPIError], message: str, kwargs: dict[str, Any]) -> GradientAPIError:
+    return cls(message, **kwargs)
+
+
+class GradientBadRequestError(GradientAPIError):
+    """400, 413, 422 or another 4xx: the server rejected the request."""
+
+
+class GradientAuthError(GradientAPIError):
+    """401 or 403: the model access key was refused."""
+
+
+class GradientPaymentError(GradientAPIError):
+    """402: the account has no billing set up, or ran out of credit."""
+
+
+class GradientNotFoundError(GradientAPIError):
+    """404: unknown model, or the base URL points at the wrong place."""
+
+
+class GradientConflictError(GradientAPIError):
+    """409: the server reports a conflict; retried, as the SDKs do."""
+
+    retryable = True
+
+
+class GradientRateLimitError(GradientAPIError):
+    """429: too many requests or tokens for the account's limit."""
+
+    retryable = True
+
+
+class GradientServerError(GradientAPIError):
+    """500 and above: the service failed; retried."""
+
+    retryable = True
+
+
+class GradientProtocolError(GradientError):
+    """The reply does not match the documented API (malformed JSON, error body in a 200, a stream
+    cut short). Not retried: the request may already have been billed."""
+
+    def __init__(self, message: str, *, status: int | None = None, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.request_id = request_id
+
+
+class GradientOutputError(GradientError):
+    """The model's reply could not be parsed or validated as the requested structured output."""
+
+
+__all__ = [
+    "GradientAPIError",
+    "GradientAuthError",
+    "GradientBadRequestError",
+    "GradientConfigError",
+    "GradientConflictError",
+    "GradientConnectionError",
+    "GradientError",
+    "GradientNotFoundError",
+    "GradientOutputError",
+    "GradientPaymentError",
+    "GradientProtocolError",
+    "GradientRateLimitError",
+    "GradientRequestInvalid",
+    "GradientServerError",
+    "GradientTimeoutError",
+    "GradientTransportError",
+]

@@ -1,0 +1,61 @@
+"""Registration with Airflow's providers manager (the ``apache_airflow_provider`` entry point)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_gradient._version import __version__
+
+_HOOK = "airflow_gradient.hooks.gradient.GradientHook"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-gradient",
+        "name": "DigitalOcean Gradient",
+        "description": "DigitalOcean Gradient serverless inference (`POST /v1/responses`): single requests, "
+        "in-task batches with rate limiting and resume, and provider-side Batch Inference jobs.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "DigitalOcean Gradient",
+                "external-doc-url": "https://docs.digitalocean.com/products/gradient-ai-platform/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": "DigitalOcean Gradient", "python-modules": ["airflow_gradient.hooks.gradient"]}],
+        "operators": [
+            {"integration-name": "DigitalOcean Gradient", "python-modules": ["airflow_gradient.operators.response"]}
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": _HOOK,
+                "hook-name": "DigitalOcean Gradient",
+                "connection-type": "gradient",
+                "conn-fields": {
+                    "model": {
+                        "label": "Default model",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Model id used when a task names none",
+                    },
+                    "timeout": {
+                        "label": "Read timeout (s)",
+                        "schema": {"type": ["number", "null"], "default": 600},
+                    },
+                    "connect_timeout": {
+                        "label": "Connect timeout (s)",
+                        "schema": {"type": ["number", "null"], "default": 10},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "schema": {"type": ["integer", "null"], "default": 2, "minimum": 0},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "Base URL", "password": "Model access key"},
+                    "placeholders": {"host": "https://inference.do-ai.run/v1"},
+                },
+            }
+        ],
+    }

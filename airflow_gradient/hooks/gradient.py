@@ -1,0 +1,538 @@
+"""GradientHook: the Airflow connection, pooled HTTP clients and the one path that sends a request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+import httpx
+from httpx_sse import EventSource
+from pydantic import ValidationError
+from tenacity import RetryCallState
+
+from airflow.sdk import BaseHook
+from airflow_gradient._version import __version__
+from airflow_gradient.exceptions import (
+    GradientConfigError,
+    GradientConnectionError,
+    GradientError,
+    GradientProtocolError,
+    GradientRequestInvalid,
+    GradientTimeoutError,
+)
+from airflow_gradient.http_errors import error_from_response, rate_limit_headers, request_id_of
+from airflow_gradient.models.events import StreamEvent
+from airflow_gradient.models.request import ResponseRequest, build_request
+from airflow_gradient.models.result import CallInfo, ResponseResult
+from airflow_gradient.retry import RetryPolicy
+from airflow_gradient.streaming import StreamDecoder
+
+DEFAULT_BASE_URL = "https://inference.do-ai.run/v1"
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+# Long generations routinely pass the 60 s that SDKs default to.
+DEFAULT_READ_TIMEOUT_S = 600.0
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_MAX_CONNECTIONS = 100
+USER_AGENT = f"airflow-gradient/{__version__} httpx/{httpx.__version__}"
+
+
+class CallObserver(Protocol):
+    """Lets a caller (the batch engine) pace and watch each HTTP attempt of an async call."""
+
+    async def before_send(self) -> None: ...
+
+    def on_reply(self, status: int, headers: httpx.Headers) -> None: ...
+
+
+@dataclass(frozen=True)
+class GradientSettings:
+    """What the hook read from the Airflow connection. The key never shows in ``repr``."""
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    default_model: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_retry_wait: float = 60.0
+
+
+def _base_url_of(host: str | None, port: int | None, schema: str | None) -> str:
+    if not host:
+        return DEFAULT_BASE_URL
+    url = host if "://" in host else f"https://{host}"
+    parsed = httpx.URL(url)
+    if port and parsed.port is None:
+        parsed = parsed.copy_with(port=port)
+    path = parsed.path.rstrip("/")
+    if schema and not path:
+        path = "/" + schema.strip("/")
+    # The documented base is https://inference.do-ai.run; the API lives under /v1.
+    return str(parsed.copy_with(path=path or "/v1")).rstrip("/")
+
+
+class GradientHook(BaseHook):
+    """Talks to DigitalOcean Gradient serverless inference (``POST /v1/responses``).
+
+    The Airflow connection holds the model access key in its password, the base URL in its host
+    (default ``https://inference.do-ai.run/v1``) and, in its extras, ``model`` (the default model),
+    ``timeout`` (read timeout, seconds), ``connect_timeout`` and ``max_retries``. No environment
+    variable ever replaces the connection's key.
+
+    One pooled ``httpx.Client`` and one ``httpx.AsyncClient`` are created on first use and reused
+    for every request; :meth:`close` / :meth:`aclose` release them.
+
+    :param gradient_conn_id: the Airflow connection to use.
+    :param timeout: read timeout in seconds, overriding the connection's.
+    :param max_retries: retries after the first try, overriding the connection's.
+    :param max_connections: size of the connection pool of each client.
+    """
+
+    conn_name_attr = "gradient_conn_id"
+    default_conn_name = "gradient_default"
+    conn_type = "gradient"
+    hook_name = "DigitalOcean Gradient"
+
+    def __init__(
+        self,
+        gradient_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        super().__init__()
+        self.gradient_conn_id = gradient_conn_id
+        self._timeout_override = timeout
+        self._max_retries_override = max_retries
+        self.max_connections = max_connections
+        self._client: httpx.Client | None = None
+        self._aclient: httpx.AsyncClient | None = None
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(gradient_conn_id={self.gradient_conn_id!r})"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port", "login"],
+            "relabeling": {"host": "Base URL", "password": "Model access key"},
+            "placeholders": {"host": DEFAULT_BASE_URL, "extra": '{"model": "llama3.3-70b-instruct"}'},
+        }
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> GradientSettings:
+        """The connection's settings, read once; the key is registered with the secrets masker."""
+        conn = self.get_connection(self.gradient_conn_id)
+        key = (conn.password or "").strip()
+        if not key:
+            raise GradientConfigError(
+                f"Airflow connection {self.gradient_conn_id!r} has no model access key: "
+                "put it in the connection's password field"
+            )
+        _mask(key)
+        extra = conn.extra_dejson or {}
+        try:
+            return GradientSettings(
+                conn_id=self.gradient_conn_id,
+                base_url=_base_url_of(conn.host, conn.port, conn.schema),
+                api_key=key,
+                default_model=extra.get("model") or None,
+                connect_timeout=float(extra.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S)),
+                read_timeout=float(self._timeout_override or extra.get("timeout", DEFAULT_READ_TIMEOUT_S)),
+                max_retries=int(
+                    self._max_retries_override
+                    if self._max_retries_override is not None
+                    else extra.get("max_retries", DEFAULT_MAX_RETRIES)
+                ),
+                max_retry_wait=float(extra.get("max_retry_wait", 60.0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise GradientConfigError(
+                f"Airflow connection {self.gradient_conn_id!r} has an invalid extra: {exc}"
+            ) from None
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_retries=self.settings.max_retries, max_wait=self.settings.max_retry_wait)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        return dict(
+            base_url=s.base_url,
+            headers={"Authorization": f"Bearer {s.api_key}", "User-Agent": USER_AGENT},
+            timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+            ),
+        )
+
+    def get_conn(self) -> httpx.Client:
+        """The pooled sync client (created on first use)."""
+        if self._client is None or self._client.is_closed:
+            self._client = httpx.Client(**self._client_kwargs())
+        return self._client
+
+    def get_async_conn(self) -> httpx.AsyncClient:
+        """The pooled async client of the running event loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient.is_closed or self._aclient_loop is not loop:
+            # A client's connections belong to the loop that opened them: a new loop needs a new one.
+            self._aclient = httpx.AsyncClient(**self._client_kwargs())
+            self._aclient_loop = loop
+        return self._aclient
+
+    def close(self) -> None:
+        """Close the sync client; the async one is dropped (it is closed by :meth:`aclose`)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._aclient = None
+
+    async def aclose(self) -> None:
+        """Close the async client of the running loop."""
+        if self._aclient is not None and self._aclient_loop is asyncio.get_running_loop():
+            await self._aclient.aclose()
+        self._aclient = None
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def prepare_request(self, request: ResponseRequest | dict[str, Any]) -> ResponseRequest:
+        """Validate ``request`` and fill in the connection's default model; nothing is sent."""
+        req = build_request(request)
+        if req.model is None:
+            model = self.settings.default_model
+            if not model:
+                raise GradientRequestInvalid(
+                    "invalid request: model: missing; allowed: a model id, or a default 'model' in "
+                    f"the extras of connection {self.gradient_conn_id!r}",
+                    [("model", "missing")],
+                )
+            req = req.model_copy(update={"model": model})
+        return req
+
+    def create_response(
+        self, request: ResponseRequest | dict[str, Any], *, timeout: float | None = None
+    ) -> ResponseResult:
+        """Send one request and return its parsed reply, retrying per :mod:`airflow_gradient.retry`.
+
+        A request with ``stream=True`` is streamed and its final result returned.
+        """
+        req = self.prepare_request(request)
+        if req.stream:
+            return deque(self.stream_response(req, timeout=timeout), maxlen=1)[0].response  # type: ignore[return-value]
+        body = req.to_wire()
+        body.pop("stream", None)
+        retrying = self.retry_policy.retrying(self._log_retry)
+        started = time.monotonic()
+        result = retrying(self._send_once, body, timeout)
+        return _stamp(result, retrying.statistics, started)
+
+    async def acreate_response(
+        self,
+        request: ResponseRequest | dict[str, Any],
+        *,
+        timeout: float | None = None,
+        observer: CallObserver | None = None,
+    ) -> ResponseResult:
+        """Async :meth:`create_response`; ``observer`` is told of every attempt and reply."""
+        req = self.prepare_request(request)
+        if req.stream:
+            async for event in self.astream_response(req, timeout=timeout, observer=observer):
+                pass
+            return event.response  # type: ignore[return-value]  # the last event is "completed"
+        body = req.to_wire()
+        body.pop("stream", None)
+        retrying = self.retry_policy.async_retrying(self._log_retry)
+        started = time.monotonic()
+        result = await retrying(self._asend_once, body, timeout, observer)
+        return _stamp(result, retrying.statistics, started)
+
+    def _send_once(self, body: dict[str, Any], timeout: float | None) -> ResponseResult:
+        client = self.get_conn()
+        with self._transport_errors():
+            response = client.send(self._build(client, "POST", "/responses", body, timeout))
+        return self._parse(response)
+
+    async def _asend_once(
+        self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
+    ) -> ResponseResult:
+        if observer is not None:
+            await observer.before_send()
+        client = self.get_async_conn()
+        with self._transport_errors():
+            response = await client.send(self._build(client, "POST", "/responses", body, timeout))
+        if observer is not None:
+            observer.on_reply(response.status_code, response.headers)
+        return self._parse(response)
+
+    # -- streaming ----------------------------------------------------------------------------
+    # Only the opening is retried (an error status or a failed connection): once a 200 has begun,
+    # the request may be billed, so a broken stream raises instead of asking again.
+
+    def stream_response(
+        self, request: ResponseRequest | dict[str, Any], *, timeout: float | None = None
+    ) -> Iterator[StreamEvent]:
+        """Send ``request`` with ``stream: true`` and yield its events as they arrive.
+
+        The last event is ``kind="completed"``, its ``response`` the final :class:`ResponseResult`.
+        A stream that breaks off, ends without a terminal event or carries an ``error`` frame
+        raises :class:`GradientProtocolError`.
+        """
+        body = self._stream_body(request)
+        retrying = self.retry_policy.retrying(self._log_retry)
+        started = time.monotonic()
+        response = retrying(self._open_stream, body, timeout)
+        decoder = _decoder_for(response)
+        try:
+            with _broken_stream(decoder):
+                if _is_sse(response):
+                    for sse in EventSource(response).iter_sse():
+                        yield from decoder.feed(sse.event, sse.data)
+                else:
+                    yield from decoder.feed_whole(response.read().decode())
+        finally:
+            response.close()
+        yield _completed(decoder, response, retrying.statistics, started)
+
+    async def astream_response(
+        self,
+        request: ResponseRequest | dict[str, Any],
+        *,
+        timeout: float | None = None,
+        observer: CallObserver | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Async :meth:`stream_response`; ``observer`` is told of every attempt to open the stream."""
+        body = self._stream_body(request)
+        retrying = self.retry_policy.async_retrying(self._log_retry)
+        started = time.monotonic()
+        response = await retrying(self._aopen_stream, body, timeout, observer)
+        decoder = _decoder_for(response)
+        try:
+            with _broken_stream(decoder):
+                if _is_sse(response):
+                    async for sse in EventSource(response).aiter_sse():
+                        for event in decoder.feed(sse.event, sse.data):
+                            yield event
+                else:
+                    for event in decoder.feed_whole((await response.aread()).decode()):
+                        yield event
+        finally:
+            await response.aclose()
+        yield _completed(decoder, response, retrying.statistics, started)
+
+    def _stream_body(self, request: ResponseRequest | dict[str, Any]) -> dict[str, Any]:
+        body = self.prepare_request(request).to_wire()
+        body["stream"] = True
+        # Without it the chunk framing never says how many tokens were used.
+        body.setdefault("stream_options", {"include_usage": True})
+        return body
+
+    def _open_stream(self, body: dict[str, Any], timeout: float | None) -> httpx.Response:
+        client = self.get_conn()
+        with self._transport_errors():
+            response = client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
+            if _must_read_before_use(response):
+                response.read()
+        return self._check_stream_open(response)
+
+    async def _aopen_stream(
+        self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
+    ) -> httpx.Response:
+        if observer is not None:
+            await observer.before_send()
+        client = self.get_async_conn()
+        with self._transport_errors():
+            response = await client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
+            if _must_read_before_use(response):
+                await response.aread()
+        if observer is not None:
+            observer.on_reply(response.status_code, response.headers)
+        return self._check_stream_open(response)
+
+    def _check_stream_open(self, response: httpx.Response) -> httpx.Response:
+        self._check_status(response)
+        if not _is_sse(response) and not _is_json(response):
+            raise GradientProtocolError(
+                f"streamed reply has content type {response.headers.get('content-type') or 'none'!r}, "
+                "not text/event-stream",
+                status=response.status_code,
+                request_id=request_id_of(response.headers),
+            )
+        return response
+
+    @staticmethod
+    def _build(
+        client: httpx.Client | httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        timeout: float | None,
+    ) -> httpx.Request:
+        kwargs: dict[str, Any] = {"json": body} if body is not None else {}
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, DEFAULT_CONNECT_TIMEOUT_S))
+        return client.build_request(method, path, **kwargs)
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        """httpx's exceptions become ours; the URL is kept, the key is never in them."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise GradientTimeoutError(f"request timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise GradientConnectionError(
+                f"cannot reach {self.settings.base_url}: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _check_status(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            raise error_from_response(response, conn_id=self.gradient_conn_id, secret=self.settings.api_key)
+
+    def _parse(self, response: httpx.Response) -> ResponseResult:
+        self._check_status(response)
+        request_id = request_id_of(response.headers)
+        data = _json_object(response, request_id)
+        if data.get("error") and not (data.get("output") or data.get("choices")):
+            raise GradientProtocolError(
+                f"HTTP {response.status_code} carried an error body: {json.dumps(data['error'])[:300]}",
+                status=response.status_code,
+                request_id=request_id,
+            )
+        if "output" not in data and "choices" not in data:
+            raise GradientProtocolError(
+                "reply has neither 'output' nor 'choices'", status=response.status_code, request_id=request_id
+            )
+        try:
+            result = ResponseResult.model_validate(data)
+        except ValidationError as exc:
+            raise GradientProtocolError(
+                f"reply does not match the documented shape: {exc.errors(include_url=False)[0]['msg']} "
+                f"at {'.'.join(map(str, exc.errors()[0]['loc']))}",
+                status=response.status_code,
+                request_id=request_id,
+            ) from None
+        result._call = CallInfo(request_id=request_id, rate_limit_headers=rate_limit_headers(response.headers))
+        return result
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        self.log.warning(
+            "Gradient request failed (%s); retry %d of %d in %.1f s",
+            exc, state.attempt_number, self.settings.max_retries, wait,
+        )
+
+    # -- models and connection test -----------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """``GET /v1/models``: the models the key may use. Bills nothing."""
+        client = self.get_conn()
+        with self._transport_errors():
+            response = client.send(self._build(client, "GET", "/models", None, None))
+        self._check_status(response)
+        data = _json_object(response, request_id_of(response.headers))
+        models = data.get("data")
+        if not isinstance(models, list):
+            raise GradientProtocolError("GET /models reply has no 'data' list", status=response.status_code)
+        return models
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the key and URL with ``GET /v1/models``; never raises, never shows the key."""
+        try:
+            count = len(self.list_models())
+        except GradientError as exc:
+            return False, str(exc)
+        except Exception as exc:  # the UI wants a reason, not a traceback
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, f"Connected to {self.settings.base_url}: {count} models available"
+
+
+def _json_object(response: httpx.Response, request_id: str | None) -> dict[str, Any]:
+    content_type = response.headers.get("content-type", "")
+    if "json" not in content_type:
+        raise GradientProtocolError(
+            f"HTTP {response.status_code} reply has content type {content_type or 'none'!r}, not JSON",
+            status=response.status_code,
+            request_id=request_id,
+        )
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise GradientProtocolError(
+            f"HTTP {response.status_code} reply is not valid JSON: {exc}",
+            status=response.status_code,
+            request_id=request_id,
+        ) from None
+    if not isinstance(data, dict):
+        raise GradientProtocolError(
+            f"HTTP {response.status_code} reply is JSON {type(data).__name__}, not an object",
+            status=response.status_code,
+            request_id=request_id,
+        )
+    return data
+
+
+def _is_sse(response: httpx.Response) -> bool:
+    return "text/event-stream" in response.headers.get("content-type", "")
+
+
+def _is_json(response: httpx.Response) -> bool:
+    return "json" in response.headers.get("content-type", "")
+
+
+def _must_read_before_use(response: httpx.Response) -> bool:
+    # Error bodies and unexpected content are small and read at once (a read failure is still
+    # retryable then); a 200 stream, or a whole JSON reply to stream, is read after the retry loop.
+    return response.status_code >= 400 or not (_is_sse(response) or _is_json(response))
+
+
+def _decoder_for(response: httpx.Response) -> StreamDecoder:
+    return StreamDecoder(status=response.status_code, request_id=request_id_of(response.headers))
+
+
+@contextlib.contextmanager
+def _broken_stream(decoder: StreamDecoder) -> Iterator[None]:
+    """A connection lost after a 200 began is a protocol error: never retried, maybe billed."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise GradientProtocolError(
+            f"stream broke off after {decoder.frames} frames: {type(exc).__name__}: {exc}",
+            status=decoder.status,
+            request_id=decoder.request_id,
+        ) from None
+
+
+def _completed(
+    decoder: StreamDecoder, response: httpx.Response, statistics: dict[str, Any], started: float
+) -> StreamEvent:
+    result = decoder.finish()
+    result._call = CallInfo(request_id=decoder.request_id, rate_limit_headers=rate_limit_headers(response.headers))
+    return StreamEvent(kind="completed", response=_stamp(result, statistics, started))
+
+
+def _stamp(result: ResponseResult, statistics: dict[str, Any], started: float) -> ResponseResult:
+    result._call.attempts = int(statistics.get("attempt_number", 1))
+    result._call.latency_s = time.monotonic() - started
+    return result
+
+
+def _mask(secret: str) -> None:
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older task SDKs
+        return
+    mask_secret(secret)

@@ -1,0 +1,117 @@
+"""The request parameters every Gradient operator shares, with their templating and validation."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal
+
+from airflow.sdk import BaseOperator
+from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.hooks.gradient import GradientHook
+
+# Parameters with an argument of their own; the rarer ones go through ``request_params``.
+_NAMED_PARAMS = (
+    "model",
+    "instructions",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_output_tokens",
+    "stop",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "reasoning",
+    "user",
+)
+
+
+class GradientBaseOperator(BaseOperator):
+    """Base of the Gradient operators: connection, shared request parameters, templating.
+
+    :param gradient_conn_id: Airflow connection holding the model access key.
+    :param model: model id; default: the connection's ``model`` extra.
+    :param instructions: system-level instructions for the model.
+    :param temperature: sampling temperature, 0 to 2.
+    :param top_p: nucleus sampling, 0 to 1.
+    :param top_k: k-best sampling, >= 1.
+    :param max_output_tokens: cap on generated tokens, >= 1.
+    :param stop: up to 4 stop sequences.
+    :param metadata: up to 16 string pairs (keys <= 64, values <= 512 characters).
+    :param tools: tool definitions (``function``, ``web_search``).
+    :param tool_choice: ``"none"``, ``"auto"``, ``"required"`` or a named function.
+    :param response_format: ``{"type": "text" | "json_object" | "json_schema", ...}``.
+    :param reasoning: reasoning hints, such as ``{"effort": "low"}``.
+    :param user: an end-user id, for abuse monitoring.
+    :param request_params: any other documented parameter (``max_tokens``, ``logprobs``,
+        ``top_logprobs``, ``max_tool_calls``, ``parallel_tool_calls``, ``service_tier``, ``store``,
+        ``modalities``, ``max_output_tokens_per_message``, ``usage``, ``meta``, ``extra_body``).
+    :param request_timeout: read timeout of each HTTP attempt, seconds; default: the connection's.
+    :param max_retries: retries of a failed request; default: the connection's (2).
+    """
+
+    template_fields: tuple[str, ...] = (*_NAMED_PARAMS, "request_params")
+    template_fields_renderers = {"metadata": "json", "tools": "json", "request_params": "json"}
+
+    def __init__(
+        self,
+        *,
+        gradient_conn_id: str = GradientHook.default_conn_name,
+        model: str | None = None,
+        instructions: str | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        max_output_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        metadata: dict[str, str] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None,
+        response_format: dict[str, Any] | None = None,
+        reasoning: dict[str, Any] | None = None,
+        user: str | None = None,
+        request_params: dict[str, Any] | None = None,
+        request_timeout: float | None = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.gradient_conn_id = gradient_conn_id
+        self.model = model
+        self.instructions = instructions
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.max_output_tokens = max_output_tokens
+        self.stop = stop
+        self.metadata = metadata
+        self.tools = tools
+        self.tool_choice = tool_choice
+        self.response_format = response_format
+        self.reasoning = reasoning
+        self.user = user
+        self.request_params = request_params
+        self.request_timeout = request_timeout
+        self.max_retries = max_retries
+
+    @cached_property
+    def hook(self) -> GradientHook:
+        return GradientHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
+
+    def shared_params(self) -> dict[str, Any]:
+        """The request parameters set on this operator (unset ones are not sent)."""
+        params = {name: getattr(self, name) for name in _NAMED_PARAMS if getattr(self, name) is not None}
+        for name, value in (self.request_params or {}).items():
+            if name in params:
+                raise GradientRequestInvalid(
+                    f"invalid request: {name}: given twice, as an argument and in request_params",
+                    [(name, "given twice")],
+                )
+            params[name] = value
+        return params
+
+    def on_kill(self) -> None:
+        # Best effort: the task is going away; closing the pool frees its sockets now.
+        if "hook" in self.__dict__:
+            self.hook.close()

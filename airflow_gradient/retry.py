@@ -1,0 +1,66 @@
+"""What is retried and how long to wait between tries, as tenacity policies.
+
+Retried: 408, 409, 429, 500 and above, timeouts and dropped connections (as the gradient and openai
+SDKs do), unless the server sent ``x-should-retry: false``. Never retried: 400, 401, 402, 403, 404,
+422, malformed replies (the request may already be billed) and our own validation errors.
+
+The wait honours what the server said (``retry-after-ms``, ``Retry-After``, ``x-ratelimit-reset-*``)
+plus 250-500 ms of jitter, as DigitalOcean advises; otherwise exponential backoff with jitter,
+``min(0.5 * 2**n, 8) * (1 - 0.25 * random)``. The same policy drives the sync and async paths.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from airflow_gradient.exceptions import GradientAPIError, GradientError
+
+INITIAL_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth another try of the same request."""
+    if isinstance(exc, GradientAPIError) and exc.server_says_retry is not None:
+        return exc.server_says_retry
+    return isinstance(exc, GradientError) and exc.retryable
+
+
+def backoff_seconds(attempt: int, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter for retry number ``attempt`` (1 for the first retry)."""
+    return min(INITIAL_BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S) * (1 - 0.25 * rng())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``max_retries`` retries after the first try; waits capped at ``max_wait`` seconds."""
+
+    max_retries: int = 2
+    max_wait: float = 60.0
+
+    def wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        told = getattr(exc, "retry_after", None)
+        if told is not None:
+            # Jitter spreads the retries of many concurrent calls told the same reset time.
+            return min(told + random.uniform(0.25, 0.5), self.max_wait)
+        return min(backoff_seconds(state.attempt_number), self.max_wait)
+
+    def _kwargs(self, before_sleep: Callable[[RetryCallState], Any] | None) -> dict[str, Any]:
+        return dict(
+            retry=retry_if_exception(is_retryable),
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self.wait,
+            reraise=True,
+            before_sleep=before_sleep,
+        )
+
+    def retrying(self, before_sleep: Callable[[RetryCallState], Any] | None = None) -> Retrying:
+        return Retrying(**self._kwargs(before_sleep))
+
+    def async_retrying(self, before_sleep: Callable[[RetryCallState], Any] | None = None) -> AsyncRetrying:
+        return AsyncRetrying(**self._kwargs(before_sleep))
