@@ -27,6 +27,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "DigitalOcean Gradient", "python-modules": ["airflow_gradient.operators.response"]}
         ],
+        "task-decorators": [{"class-name": "airflow_gradient.decorators.gradient.gradient_task", "name": "gradient"}],
         "connection-types": [
             {
                 "hook-class-name": _HOOK,
