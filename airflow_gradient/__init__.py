@@ -17,11 +17,13 @@ from airflow_gradient.exceptions import (
     GradientRequestInvalid,
     GradientServerError,
     GradientTimeoutError,
+    GradientToolLoopError,
     GradientTransportError,
 )
 from airflow_gradient.hooks.gradient import GradientHook
-from airflow_gradient.models import ResponseRequest, ResponseResult, ToolCall, Usage, build_request
+from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
 from airflow_gradient.operators.response import GradientResponseOperator
+from airflow_gradient.structured import OutputSchema
 
 __all__ = [
     "GradientAPIError",
@@ -41,9 +43,12 @@ __all__ = [
     "GradientResponseOperator",
     "GradientServerError",
     "GradientTimeoutError",
+    "GradientToolLoopError",
     "GradientTransportError",
+    "OutputSchema",
     "ResponseRequest",
     "ResponseResult",
+    "StreamEvent",
     "ToolCall",
     "Usage",
     "__version__",

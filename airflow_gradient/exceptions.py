@@ -16,8 +16,10 @@ Every error derives from :class:`GradientError`, so one ``except GradientError``
     │   ├── GradientConflictError     409
     │   ├── GradientRateLimitError    429 (``retry_after`` in seconds when the server said)
     │   └── GradientServerError       500 and above
-    └── GradientProtocolError         a reply that is not what the API documents: malformed JSON,
-                                      an error body in a 200, a stream without a terminal event
+    ├── GradientProtocolError         a reply that is not what the API documents: malformed JSON,
+    │                                 an error body in a 200, a stream without a terminal event
+    ├── GradientOutputError           the reply does not fit the requested ``output_schema``
+    └── GradientToolLoopError         the model still called tools after ``max_tool_rounds``
 
 ``GradientAPIError`` and its subclasses carry ``status``, the server's ``message``, ``code`` and
 ``request_id`` when the body or headers had them. ``retryable`` says whether the hook retries it.
@@ -173,6 +175,10 @@ class GradientOutputError(GradientError):
     """The model's reply could not be parsed or validated as the requested structured output."""
 
 
+class GradientToolLoopError(GradientError):
+    """The model still asked for tools after the allowed number of rounds."""
+
+
 __all__ = [
     "GradientAPIError",
     "GradientAuthError",
@@ -189,5 +195,6 @@ __all__ = [
     "GradientRequestInvalid",
     "GradientServerError",
     "GradientTimeoutError",
+    "GradientToolLoopError",
     "GradientTransportError",
 ]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,7 +31,7 @@ from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request
 from airflow_gradient.models.result import CallInfo, ResponseResult
 from airflow_gradient.retry import RetryPolicy
-from airflow_gradient.streaming import StreamDecoder
+from airflow_gradient.streaming import StreamDecoder, collect
 
 DEFAULT_BASE_URL = "https://inference.do-ai.run/v1"
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -231,7 +230,7 @@ class GradientHook(BaseHook):
         """
         req = self.prepare_request(request)
         if req.stream:
-            return deque(self.stream_response(req, timeout=timeout), maxlen=1)[0].response  # type: ignore[return-value]
+            return collect(self.stream_response(req, timeout=timeout))
         body = req.to_wire()
         body.pop("stream", None)
         retrying = self.retry_policy.retrying(self._log_retry)
@@ -317,7 +316,7 @@ class GradientHook(BaseHook):
         body = self._stream_body(request)
         retrying = self.retry_policy.async_retrying(self._log_retry)
         started = time.monotonic()
-        response = await retrying(self._aopen_stream, body, timeout, observer)
+        response: httpx.Response = await retrying(self._aopen_stream, body, timeout, observer)
         decoder = _decoder_for(response)
         try:
             with _broken_stream(decoder):

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
+from airflow_gradient.conversation import Conversation
 from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.models.request import ResponseRequest
+from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.operators.base import GradientBaseOperator
+from airflow_gradient.streaming import collect
+from airflow_gradient.structured import OutputSchema, SchemaLike, ask_structured
+from airflow_gradient.tool_loop import DEFAULT_MAX_TOOL_ROUNDS, ToolFunctions, run_tool_loop, tool_definitions
 
 
 class GradientResponseOperator(GradientBaseOperator):
@@ -23,6 +30,20 @@ class GradientResponseOperator(GradientBaseOperator):
     :param input: the prompt: a string, or a list of input items (messages with roles,
         ``function_call``, ``function_call_output``, ``reasoning``). Templated.
     :param include_raw: also push the whole parsed reply under ``raw``.
+    :param stream: stream the reply, writing its text to the task log line by line as it arrives;
+        the XCom value is the same as without streaming.
+    :param output_schema: a pydantic model class or a JSON-schema dict: the request asks for JSON
+        matching it (``response_format`` ``json_schema``) and the reply is parsed and validated;
+        the parsed value goes to XCom under ``parsed`` (in the returned dict and as its own key).
+        A reply that is not valid JSON or does not match fails with ``GradientOutputError``.
+    :param output_retries: how many times to re-ask, telling the model what was wrong, when the
+        reply does not match ``output_schema``.
+    :param tool_functions: ``{name: callable}``: run the model's function calls in Python and send
+        the results back until it answers in text. Without ``tools``, the tool definitions are
+        derived from the callables' signatures and docstrings. Usage is summed over all rounds.
+    :param max_tool_rounds: at most this many rounds of function calls are run (each round may hold
+        several calls); a model still calling tools after them fails the task. Not to be confused
+        with the ``max_tool_calls`` request parameter, which the server applies to one reply.
 
     All shared request parameters are those of :class:`GradientBaseOperator`.
     """
@@ -35,21 +56,37 @@ class GradientResponseOperator(GradientBaseOperator):
         *,
         input: str | list[dict[str, Any]],
         include_raw: bool = False,
+        stream: bool = False,
+        output_schema: SchemaLike | None = None,
+        output_retries: int = 0,
+        tool_functions: ToolFunctions | None = None,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.input = input
         self.include_raw = include_raw
+        self.stream = stream
+        self.output_schema = output_schema
+        self.output_retries = output_retries
+        self.tool_functions = tool_functions
+        self.max_tool_rounds = max_tool_rounds
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
-            request = self.hook.prepare_request({"input": self.input, **self.shared_params()})
+            schema = OutputSchema.of(self.output_schema)
+            request = self.hook.prepare_request({"input": self.input, **self._params(schema)})
         except GradientRequestInvalid as exc:
             raise AirflowFailException(str(exc)) from exc
+        chat = Conversation(self._send)
+        ask = (partial(run_tool_loop, chat.ask, functions=self.tool_functions, max_rounds=self.max_tool_rounds)
+               if self.tool_functions else chat.ask)
         try:
-            result = self.hook.create_response(request, timeout=self.request_timeout)
+            result, parsed = (ask_structured(ask, request, schema, retries=self.output_retries)
+                              if schema else (ask(request), None))
         finally:
             self.hook.close()
+        result = chat.total(result)
         usage = result.usage_summary()
         self.log.info(
             "Gradient response %s from %s: %s input (%s cached), %s output (%s reasoning) tokens, "
@@ -59,4 +96,25 @@ class GradientResponseOperator(GradientBaseOperator):
         )
         out = result.to_xcom(include_raw=self.include_raw)
         out["try_number"] = context["ti"].try_number
+        if schema:
+            out["parsed"] = parsed
+            context["ti"].xcom_push(key="parsed", value=parsed)
         return out
+
+    def _params(self, schema: OutputSchema | None) -> dict[str, Any]:
+        params = self.shared_params()
+        if schema:
+            if "response_format" in params:
+                raise GradientRequestInvalid(
+                    "invalid request: response_format: given together with output_schema, which sets it",
+                    [("response_format", "given twice")],
+                )
+            params["response_format"] = schema.response_format()
+        if self.tool_functions and "tools" not in params:
+            params["tools"] = tool_definitions(self.tool_functions)
+        return params
+
+    def _send(self, request: ResponseRequest) -> ResponseResult:
+        if not self.stream:
+            return self.hook.create_response(request, timeout=self.request_timeout)
+        return collect(self.hook.stream_response(request, timeout=self.request_timeout), self.log.info)
