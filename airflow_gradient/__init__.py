@@ -20,8 +20,10 @@ from airflow_gradient.exceptions import (
     GradientToolLoopError,
     GradientTransportError,
 )
+from airflow_gradient.batch.reader import read_results
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
+from airflow_gradient.operators.batch import GradientBatchOperator
 from airflow_gradient.operators.response import GradientResponseOperator
 from airflow_gradient.structured import OutputSchema
 
@@ -29,6 +31,7 @@ __all__ = [
     "GradientAPIError",
     "GradientAuthError",
     "GradientBadRequestError",
+    "GradientBatchOperator",
     "GradientConfigError",
     "GradientConflictError",
     "GradientConnectionError",
@@ -53,4 +56,5 @@ __all__ = [
     "Usage",
     "__version__",
     "build_request",
+    "read_results",
 ]

@@ -23,9 +23,20 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": "DigitalOcean Gradient", "python-modules": ["airflow_gradient.hooks.gradient"]}],
+        "hooks": [
+            {
+                "integration-name": "DigitalOcean Gradient",
+                "python-modules": ["airflow_gradient.hooks.gradient"],
+            }
+        ],
         "operators": [
-            {"integration-name": "DigitalOcean Gradient", "python-modules": ["airflow_gradient.operators.response"]}
+            {
+                "integration-name": "DigitalOcean Gradient",
+                "python-modules": [
+                    "airflow_gradient.operators.response",
+                    "airflow_gradient.operators.batch",
+                ],
+            }
         ],
         "task-decorators": [{"class-name": "airflow_gradient.decorators.gradient.gradient_task", "name": "gradient"}],
         "connection-types": [

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, Protocol
+from functools import cache, cached_property
+from typing import Any, Literal, Protocol
 
 import httpx
 from httpx_sse import EventSource
@@ -93,6 +94,9 @@ class GradientHook(BaseHook):
     :param timeout: read timeout in seconds, overriding the connection's.
     :param max_retries: retries after the first try, overriding the connection's.
     :param max_connections: size of the connection pool of each client.
+    :param async_transport: ``"aiohttp"`` carries the async client's requests over aiohttp's
+        connection pool (the ``httpx-aiohttp`` package), which costs 2-3 times less CPU per request
+        than httpx's own; the batch engine uses it when installed.
     """
 
     conn_name_attr = "gradient_conn_id"
@@ -107,12 +111,14 @@ class GradientHook(BaseHook):
         timeout: float | None = None,
         max_retries: int | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        async_transport: Literal["httpx", "aiohttp"] = "httpx",
     ) -> None:
         super().__init__()
         self.gradient_conn_id = gradient_conn_id
         self._timeout_override = timeout
         self._max_retries_override = max_retries
         self.max_connections = max_connections
+        self.async_transport = async_transport
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
@@ -172,6 +178,7 @@ class GradientHook(BaseHook):
             base_url=s.base_url,
             headers={"Authorization": f"Bearer {s.api_key}", "User-Agent": USER_AGENT},
             timeout=httpx.Timeout(s.read_timeout, connect=s.connect_timeout),
+            verify=_tls_context(),
             limits=httpx.Limits(
                 max_connections=self.max_connections, max_keepalive_connections=self.max_connections
             ),
@@ -188,7 +195,12 @@ class GradientHook(BaseHook):
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aclient.is_closed or self._aclient_loop is not loop:
             # A client's connections belong to the loop that opened them: a new loop needs a new one.
-            self._aclient = httpx.AsyncClient(**self._client_kwargs())
+            kwargs = self._client_kwargs()
+            if self.async_transport == "aiohttp":
+                from httpx_aiohttp import AiohttpTransport
+
+                kwargs["transport"] = AiohttpTransport(verify=kwargs["verify"], limits=kwargs["limits"])
+            self._aclient = httpx.AsyncClient(**kwargs)
             self._aclient_loop = loop
         return self._aclient
 
@@ -527,6 +539,13 @@ def _stamp(result: ResponseResult, statistics: dict[str, Any], started: float) -
     result._call.attempts = int(statistics.get("attempt_number", 1))
     result._call.latency_s = time.monotonic() - started
     return result
+
+
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every client: building one loads the CA bundle (~40 ms), and the batch
+    engine opens a client per few workers."""
+    return httpx.create_ssl_context()
 
 
 def _mask(secret: str) -> None:

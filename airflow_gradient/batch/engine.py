@@ -1,0 +1,213 @@
+"""The engine: sends the items of a batch concurrently, paced, and writes one row per item.
+
+``max_concurrency`` workers share one iterator of items; each item is one
+:meth:`GradientHook.acreate_response` call, so the hook's retry rules apply per item. Every HTTP
+attempt goes through the rate limiter (the hook's ``observer``), so a retry waits for the batch's
+pace and for any pause a 429 caused, like a first try. Items are pulled from the iterator as
+workers free up and rows are written as items finish: memory holds the items in flight, never the
+batch.
+
+Worker ``n`` sends through ``hooks[n % len(hooks)]``: one hook on aiohttp's pool when
+``httpx-aiohttp`` is installed, else one httpx pool per few workers (see
+:func:`~airflow_gradient.batch.runner.pool_hooks`), because httpcore's pool bookkeeping grows
+with the requests it carries (on one core, one pool carrying 64 requests manages ~200 requests/s,
+sixteen pools of 4 about three times that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Protocol
+
+import httpx
+
+from airflow_gradient.batch.inputs import BatchItem
+from airflow_gradient.batch.pacing import RateLimiter
+from airflow_gradient.batch.progress import BatchProgress
+from airflow_gradient.batch.results import failed_row, skipped_row, succeeded_row
+from airflow_gradient.exceptions import GradientError, GradientOutputError, GradientTimeoutError
+
+FEED_CHUNK = 256
+TICK_S = 1.0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine sends.
+
+    :param max_concurrency: requests in flight at once.
+    :param request_timeout: read timeout of each HTTP attempt, seconds (default: the hook's).
+    :param item_timeout: time allowed for one item, all its retries included, seconds.
+    :param max_total_tokens: token budget of the batch; items that would pass it are skipped.
+    :param progress_interval: seconds between progress lines.
+    """
+
+    max_concurrency: int = 32
+    request_timeout: float | None = None
+    item_timeout: float | None = None
+    max_total_tokens: int | None = None
+    progress_interval: float = 10.0
+
+
+class _ItemCalls:
+    """The hook's ``CallObserver`` for one item: every attempt acquires from the limiter."""
+
+    __slots__ = ("limiter", "tokens", "progress", "outstanding", "attempts")
+
+    def __init__(self, limiter: RateLimiter, tokens: int, progress: BatchProgress) -> None:
+        self.limiter = limiter
+        self.tokens = tokens
+        self.progress = progress
+        self.outstanding = False
+        self.attempts = 0
+
+    async def before_send(self) -> None:
+        self.close()  # the previous attempt ended without a reply (timeout, dropped connection)
+        await self.limiter.acquire(self.tokens)
+        self.outstanding = True
+        self.attempts += 1
+        self.progress.requests_sent += 1
+
+    def on_reply(self, status: int, headers: httpx.Headers) -> None:
+        self.outstanding = False
+        if status == 429:
+            self.progress.rate_limited += 1
+        self.limiter.on_reply(status, headers, self.tokens)
+
+    def close(self) -> None:
+        if self.outstanding:
+            self.outstanding = False
+            self.limiter.on_reply(None, {}, self.tokens)
+
+
+class _Feeder:
+    """Hands items to workers, reading the source in chunks in a thread (it may be remote)."""
+
+    def __init__(self, items: Iterator[BatchItem]) -> None:
+        self._items = items
+        self._buffer: deque[BatchItem] = deque()
+        self._lock = asyncio.Lock()
+        self._exhausted = False
+
+    async def next(self) -> BatchItem | None:
+        if not self._buffer and not self._exhausted:
+            async with self._lock:
+                if not self._buffer and not self._exhausted:
+                    chunk = await asyncio.to_thread(lambda: list(islice(self._items, FEED_CHUNK)))
+                    self._exhausted = len(chunk) < FEED_CHUNK
+                    self._buffer.extend(chunk)
+        return self._buffer.popleft() if self._buffer else None
+
+
+class Writer(Protocol):
+    """What the engine writes rows to (see :mod:`airflow_gradient.batch.results`)."""
+
+    async def write(self, row: dict[str, Any]) -> None: ...
+
+    async def commit_if_stale(self) -> None: ...
+
+
+class BatchEngine:
+    """Sends items through ``hooks`` under ``limiter`` and writes their rows to ``writer``.
+
+    :param hooks: :class:`GradientHook` instances of one connection, each with its own pool;
+        worker ``n`` uses ``hooks[n % len(hooks)]`` (see :func:`~airflow_gradient.batch.runner.pool_hooks`).
+
+    :param parse: turns a reply's text into the row's ``parsed`` value; raising
+        :class:`GradientOutputError` fails the item.
+    """
+
+    def __init__(
+        self,
+        hooks: Sequence[Any],
+        limiter: RateLimiter,
+        writer: Writer,
+        settings: EngineSettings,
+        *,
+        parse: Callable[[str], Any] | None = None,
+        log: logging.Logger | Any = None,
+    ) -> None:
+        self.hooks = hooks
+        self.limiter = limiter
+        self.writer = writer
+        self.settings = settings
+        self.parse = parse
+        self.log = log or logging.getLogger(__name__)
+        self._tokens_in_flight = 0
+        self._budget_reached = False
+
+    async def run(self, items: Iterator[BatchItem], progress: BatchProgress) -> None:
+        """Send every item of ``items``; returns when each has a row."""
+        feeder = _Feeder(items)
+        ticker = asyncio.create_task(self._tick(progress))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for n in range(max(1, min(self.settings.max_concurrency, progress.total))):
+                    group.create_task(self._worker(self.hooks[n % len(self.hooks)], feeder, progress))
+        finally:
+            ticker.cancel()
+        self.log.info(progress.line(self.limiter.pacing().describe()))
+
+    async def _worker(self, hook: Any, feeder: _Feeder, progress: BatchProgress) -> None:
+        while (item := await feeder.next()) is not None:
+            if self._over_budget(item, progress):
+                row = skipped_row(item.index, item.custom_id,
+                                  f"token budget max_total_tokens={self.settings.max_total_tokens} reached")
+            else:
+                row = await self._send(hook, item, progress)
+            await self.writer.write(row)
+            progress.record(row)
+
+    def _over_budget(self, item: BatchItem, progress: BatchProgress) -> bool:
+        budget = self.settings.max_total_tokens
+        if budget is not None and not self._budget_reached:
+            used = progress.usage["total_tokens"] + self._tokens_in_flight
+            if used + item.estimated_tokens > budget:
+                self._budget_reached = True
+                self.log.warning("Token budget of %d reached (%d used or in flight): the remaining "
+                                 "items are skipped", budget, used)
+        return self._budget_reached
+
+    async def _send(self, hook: Any, item: BatchItem, progress: BatchProgress) -> dict[str, Any]:
+        calls = _ItemCalls(self.limiter, item.estimated_tokens, progress)
+        self._tokens_in_flight += item.estimated_tokens
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.settings.item_timeout):
+                result = await hook.acreate_response(
+                    item.request, timeout=self.settings.request_timeout, observer=calls
+                )
+        except TimeoutError:
+            error = GradientTimeoutError(f"item timed out after {self.settings.item_timeout} s (item_timeout)")
+            return failed_row(item.index, item.custom_id, error, attempts=calls.attempts,
+                              latency_s=time.monotonic() - started)
+        except GradientError as exc:
+            return failed_row(item.index, item.custom_id, exc, attempts=calls.attempts,
+                              latency_s=time.monotonic() - started)
+        finally:
+            calls.close()
+            self._tokens_in_flight -= item.estimated_tokens
+        self.limiter.on_usage(item.estimated_tokens, result.usage_summary()["total_tokens"])
+        row = succeeded_row(item.index, item.custom_id, result)
+        if self.parse is not None:
+            try:
+                row["parsed"] = self.parse(result.output_text)
+            except GradientOutputError as exc:
+                return failed_row(item.index, item.custom_id, exc, **{k: v for k, v in row.items()
+                                  if k not in ("index", "custom_id", "status", "error")})
+        return row
+
+    async def _tick(self, progress: BatchProgress) -> None:
+        last_line = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_S)
+            await self.writer.commit_if_stale()
+            if time.monotonic() - last_line >= self.settings.progress_interval:
+                last_line = time.monotonic()
+                self.log.info(progress.line(self.limiter.pacing().describe()))

@@ -1,0 +1,211 @@
+"""The items of a batch: where they come from, how each becomes a validated request, its ``custom_id``.
+
+Items are produced by a generator and never held together, so a batch of 100k rows read from
+object storage costs the memory of one row at a time. Whoever needs every item checked before the
+first request is sent (the runner) makes one full pass with :meth:`BatchInputs.validate`, then a
+second pass to send: the source is read twice rather than kept.
+
+Three sources, exactly one per batch:
+
+- ``inputs``: a list whose elements are a string, a list of input items, or a dict with ``input``
+  plus an optional ``custom_id`` and per-item overrides of any request parameter;
+- ``prompt_template`` with ``rows``: a list of dicts, each rendered into the template;
+- ``prompt_template`` with ``rows_path``: JSONL or CSV on any ``ObjectStoragePath``, read lazily.
+  A row's ``custom_id`` column, when present, is the item's id.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.models.request import ResponseRequest, build_request
+
+# Rough characters per token, for the estimate the rate limiter needs before a reply tells usage.
+CHARS_PER_TOKEN = 4
+# Output tokens assumed for an item without max_output_tokens; usage corrects it afterwards.
+DEFAULT_OUTPUT_TOKENS_ESTIMATE = 256
+HASH_ID_CHARS = 24
+
+Renderer = Callable[[Mapping[str, Any]], str]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One request of a batch: its position in the input, its id, the validated request."""
+
+    index: int
+    custom_id: str
+    request: ResponseRequest
+    estimated_tokens: int
+
+
+def id_key(custom_id: str) -> int:
+    """A 64-bit digest of ``custom_id``: sets of these keep memory flat for 100k-item batches."""
+    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big")
+
+
+def request_hash_id(wire: dict[str, Any]) -> str:
+    """The id of an item that has none: a hash of its rendered request, stable across runs."""
+    canonical = json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "h-" + hashlib.sha256(canonical.encode()).hexdigest()[:HASH_ID_CHARS]
+
+
+def estimate_tokens(request: ResponseRequest) -> int:
+    """Tokens the request will probably cost (input and output), before any reply says."""
+    text = request.input if isinstance(request.input, str) else json.dumps(
+        [item.model_dump(exclude_none=True) for item in request.input]
+    )
+    chars = len(text) + len(request.instructions or "")
+    output = request.max_output_tokens or DEFAULT_OUTPUT_TOKENS_ESTIMATE
+    return chars // CHARS_PER_TOKEN + 1 + output
+
+
+def iter_rows(path: Any) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL (one object a line) or CSV (header line) file on an ``ObjectStoragePath``."""
+    is_csv = str(path).lower().endswith(".csv")
+    with path.open("r", encoding="utf-8", newline="" if is_csv else None) as handle:
+        if is_csv:
+            yield from csv.DictReader(handle)
+            return
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise GradientRequestInvalid(
+                    f"invalid rows_path {path}: line {number} is not JSON ({exc})",
+                    [(f"rows_path:{number}", "not JSON")],
+                ) from None
+            if not isinstance(row, dict):
+                raise GradientRequestInvalid(
+                    f"invalid rows_path {path}: line {number} is a JSON {type(row).__name__}, not an object",
+                    [(f"rows_path:{number}", "not an object")],
+                )
+            yield row
+
+
+def _item_spec(value: Any, index: int) -> dict[str, Any]:
+    """An element of ``inputs`` as ``{"input": ..., "custom_id"?: ..., overrides...}``."""
+    if isinstance(value, (str, list)):
+        return {"input": value}
+    if isinstance(value, Mapping):
+        if "input" not in value:
+            raise GradientRequestInvalid(
+                f"invalid request in item {index}: input: missing; allowed: a dict with 'input' "
+                "(and optional 'custom_id' and request parameters)",
+                [(f"item[{index}].input", "missing")],
+            )
+        return dict(value)
+    raise GradientRequestInvalid(
+        f"invalid request in item {index}: expected a string, a list of input items or a dict "
+        f"with 'input', got {type(value).__name__}",
+        [(f"item[{index}]", "wrong type")],
+    )
+
+
+class BatchInputs:
+    """The items of one batch, as a re-iterable, lazily built sequence of :class:`BatchItem`.
+
+    :param shared: request parameters every item gets (model, instructions, ...); an item's own
+        keys override them.
+    :param default_model: model used when neither ``shared`` nor the item names one.
+    :param render: turns a row into the prompt text (``prompt_template`` rendered with the row).
+    """
+
+    def __init__(
+        self,
+        *,
+        inputs: Iterable[Any] | None = None,
+        rows: Iterable[Mapping[str, Any]] | None = None,
+        rows_path: Any = None,
+        render: Renderer | None = None,
+        shared: Mapping[str, Any] | None = None,
+        default_model: str | None = None,
+    ) -> None:
+        given = [name for name, value in (("inputs", inputs), ("rows", rows), ("rows_path", rows_path))
+                 if value is not None]
+        if len(given) != 1:
+            raise GradientRequestInvalid(
+                f"invalid batch: give exactly one of inputs, rows or rows_path (got {given or 'none'})",
+                [("inputs", "exactly one source")],
+            )
+        if (inputs is None) != (render is not None):
+            raise GradientRequestInvalid(
+                "invalid batch: prompt_template goes with rows or rows_path, not with inputs",
+                [("prompt_template", "needs rows or rows_path" if render is None else "not with inputs")],
+            )
+        if isinstance(inputs, (str, Mapping)) or isinstance(rows, (str, Mapping)):
+            raise GradientRequestInvalid(
+                "invalid batch: inputs and rows must be lists", [("inputs" if inputs else "rows", "not a list")]
+            )
+        self._inputs = inputs
+        self._rows = rows
+        self._rows_path = rows_path
+        self._render = render
+        self._shared = dict(shared or {})
+        self._default_model = default_model
+
+    def _specs(self) -> Iterator[dict[str, Any]]:
+        if self._inputs is not None:
+            for index, value in enumerate(self._inputs):
+                yield _item_spec(value, index)
+            return
+        assert self._render is not None
+        rows = self._rows if self._rows is not None else iter_rows(self._rows_path)
+        for row in rows:
+            spec: dict[str, Any] = {"input": self._render(row)}
+            if row.get("custom_id") not in (None, ""):
+                spec["custom_id"] = row["custom_id"]
+            yield spec
+
+    def __iter__(self) -> Iterator[BatchItem]:
+        for index, spec in enumerate(self._specs()):
+            yield self._item(index, spec)
+
+    def _item(self, index: int, spec: dict[str, Any]) -> BatchItem:
+        custom_id = spec.pop("custom_id", None)
+        if custom_id is not None and not (isinstance(custom_id, (str, int)) and str(custom_id)):
+            raise GradientRequestInvalid(
+                f"invalid request in item {index}: custom_id: must be a non-empty string (got {custom_id!r})",
+                [(f"item[{index}].custom_id", "not a non-empty string")],
+            )
+        where = f"in item {index}" + (f" (custom_id {str(custom_id)!r})" if custom_id is not None else "")
+        params = {**self._shared, **spec}
+        if params.get("model") is None and self._default_model:
+            params["model"] = self._default_model
+        params.pop("stream", None)
+        request = build_request(params, where=where)
+        if request.model is None:
+            raise GradientRequestInvalid(
+                f"invalid request {where}: model: missing; allowed: a model id, or a default 'model' "
+                "in the connection's extras",
+                [(f"item[{index}].model", "missing")],
+            )
+        if custom_id is None:
+            custom_id = request_hash_id(request.to_wire())
+        return BatchItem(index, str(custom_id), request, estimate_tokens(request))
+
+    def validate(self) -> int:
+        """Build every item once: raise on the first invalid one or duplicate id; return the count."""
+        seen: set[int] = set()
+        count = 0
+        for item in self:
+            key = id_key(item.custom_id)
+            # Two different ids may share a 64-bit digest: a rescan tells a real duplicate.
+            if key in seen and (first := next(o.index for o in self if o.custom_id == item.custom_id)) < item.index:
+                raise GradientRequestInvalid(
+                    f"invalid batch: items {first} and {item.index} have the same custom_id "
+                    f"{item.custom_id!r}; ids must be unique (identical requests without a custom_id "
+                    "hash to the same id: give each a custom_id, or drop the duplicates)",
+                    [(f"item[{item.index}].custom_id", "duplicate")],
+                )
+            seen.add(key)
+            count += 1
+        return count

@@ -1,0 +1,252 @@
+"""Results of a batch: the JSONL row of each item, the part files that hold them, resume, manifest.
+
+``output_path`` is a directory (a prefix on object storage). Each attempt of the task writes its own
+part files, ``part-<attempt>-<seq>.jsonl``, and never touches an earlier attempt's: object stores
+cannot append, and a part that is never rewritten cannot be lost by a later crash.
+
+- Local disk: one part per attempt, flushed after every row, so a row is on disk (in the OS page
+  cache) as soon as its item completes; a SIGKILL loses nothing that completed.
+- Object storage (S3, GCS, ...): a part becomes visible when it is closed, so parts are closed
+  every ``rows_per_part`` rows or ``seconds_per_part`` seconds; a hard kill loses at most the rows
+  of the part still open.
+
+Resume: :meth:`ResultStore.scan` reads every earlier part; an item whose ``custom_id`` has a
+``succeeded`` row is not sent again. Failed and skipped items are sent again, and their new rows
+supersede the old ones when the results are read back (a ``succeeded`` row is never superseded).
+
+A row (``status`` is ``succeeded``, ``failed`` or ``skipped``)::
+
+    {"index": 0, "custom_id": "doc-1", "status": "succeeded", "output_text": "...",
+     "tool_calls": [{"call_id", "name", "arguments"}], "finish_reason": "stop",
+     "usage": {"input_tokens", "output_tokens", "total_tokens", "cached_tokens",
+               "reasoning_tokens", "tool_output_tokens"},
+     "response_id": "resp_...", "model": "...", "attempts": 1, "latency_s": 0.21, "error": null,
+     "parsed": {...}}   # "parsed" only when the batch has an output schema
+
+``error`` is ``{"type": "GradientServerError", "status": 500, "message": "..."}`` on failed rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_gradient.batch.inputs import id_key
+from airflow_gradient.batch.progress import USAGE_KEYS
+
+PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.jsonl$")
+REMOTE_ROWS_PER_PART = 1000
+REMOTE_SECONDS_PER_PART = 15.0
+MAX_ERROR_CHARS = 2000
+
+
+# -- rows ---------------------------------------------------------------------------------------
+
+
+def succeeded_row(index: int, custom_id: str, result: Any, **extra: Any) -> dict[str, Any]:
+    """The row of a reply (a :class:`~airflow_gradient.models.ResponseResult`)."""
+    return {
+        "index": index,
+        "custom_id": custom_id,
+        "status": "succeeded",
+        "output_text": result.output_text,
+        "tool_calls": [call.to_dict() for call in result.tool_calls],
+        "finish_reason": result.finish_reason,
+        "usage": result.usage_summary(),
+        "response_id": result.id,
+        "model": result.model,
+        "attempts": result.call.attempts,
+        "latency_s": round(result.call.latency_s, 4),
+        "error": None,
+        **extra,
+    }
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "status": getattr(exc, "status", None),
+            "message": str(exc)[:MAX_ERROR_CHARS]}
+
+
+def failed_row(index: int, custom_id: str, exc: BaseException, *, attempts: int, latency_s: float,
+               **extra: Any) -> dict[str, Any]:
+    """The row of an item whose request failed for good; ``extra`` may keep a reply's fields."""
+    row = {"index": index, "custom_id": custom_id, "status": "failed", "output_text": None, "tool_calls": [],
+           "finish_reason": None, "usage": None, "response_id": None, "model": None, "attempts": attempts,
+           "latency_s": round(latency_s, 4)}
+    row.update(extra)
+    row["status"], row["error"] = "failed", error_info(exc)
+    return row
+
+
+def skipped_row(index: int, custom_id: str, reason: str) -> dict[str, Any]:
+    """The row of an item that was never sent (token budget reached)."""
+    return {"index": index, "custom_id": custom_id, "status": "skipped", "output_text": None, "tool_calls": [],
+            "finish_reason": None, "usage": None, "response_id": None, "model": None, "attempts": 0,
+            "latency_s": 0.0, "error": {"type": "Skipped", "status": None, "message": reason}}
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+
+def _is_local(path: Any) -> bool:
+    return (getattr(path, "protocol", "") or "file") in ("file", "local")
+
+
+def list_parts(path: Any) -> list[Any]:
+    """The part files under ``path``, oldest attempt first."""
+    try:
+        children = list(path.iterdir()) if path.exists() else []
+    except FileNotFoundError:
+        children = []
+    parts = [(m.groups(), child) for child in children if (m := PART_RE.match(child.name))]
+    return [child for _, child in sorted(parts, key=lambda pair: pair[0])]
+
+
+def part_attempt(part: Any) -> int:
+    """The attempt that wrote a part file listed by :func:`list_parts`."""
+    match = PART_RE.match(part.name)
+    return int(match.group(1)) if match else 0
+
+
+def iter_rows(part: Any) -> Iterator[dict[str, Any]]:
+    """The rows of one part; a line cut short by a crash is passed over."""
+    with part.open("r", encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "custom_id" in row:
+                yield row
+
+
+@dataclass
+class ResumeState:
+    """What earlier attempts already did: ids that succeeded, with their token usage."""
+
+    attempt: int = 1
+    done: set[int] = field(default_factory=set)
+    usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
+
+    def is_done(self, custom_id: str) -> bool:
+        return bool(self.done) and id_key(custom_id) in self.done
+
+
+class ResultStore:
+    """The part files of one batch's results under ``path`` (an ``ObjectStoragePath`` directory)."""
+
+    def __init__(self, path: Any, *, rows_per_part: int | None = None, seconds_per_part: float | None = None):
+        self.path = path
+        self.local = _is_local(path)
+        self.rows_per_part = rows_per_part or (None if self.local else REMOTE_ROWS_PER_PART)
+        self.seconds_per_part = seconds_per_part or (None if self.local else REMOTE_SECONDS_PER_PART)
+
+    def scan(self) -> ResumeState:
+        """Read every earlier part: the next attempt number and the ids that succeeded."""
+        state = ResumeState()
+        for part in list_parts(self.path):
+            state.attempt = max(state.attempt, part_attempt(part) + 1)
+            for row in iter_rows(part):
+                key = id_key(str(row["custom_id"]))
+                if row.get("status") == "succeeded" and key not in state.done:
+                    state.done.add(key)
+                    for name in USAGE_KEYS:
+                        state.usage[name] += (row.get("usage") or {}).get(name, 0)
+        return state
+
+    def writer(self, attempt: int) -> PartWriter:
+        if self.local:
+            self.path.mkdir(parents=True, exist_ok=True)
+        return PartWriter(self, attempt)
+
+
+class PartWriter:
+    """Appends rows to the part files of one attempt, rotating them as :class:`ResultStore` says."""
+
+    def __init__(self, store: ResultStore, attempt: int) -> None:
+        self.store = store
+        self.attempt = attempt
+        self.parts: list[str] = []
+        self._file: Any = None
+        self._rows = 0
+        self._opened = 0.0
+
+    def _open(self) -> None:
+        name = f"part-{self.attempt:05d}-{len(self.parts):05d}.jsonl"
+        self._file = (self.store.path / name).open("w", encoding="utf-8")
+        self.parts.append(name)
+        self._rows, self._opened = 0, time.monotonic()
+
+    async def write(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            self._open()
+        self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        self._rows += 1
+        if self.store.local:
+            self._file.flush()
+        elif self.store.rows_per_part and self._rows >= self.store.rows_per_part:
+            await self._rotate()
+
+    async def commit_if_stale(self) -> None:
+        """Close the open part when it is older than ``seconds_per_part`` (called periodically)."""
+        limit = self.store.seconds_per_part
+        if self._file is not None and limit and time.monotonic() - self._opened >= limit:
+            await self._rotate()
+
+    async def _rotate(self) -> None:
+        done, self._file = self._file, None
+        # Closing uploads the part: a network call that must not stall the event loop.
+        await asyncio.to_thread(done.close)
+
+    async def close(self) -> None:
+        if self._file is not None:
+            await self._rotate()
+
+
+class MemoryWriter:
+    """Keeps rows in memory, for small batches whose results go to XCom."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.parts: list[str] = []
+
+    async def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+
+    async def commit_if_stale(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+# -- manifest -----------------------------------------------------------------------------------
+
+
+def build_manifest(
+    *,
+    output_path: str | None,
+    parts: list[str],
+    total: int,
+    counts: dict[str, int],
+    usage: dict[str, int],
+    requests: dict[str, int],
+    wall_time_s: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The small dict that goes to XCom; :func:`~airflow_gradient.batch.reader.read_results` reads it."""
+    return {
+        "output_path": output_path,
+        "parts": parts,
+        "total": total,
+        "counts": counts,
+        "usage": usage,
+        "requests": requests,
+        "wall_time_s": round(wall_time_s, 3),
+        **extra,
+    }

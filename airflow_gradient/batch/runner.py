@@ -1,0 +1,132 @@
+"""One batch from start to end: validate, resume, send, write, manifest.
+
+The order matters: earlier rows are read and every item is validated before the first request is
+sent, so a bad item or a batch too big for XCom costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.util
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from airflow_gradient.batch.engine import BatchEngine, EngineSettings
+from airflow_gradient.batch.inputs import BatchInputs
+from airflow_gradient.batch.pacing import RateLimiter
+from airflow_gradient.batch.progress import BatchProgress
+from airflow_gradient.batch.results import MemoryWriter, ResultStore, ResumeState, build_manifest, list_parts
+from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.hooks.gradient import GradientHook
+
+# Without output_path the rows travel in XCom (the metadata database): keep that small.
+XCOM_MAX_ITEMS = 1000
+AIOHTTP_TRANSPORT = importlib.util.find_spec("httpx_aiohttp") is not None
+WORKERS_PER_POOL = 4
+
+
+def pool_hooks(gradient_conn_id: str, max_concurrency: int, max_retries: int | None = None) -> list[GradientHook]:
+    """The hooks the engine's workers send through.
+
+    With ``httpx-aiohttp`` installed: one hook on aiohttp's pool, which serves any concurrency at a
+    fraction of httpx's CPU per request. Without it: one hook (one httpx pool) per
+    :data:`WORKERS_PER_POOL` workers, since httpx's pool slows down with the requests it carries.
+    """
+    if AIOHTTP_TRANSPORT:
+        return [GradientHook(gradient_conn_id, max_retries=max_retries, max_connections=max_concurrency,
+                             async_transport="aiohttp")]
+    hooks = [GradientHook(gradient_conn_id, max_retries=max_retries, max_connections=WORKERS_PER_POOL)
+             for _ in range(-(-max_concurrency // WORKERS_PER_POOL))]
+    for other in hooks[1:]:
+        # The connection is read once; cached_property keeps its value in the instance dict.
+        other.__dict__["settings"] = hooks[0].settings
+    return hooks
+
+
+def prepare_batch(inputs: BatchInputs, store: ResultStore | None) -> tuple[ResumeState, int]:
+    """Read earlier attempts' rows, validate every item; return the resume state and the count.
+
+    Raises :class:`GradientRequestInvalid` when an item is invalid, ids repeat, or the batch has
+    more than :data:`XCOM_MAX_ITEMS` items and no store.
+    """
+    state = store.scan() if store is not None else ResumeState()
+    total = inputs.validate()
+    if store is None and total > XCOM_MAX_ITEMS:
+        raise GradientRequestInvalid(
+            f"invalid batch: {total} items is more than the {XCOM_MAX_ITEMS} whose results may go to "
+            "XCom: set output_path to write them to storage (local, S3, GCS...)",
+            [("output_path", "required above the XCom cap")],
+        )
+    return state, total
+
+
+def run_batch(
+    *,
+    hooks: Sequence[Any],
+    inputs: BatchInputs,
+    limiter: RateLimiter,
+    settings: EngineSettings,
+    output_path: Any = None,
+    parse: Callable[[str], Any] | None = None,
+    log: logging.Logger | Any = None,
+) -> dict[str, Any]:
+    """Run the batch and return its manifest (with the rows under ``results`` when in memory).
+
+    Raises :class:`GradientRequestInvalid` before sending anything when an item is invalid, ids
+    repeat, or the batch has more than :data:`XCOM_MAX_ITEMS` items and no ``output_path``.
+    """
+    log = log or logging.getLogger(__name__)
+    started = time.monotonic()
+    store = ResultStore(output_path) if output_path is not None else None
+    state, total = prepare_batch(inputs, store)
+    already = sum(1 for item in inputs if state.is_done(item.custom_id)) if state.done else 0
+    if already:
+        log.info("Resuming: %d of %d items succeeded in earlier attempts and are not sent again", already, total)
+    progress = BatchProgress(total=total - already)
+    writer = store.writer(state.attempt) if store is not None else MemoryWriter()
+    engine = BatchEngine(hooks, limiter, writer, settings, parse=parse, log=log)
+
+    async def main() -> None:
+        try:
+            await engine.run((i for i in inputs if not state.is_done(i.custom_id)), progress)
+        finally:
+            # Runs on errors and cancellation too: the rows written so far reach storage.
+            await writer.close()
+            for hook in hooks:
+                await hook.aclose()
+
+    # The objects alive now (Airflow's whole import graph) outlive the batch: frozen, they are not
+    # rescanned by each full collection, a pause of ~150 ms with every request in flight stalled.
+    gc.freeze()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.unfreeze()
+    manifest = build_manifest(
+        output_path=str(output_path) if output_path is not None else None,
+        parts=[part.name for part in list_parts(output_path)] if store is not None else [],
+        total=total,
+        counts={"succeeded": already + progress.succeeded, "failed": progress.failed, "skipped": progress.skipped},
+        usage={key: state.usage[key] + progress.usage[key] for key in progress.usage},
+        requests={"sent": progress.requests_sent, "retries": progress.retries, "rate_limited": progress.rate_limited},
+        wall_time_s=time.monotonic() - started,
+        resumed=already,
+        attempt=state.attempt,
+        pacing=limiter.pacing().describe(),
+    )
+    if isinstance(writer, MemoryWriter):
+        manifest["results"] = sorted(writer.rows, key=lambda row: row["index"])
+    return manifest
+
+
+def failure_message(manifest: dict[str, Any], max_failed_fraction: float) -> str | None:
+    """Why the batch fails under the failure policy, or None when it passes."""
+    failed, total = manifest["counts"]["failed"], manifest["total"]
+    if total and failed / total > max_failed_fraction:
+        return (f"{failed} of {total} items failed ({failed / total:.1%}), more than max_failed_fraction="
+                f"{max_failed_fraction}; the rows are written and a retry of the task sends only the "
+                "items that did not succeed")
+    return None

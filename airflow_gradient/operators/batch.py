@@ -1,0 +1,179 @@
+"""GradientBatchOperator: many ``/v1/responses`` calls from one task, paced, resumable, to storage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import Context, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow_gradient.batch.engine import EngineSettings
+from airflow_gradient.batch.inputs import BatchInputs, Renderer
+from airflow_gradient.batch.pacing import AdaptiveRateLimiter, RateLimiter
+from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, failure_message, pool_hooks, run_batch
+from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.operators.base import GradientBaseOperator
+
+
+def _storage_path(value: Any) -> ObjectStoragePath | None:
+    if value is None or isinstance(value, ObjectStoragePath):
+        return value
+    return ObjectStoragePath(str(value))
+
+
+class GradientBatchOperator(GradientBaseOperator):
+    """Send many prompts to Gradient from one task and write one JSONL row per prompt.
+
+    Gradient has no batch endpoint: this operator makes the ``/v1/responses`` calls itself,
+    ``max_concurrency`` at a time, paced under the account's rate limit (learnt from the
+    ``x-ratelimit-*`` headers when not given), and appends each item's row to ``output_path`` as it
+    completes. A retried or cleared task reads the rows already there and sends only the items that
+    did not succeed. See ``docs/batch.md``.
+
+    The items, exactly one source:
+
+    :param inputs: a list of prompts: strings, lists of input items, or dicts with ``input`` plus
+        an optional ``custom_id`` and per-item request parameters. Templated.
+    :param prompt_template: a Jinja template rendered once per row, with the task's context plus the
+        row's columns (also as ``row``). It is not rendered when the task starts, only per row.
+    :param rows: a list of dicts (typically an upstream XCom) for ``prompt_template``. Templated.
+    :param rows_path: a JSONL or CSV file (any ``ObjectStoragePath`` URI: local, ``s3://``,
+        ``gs://``...) of rows for ``prompt_template``, read lazily. Templated.
+
+    A row's ``custom_id`` column (or an input dict's ``custom_id``) names the item; otherwise its id
+    is a hash of its rendered request. Ids must be unique.
+
+    :param output_path: a directory URI (``ObjectStoragePath``) for the JSONL part files. Templated:
+        make it unique per run, e.g. ``s3://bucket/summaries/{{ run_id }}/``. Without it the rows go
+        to XCom, for batches of at most 1000 items (above that the task fails before sending).
+    :param output_schema: a pydantic model class or JSON schema the replies must match; the parsed
+        value goes to the row's ``parsed``, and a reply that does not match fails its item.
+    :param max_concurrency: requests in flight at once.
+    :param requests_per_minute: the account's request limit, when known (headers are read anyway).
+    :param tokens_per_minute: the account's token limit, when known.
+    :param max_total_tokens: token budget: once it would be passed, no item is sent and the rest are
+        reported as skipped.
+    :param max_failed_fraction: fraction of items allowed to fail (default 0); above it the task
+        fails, after every row is written.
+    :param item_timeout: seconds allowed for one item, retries included.
+    :param progress_interval: seconds between progress log lines.
+    :param rate_limiter: a :class:`~airflow_gradient.batch.pacing.RateLimiter` to use instead of the
+        in-task one, e.g. one backed by a store shared by several workers.
+
+    The shared request parameters (model, instructions, temperature...) are those of
+    :class:`GradientBaseOperator`; ``request_timeout`` and ``max_retries`` apply to each item.
+
+    The XCom value is the manifest: ``output_path``, ``parts``, ``total``, ``counts`` (succeeded,
+    failed, skipped), ``usage`` (input, output, total, cached, reasoning tokens), ``requests``
+    (sent, retries, rate_limited), ``wall_time_s``, ``resumed``, ``attempt``, ``pacing``, and
+    ``results`` when there is no ``output_path``. Read the rows with
+    :func:`airflow_gradient.read_results`.
+    """
+
+    template_fields = ("inputs", "rows", "rows_path", "output_path", *GradientBaseOperator.template_fields)
+    template_fields_renderers = {**GradientBaseOperator.template_fields_renderers, "inputs": "json", "rows": "json"}
+    xcom_max_items = XCOM_MAX_ITEMS
+
+    def __init__(
+        self,
+        *,
+        inputs: list[Any] | None = None,
+        prompt_template: str | None = None,
+        rows: list[dict[str, Any]] | None = None,
+        rows_path: str | ObjectStoragePath | None = None,
+        output_path: str | ObjectStoragePath | None = None,
+        output_schema: Any = None,
+        max_concurrency: int = 32,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_total_tokens: int | None = None,
+        max_failed_fraction: float = 0.0,
+        item_timeout: float | None = None,
+        progress_interval: float = 10.0,
+        rate_limiter: RateLimiter | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.inputs = inputs
+        self.prompt_template = prompt_template
+        self.rows = rows
+        self.rows_path = rows_path
+        self.output_path = output_path
+        self.output_schema = output_schema
+        self.max_concurrency = max_concurrency
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.max_total_tokens = max_total_tokens
+        self.max_failed_fraction = max_failed_fraction
+        self.item_timeout = item_timeout
+        self.progress_interval = progress_interval
+        self.rate_limiter = rate_limiter
+
+    @cached_property
+    def pool_hooks(self) -> list[GradientHook]:
+        """One hook (one connection pool) per few workers: see :mod:`airflow_gradient.batch.engine`."""
+        return pool_hooks(self.gradient_conn_id, self.max_concurrency, self.max_retries)
+
+    @cached_property
+    def hook(self) -> GradientHook:
+        return self.pool_hooks[0]
+
+    def _renderer(self, context: Context) -> Renderer | None:
+        if self.prompt_template is None:
+            return None
+        template = self.get_template_env(dag=self.dag if self.has_dag() else None).from_string(self.prompt_template)
+        base = dict(context)
+        return lambda row: template.render({**base, **row, "row": row})
+
+    def _inputs(self, context: Context) -> tuple[BatchInputs, Callable[[str], Any] | None]:
+        """The items, and the output schema's parser when there is one (shared with subclasses)."""
+        from airflow_gradient.structured import OutputSchema
+
+        shared = self.shared_params()
+        schema = OutputSchema.of(self.output_schema)
+        if schema is not None:
+            if "response_format" in shared:
+                raise GradientRequestInvalid(
+                    "invalid request: response_format: given with output_schema, which sets it",
+                    [("response_format", "given with output_schema")],
+                )
+            shared["response_format"] = schema.response_format()
+        inputs = BatchInputs(
+            inputs=self.inputs,
+            rows=self.rows,
+            rows_path=_storage_path(self.rows_path),
+            render=self._renderer(context),
+            shared=shared,
+            default_model=self.hook.settings.default_model,
+        )
+        return inputs, schema.parse if schema is not None else None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            inputs, parse = self._inputs(context)
+            manifest = run_batch(
+                hooks=self.pool_hooks,
+                inputs=inputs,
+                limiter=self.rate_limiter or AdaptiveRateLimiter(self.requests_per_minute, self.tokens_per_minute),
+                settings=EngineSettings(
+                    max_concurrency=self.max_concurrency,
+                    request_timeout=self.request_timeout,
+                    item_timeout=self.item_timeout,
+                    max_total_tokens=self.max_total_tokens,
+                    progress_interval=self.progress_interval,
+                ),
+                output_path=_storage_path(self.output_path),
+                parse=parse,
+                log=self.log,
+            )
+        except GradientRequestInvalid as exc:
+            # The same input would fail the same way: no retry.
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("Batch manifest: %s", {k: v for k, v in manifest.items() if k != "results"})
+        if message := failure_message(manifest, self.max_failed_fraction):
+            context["ti"].xcom_push(key="manifest", value=manifest)
+            raise AirflowException(message)
+        return manifest
+

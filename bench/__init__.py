@@ -1,0 +1,1 @@
+"""Benchmarks of the in-task batch engine: ``python -m bench`` (see ``bench/README.md``)."""
