@@ -21,16 +21,22 @@ from airflow_gradient.exceptions import (
     GradientTransportError,
 )
 from airflow_gradient.batch.reader import read_results
+from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
 from airflow_gradient.operators.batch import GradientBatchOperator
+from airflow_gradient.operators.batch_job import GradientBatchJobOperator
 from airflow_gradient.operators.response import GradientResponseOperator
 from airflow_gradient.structured import OutputSchema
+from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
 __all__ = [
     "GradientAPIError",
     "GradientAuthError",
     "GradientBadRequestError",
+    "GradientBatchJobOperator",
+    "GradientBatchJobTrigger",
+    "GradientBatchJobsHook",
     "GradientBatchOperator",
     "GradientConfigError",
     "GradientConflictError",

@@ -26,7 +26,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "DigitalOcean Gradient",
-                "python-modules": ["airflow_gradient.hooks.gradient"],
+                "python-modules": ["airflow_gradient.hooks.gradient", "airflow_gradient.hooks.batch_jobs"],
             }
         ],
         "operators": [
@@ -35,8 +35,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_gradient.operators.response",
                     "airflow_gradient.operators.batch",
+                    "airflow_gradient.operators.batch_job",
                 ],
             }
+        ],
+        "triggers": [
+            {"integration-name": "DigitalOcean Gradient", "python-modules": ["airflow_gradient.triggers.batch_job"]}
         ],
         "task-decorators": [{"class-name": "airflow_gradient.decorators.gradient.gradient_task", "name": "gradient"}],
         "connection-types": [

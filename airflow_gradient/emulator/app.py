@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from airflow_gradient.emulator.batch_jobs import batch_jobs_router
 from airflow_gradient.emulator.config import EmulatorConfig
 from airflow_gradient.emulator.faults import (
     DropResponse,
@@ -52,6 +53,7 @@ def create_app(state: EmulatorState | None = None) -> FastAPI:
     app = FastAPI(title="Gradient serverless inference emulator", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.emulator = state
     _add_control_routes(app, state)
+    app.include_router(batch_jobs_router(state))  # batch jobs; before the catch-all 404 route
     _add_api_routes(app, state)
     return app
 

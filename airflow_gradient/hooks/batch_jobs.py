@@ -1,0 +1,244 @@
+"""GradientBatchJobsHook: Gradient's provider-side Batch Inference jobs (``/v1/batches``).
+
+The flow (``batch-inference-facts.md``): ask for an upload URL (``POST /batches/files``), PUT the
+JSONL there, create the job (``POST /batches``, idempotent on ``request_id``), watch it
+(``GET /batches/{id}``), fetch short-lived links to its result files (``GET .../results``) and
+download them; ``POST .../cancel`` stops it.
+
+Every JSON call is described once (:class:`_Call`) and sent by :meth:`_send_call` or
+:meth:`_asend_call`, which differ only in the client they use; both go through the connection's
+retry policy. Presigned object-storage URLs (upload, downloads) get neither the model access key
+nor any content type but ``application/octet-stream``: another header breaks their signature, and
+the key has no business on a storage host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import httpx
+from pydantic import ValidationError
+from tenacity import retry_if_exception
+
+from airflow_gradient.exceptions import (
+    GradientAuthError,
+    GradientBadRequestError,
+    GradientConflictError,
+    GradientProtocolError,
+    GradientServerError,
+)
+from airflow_gradient.hooks.gradient import GradientHook, GradientSettings, _json_object
+from airflow_gradient.http_errors import request_id_of
+from airflow_gradient.models.batch_job import BatchJob, BatchJobPage, BatchJobResults, FileUpload
+from airflow_gradient.retry import is_retryable
+
+T = TypeVar("T")
+
+UPLOAD_CONTENT_TYPE = "application/octet-stream"
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    # A 409 here means "already terminal" or "not submitted yet": asking again changes nothing.
+    return is_retryable(exc) and not isinstance(exc, GradientConflictError)
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    """One JSON call: what to send and how to read the reply."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    model: Callable[[Any], T]
+
+
+class GradientBatchJobsHook(GradientHook):
+    """Create, watch, cancel and download Gradient Batch Inference jobs.
+
+    Same connection as :class:`GradientHook`. Sync methods serve the worker, the ``a``-prefixed
+    ones the triggerer; :meth:`aload_settings` reads the connection without blocking an event loop.
+    """
+
+    hook_name = "DigitalOcean Gradient Batch Inference"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prefetched_conn: Any = None
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+        if self._prefetched_conn is not None and conn_id == self.gradient_conn_id:
+            return self._prefetched_conn
+        return super().get_connection(conn_id)
+
+    async def aload_settings(self) -> GradientSettings:
+        """The connection's settings, fetched with the async connection API (triggerer-safe)."""
+        if "settings" not in self.__dict__:
+            self._prefetched_conn = await self.aget_connection(self.gradient_conn_id)
+            # Building the settings registers the key with the secrets masker, which may message the
+            # supervisor synchronously: done in a thread, never on the event loop.
+            await asyncio.to_thread(getattr, self, "settings")
+        return self.settings
+
+    # -- the JSON API ---------------------------------------------------------------------------
+
+    def create_file(self, file_name: str) -> FileUpload:
+        """``POST /batches/files``: a file id and a presigned URL to PUT the JSONL to."""
+        return self._send_call(_Call("POST", "/batches/files", {"file_name": file_name}, FileUpload.model_validate))
+
+    def create_job(
+        self,
+        file_id: str,
+        *,
+        request_id: str,
+        provider: str = "openai",
+        endpoint: str = "/v1/responses",
+        completion_window: str = "24h",
+        metadata: dict[str, str] | None = None,
+    ) -> BatchJob:
+        """``POST /batches``. The same ``request_id`` returns the job it created before."""
+        body: dict[str, Any] = {
+            "file_id": file_id,
+            "provider": provider,
+            "endpoint": endpoint,
+            "completion_window": completion_window,
+            "request_id": request_id,
+        }
+        if metadata:
+            body["metadata"] = metadata
+        return self._send_call(_Call("POST", "/batches", body, BatchJob.model_validate))
+
+    def get_job(self, batch_id: str) -> BatchJob:
+        return self._send_call(_get_job(batch_id))
+
+    async def aget_job(self, batch_id: str) -> BatchJob:
+        return await self._asend_call(_get_job(batch_id))
+
+    def list_jobs(self, *, after: str | None = None, limit: int = 100, status: str | None = None) -> BatchJobPage:
+        """One page of ``GET /batches`` (``limit`` 1 to 100); ``next_cursor`` goes to ``after``."""
+        query = httpx.QueryParams({k: v for k, v in (("after", after), ("limit", limit), ("status", status)) if v})
+        return self._send_call(_Call("GET", f"/batches?{query}", None, BatchJobPage.model_validate))
+
+    def get_results(self, batch_id: str) -> BatchJobResults:
+        """Links to the job's output and error files (412 while they are not ready)."""
+        return self._send_call(_Call("GET", f"/batches/{batch_id}/results", None, BatchJobResults.model_validate))
+
+    def cancel_job(self, batch_id: str) -> BatchJob:
+        """Ask the job to stop; a job already finished (409) is returned as it is."""
+        try:
+            return self._send_call(_cancel_job(batch_id))
+        except GradientConflictError:
+            return self.get_job(batch_id)
+
+    async def acancel_job(self, batch_id: str) -> BatchJob:
+        try:
+            return await self._asend_call(_cancel_job(batch_id))
+        except GradientConflictError:
+            return await self.aget_job(batch_id)
+
+    def _send_call(self, call: _Call[T]) -> T:
+        retrying = self.retry_policy.retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
+
+        def once() -> T:
+            client = self.get_conn()
+            with self._transport_errors():
+                response = client.send(self._build(client, call.method, call.path, call.body, None))
+            return self._read(call, response)
+
+        return retrying(once)
+
+    async def _asend_call(self, call: _Call[T]) -> T:
+        retrying = self.retry_policy.async_retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
+
+        async def once() -> T:
+            client = self.get_async_conn()
+            with self._transport_errors():
+                response = await client.send(self._build(client, call.method, call.path, call.body, None))
+            return self._read(call, response)
+
+        return await retrying(once)
+
+    def _read(self, call: _Call[T], response: httpx.Response) -> T:
+        self._check_status(response)
+        request_id = request_id_of(response.headers)
+        data = _json_object(response, request_id)
+        try:
+            return call.model(data)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            raise GradientProtocolError(
+                f"{call.method} {call.path.split('?')[0]} reply is not a known shape: {error['msg']} at "
+                f"{'.'.join(map(str, error['loc'])) or 'top level'}",
+                status=response.status_code,
+                request_id=request_id,
+            ) from None
+
+    # -- presigned object storage ---------------------------------------------------------------
+
+    def upload_file(self, upload_url: str, path: Path) -> None:
+        """PUT the file at ``path`` to a presigned URL: no key, ``application/octet-stream``, a
+        ``Content-Length`` (object stores refuse chunked uploads); retried like any call."""
+        size = path.stat().st_size
+
+        def once() -> None:
+            client = self.get_conn()
+            with path.open("rb") as handle, self._transport_errors():
+                request = _presigned(client, "PUT", upload_url, content=handle, headers={
+                    "Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": str(size)})
+                response = client.send(request)
+            _check_storage(response, "the upload of the batch input")
+
+        self.retry_policy.retrying(self._log_retry)(once)
+
+    def download_file(self, url: str, target: Path) -> None:
+        """Download a presigned result URL to ``target``; a broken download is tried again whole."""
+
+        def once() -> None:
+            client = self.get_conn()
+            with self._transport_errors():
+                response = client.send(_presigned(client, "GET", url), stream=True)
+                try:
+                    if response.status_code >= 400:
+                        response.read()
+                        _check_storage(response, "the download of batch results")
+                    with target.open("wb") as handle:
+                        for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                            handle.write(chunk)
+                finally:
+                    response.close()
+
+        self.retry_policy.retrying(self._log_retry)(once)
+
+
+def _presigned(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Request:
+    """A request to a presigned URL from the pooled client, without the client's Authorization."""
+    request = client.build_request(method, url, **kwargs)
+    del request.headers["Authorization"]
+    return request
+
+
+def _check_storage(response: httpx.Response, what: str) -> None:
+    """An object store's refusal as our error; its 403 is an expired or mis-signed link, not a key."""
+    status = response.status_code
+    if status < 400:
+        return
+    found = re.search(r"<Message>(.*?)</Message>", response.text, re.S)
+    detail = found.group(1).strip() if found else response.text.strip()[:300] or "no details"
+    cls = GradientAuthError if status in (401, 403) else GradientServerError if status >= 500 else GradientBadRequestError
+    raise cls(f"{what} was refused by the storage host (an expired or altered link, or a header it "
+              f"does not accept): {detail}", status=status)
+
+
+def _get_job(batch_id: str) -> _Call[BatchJob]:
+    return _Call("GET", f"/batches/{batch_id}", None, BatchJob.model_validate)
+
+
+def _cancel_job(batch_id: str) -> _Call[BatchJob]:
+    return _Call("POST", f"/batches/{batch_id}/cancel", None, BatchJob.model_validate)

@@ -1,0 +1,199 @@
+"""GradientBatchJobOperator: a batch run by Gradient itself (Batch Inference), waited for deferred."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow_gradient.batch.inputs import BatchInputs
+from airflow_gradient.batch.job_files import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, FileLimits, Provider
+from airflow_gradient.batch.job_runner import JobSettings, land_results, submit_jobs, wait_for_jobs
+from airflow_gradient.batch.job_watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
+from airflow_gradient.batch.runner import failure_message
+from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
+from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.operators.batch import GradientBatchOperator, _storage_path
+from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
+
+# The completion window is 24 h; a job still running after that is expired by Gradient anyway.
+DEFAULT_TIMEOUT = timedelta(hours=25)
+
+
+class GradientBatchJobOperator(GradientBatchOperator):
+    """Run a batch as Gradient Batch Inference jobs: about half the price, results within 24 h.
+
+    Takes the same items, validation, ``custom_id`` rules, ``output_path`` and ``output_schema`` as
+    :class:`GradientBatchOperator`, and lands the same JSONL rows and the same manifest, so
+    switching between the two is one class name. The in-task pacing arguments
+    (``max_concurrency``, ``requests_per_minute``, ``tokens_per_minute``, ``max_total_tokens``,
+    ``item_timeout``, ``rate_limiter``) are accepted and unused: Gradient paces its own jobs.
+
+    The task validates every item, writes the JSONL input (split into several jobs above
+    ``max_requests_per_file`` requests or ``max_bytes_per_file`` bytes), uploads it, creates the
+    jobs, waits for them (deferred by default) and lands their results. A retry or a clear
+    re-attaches to the jobs an earlier try created (recorded in ``<output_path>/batch_jobs.json``,
+    and idempotent through a ``request_id`` derived from the task and the input) unless the input
+    changed: a job is never paid twice, and a finished job's results are landed again at no cost.
+    Once its jobs are landed, a retry submits a new job for the items without a succeeded row.
+
+    :param deferrable: wait in the triggerer (default); ``False`` polls from the worker.
+    :param poll_interval: seconds between status polls.
+    :param timeout: how long one try waits for the jobs (``timedelta`` or seconds).
+    :param cancel_on_kill: cancel the jobs when the task is killed (also while deferred).
+    :param cancel_on_timeout: cancel the jobs when ``timeout`` passes; a retry then lands what
+        they finished, the rest as cancelled rows.
+    :param max_poll_failures: polls in a row that may fail before the wait gives up.
+    :param provider: ``"openai"`` (lines ``{custom_id, method, url, body}``) or ``"anthropic"``
+        (lines ``{custom_id, params}``), as the job's models require.
+    :param completion_window: the job's completion window (Gradient documents ``"24h"``).
+    :param job_metadata: string pairs attached to each job (``metadata`` is the requests' own).
+    :param max_requests_per_file: requests per job input file (Gradient's limit: 50,000).
+    :param max_bytes_per_file: bytes per job input file (Gradient's limit: 200 MB).
+
+    ``max_failed_fraction``: failed, expired and cancelled items are rows with their error; above
+    this fraction the task fails, after the rows are written. The manifest adds ``mode``
+    ("batch_job"), ``batch_jobs`` (id, status, request counts) and ``billable_tokens``.
+    """
+
+    template_fields = (*GradientBatchOperator.template_fields, "job_metadata")
+
+    def __init__(
+        self,
+        *,
+        deferrable: bool = True,
+        poll_interval: float = 60.0,
+        timeout: timedelta | float = DEFAULT_TIMEOUT,
+        cancel_on_kill: bool = True,
+        cancel_on_timeout: bool = True,
+        max_poll_failures: int = DEFAULT_MAX_POLL_FAILURES,
+        provider: Provider = "openai",
+        completion_window: str = "24h",
+        job_metadata: dict[str, str] | None = None,
+        max_requests_per_file: int = MAX_REQUESTS_PER_FILE,
+        max_bytes_per_file: int = MAX_BYTES_PER_FILE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_timeout = cancel_on_timeout
+        self.max_poll_failures = max_poll_failures
+        self.provider = provider
+        self.completion_window = completion_window
+        self.job_metadata = job_metadata
+        self.max_requests_per_file = max_requests_per_file
+        self.max_bytes_per_file = max_bytes_per_file
+        self._batch_ids: list[str] = []
+
+    @cached_property
+    def hook(self) -> GradientBatchJobsHook:  # type: ignore[override]
+        return GradientBatchJobsHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
+
+    def _inputs(self, context: Context) -> tuple[BatchInputs, Any]:
+        """The items and the output schema's parser, built as the in-task batch builds them."""
+        from airflow_gradient.structured import OutputSchema
+
+        shared = self.shared_params()
+        schema = OutputSchema.of(self.output_schema)
+        if schema is not None:
+            if "response_format" in shared:
+                raise GradientRequestInvalid(
+                    "invalid request: response_format: given with output_schema, which sets it",
+                    [("response_format", "given with output_schema")],
+                )
+            shared["response_format"] = schema.response_format()
+        inputs = BatchInputs(
+            inputs=self.inputs,
+            rows=self.rows,
+            rows_path=_storage_path(self.rows_path),
+            render=self._renderer(context),
+            shared=shared,
+            default_model=self.hook.settings.default_model,
+        )
+        return inputs, schema.parse if schema is not None else None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        try:
+            inputs, _ = self._inputs(context)
+            jobs = submit_jobs(
+                self.hook,
+                inputs,
+                task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
+                output_path=_storage_path(self.output_path),
+                settings=JobSettings(
+                    provider=self.provider,
+                    completion_window=self.completion_window,
+                    metadata=self.job_metadata,
+                    limits=FileLimits(self.max_requests_per_file, self.max_bytes_per_file),
+                ),
+                log=self.log,
+            )
+        except GradientRequestInvalid as exc:
+            # The same input would fail the same way: no retry.
+            raise AirflowFailException(str(exc)) from exc
+        self._batch_ids = [job.batch_id for job in jobs]
+        watch = JobWatch(self._batch_ids, deadline=time.time() + self.timeout, poll_interval=self.poll_interval,
+                         max_poll_failures=self.max_poll_failures)
+        outcome = watch.observe(jobs)
+        if outcome is None and self.deferrable:
+            self.hook.close()
+            self.defer(
+                trigger=GradientBatchJobTrigger(
+                    gradient_conn_id=self.gradient_conn_id,
+                    batch_ids=self._batch_ids,
+                    end_time=watch.deadline,
+                    poll_interval=self.poll_interval,
+                    max_poll_failures=self.max_poll_failures,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
+                method_name="execute_complete",
+            )
+        if outcome is None:
+            outcome = wait_for_jobs(self.hook, watch, self.log)
+        return self.execute_complete(context, outcome)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Land the results of finished jobs; fail on a timeout or a wait that gave up."""
+        self._batch_ids = [job["batch_id"] for job in event["jobs"]]
+        try:
+            if event["status"] == "timeout" and self.cancel_on_timeout:
+                self._cancel_jobs("the timeout passed")
+            if event["status"] != "done":
+                raise AirflowException(event["message"])
+            inputs, parse = self._inputs(context)
+            manifest = land_results(
+                self.hook,
+                inputs,
+                [self.hook.get_job(batch_id) for batch_id in self._batch_ids],
+                output_path=_storage_path(self.output_path),
+                parse=parse,
+                log=self.log,
+            )
+        finally:
+            self.hook.close()
+        self.log.info("Batch job manifest: %s", {k: v for k, v in manifest.items() if k != "results"})
+        if message := failure_message(manifest, self.max_failed_fraction):
+            context["ti"].xcom_push(key="manifest", value=manifest)
+            raise AirflowException(message)
+        return manifest
+
+    def _cancel_jobs(self, why: str) -> None:
+        """Best effort: a job that cannot be cancelled is logged, and the task's own error stands."""
+        for batch_id in self._batch_ids:
+            try:
+                job = self.hook.cancel_job(batch_id)
+                self.log.info("Asked batch job %s to stop (%s); it is %s", batch_id, why, job.status)
+            except GradientError as exc:
+                self.log.warning("Could not cancel batch job %s: %s", batch_id, exc)
+
+    def on_kill(self) -> None:
+        if self.cancel_on_kill and self._batch_ids:
+            self._cancel_jobs("the task was killed")
+        super().on_kill()

@@ -1,0 +1,99 @@
+"""GradientBatchJobTrigger: waits in the triggerer for Gradient batch jobs to finish."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow_gradient.batch.job_watch import DEFAULT_MAX_POLL_FAILURES, DEFAULT_POLL_INTERVAL_S, JobWatch
+from airflow_gradient.exceptions import GradientError
+from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+
+# on_kill runs under a bound set by the triggerer; our own keeps one slow call from using it all.
+CANCEL_TIMEOUT_S = 30.0
+
+
+class GradientBatchJobTrigger(BaseTrigger):
+    """Poll ``GET /v1/batches/{id}`` for each job until all are finished, the deadline passes, or
+    polling keeps failing; then fire exactly one event (see :mod:`airflow_gradient.batch.job_watch`).
+
+    :param gradient_conn_id: the Airflow connection of the jobs.
+    :param batch_ids: the jobs to wait for.
+    :param end_time: the deadline, as epoch seconds (wall clock: the trigger may resume elsewhere).
+    :param poll_interval: seconds between polls.
+    :param max_poll_failures: polls in a row that may fail (timeouts, 5xx, 429) before giving up.
+    :param cancel_on_kill: cancel the jobs when a user kills the deferred task.
+    """
+
+    def __init__(
+        self,
+        *,
+        gradient_conn_id: str,
+        batch_ids: list[str],
+        end_time: float,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_S,
+        max_poll_failures: int = DEFAULT_MAX_POLL_FAILURES,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        self.gradient_conn_id = gradient_conn_id
+        self.batch_ids = list(batch_ids)
+        self.end_time = end_time
+        self.poll_interval = poll_interval
+        self.max_poll_failures = max_poll_failures
+        self.cancel_on_kill = cancel_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "gradient_conn_id": self.gradient_conn_id,
+                "batch_ids": self.batch_ids,
+                "end_time": self.end_time,
+                "poll_interval": self.poll_interval,
+                "max_poll_failures": self.max_poll_failures,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    def _hook(self) -> GradientBatchJobsHook:
+        # No retries inside a poll: the poll loop is the retry, bounded by max_poll_failures.
+        return GradientBatchJobsHook(self.gradient_conn_id, max_retries=0)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        watch = JobWatch(self.batch_ids, deadline=self.end_time, poll_interval=self.poll_interval,
+                         max_poll_failures=self.max_poll_failures)
+        hook = self._hook()
+        try:
+            while True:
+                try:
+                    await hook.aload_settings()
+                    outcome = watch.observe([await hook.aget_job(batch_id) for batch_id in watch.pending])
+                except GradientError as exc:
+                    self.log.warning("Polling batch jobs failed (%d in a row): %s", watch.failures + 1, exc)
+                    outcome = watch.failed(exc)
+                if outcome is not None:
+                    yield TriggerEvent(outcome)
+                    return
+                self.log.info("Batch jobs: %s", watch.describe())
+                await asyncio.sleep(watch.sleep_seconds())
+        finally:
+            await hook.aclose()
+
+    async def on_kill(self) -> None:
+        """Cancel the unfinished jobs, best effort: a failure is logged, never raised."""
+        if not self.cancel_on_kill:
+            return
+        hook = self._hook()
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT_S):
+                await hook.aload_settings()
+                for batch_id in self.batch_ids:
+                    job = await hook.acancel_job(batch_id)
+                    self.log.info("Cancel of batch job %s requested: %s", batch_id, job.status)
+        except (GradientError, TimeoutError) as exc:
+            self.log.warning("Could not cancel the batch jobs %s: %s", self.batch_ids, exc)
+        finally:
+            await hook.aclose()
