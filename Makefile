@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(MAKE) docs
 
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir build/site
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -1,4 +1,4 @@
-"""One templated request: yesterday's notes from an upstream task, summarised with ``{{ ds }}``.
+"""One templated, streamed request: yesterday's notes from an upstream task, summarised with ``{{ ds }}``.
 
 Set the connection once, never a key in code::
 
@@ -34,6 +34,7 @@ def single_request():
         instructions="You write one-sentence status updates.",
         max_output_tokens=120,
         temperature=0.2,
+        stream=True,  # the text reaches the task log line by line; XCom is the same as unstreamed
     )
 
     @task
@@ -44,4 +45,4 @@ def single_request():
     publish(summary.output)
 
 
-single_request()
+dag_object = single_request()

@@ -5,12 +5,15 @@ Airflow reads its configuration at import, so the environment is set before anyt
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 _HOME = Path(tempfile.mkdtemp(prefix="airflow-gradient-tests-"))
@@ -71,6 +74,29 @@ def gradient_conn(emulator: GradientEmulator, monkeypatch: pytest.MonkeyPatch) -
     for name, value in conn_env(emulator.base_url, max_retry_wait=5).items():
         monkeypatch.setenv(name, value)
     return emulator
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "dags_examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``dags_examples/<name>.py`` as Airflow's DAG loader would."""
+    spec = importlib.util.spec_from_file_location(f"dags_examples_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # As Airflow's loader does: pydantic resolves the file's annotations through sys.modules.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def example_dag(name: str) -> Any:
+    """The one DAG that ``dags_examples/<name>.py`` defines."""
+    from airflow.sdk import DAG
+
+    dags = {id(v): v for v in vars(load_example(name)).values() if isinstance(v, DAG)}
+    assert len(dags) == 1, f"{name}.py should define exactly one DAG"
+    return next(iter(dags.values()))
 
 
 def run_dag(dag: Any, conf: dict[str, Any] | None = None) -> Any:

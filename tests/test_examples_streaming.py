@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 from airflow_gradient.emulator.generate import STRUCTURED_STRING_CHARS
-from tests.conftest import run_dag, task_states, xcom_value
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "dags_examples"
-
-
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"dags_examples_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # As Airflow's DAG loader does: pydantic resolves the file's annotations through sys.modules.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_example, run_dag, task_states, xcom_value
 
 
 def test_structured_extraction_example(gradient_conn) -> None:
