@@ -29,6 +29,8 @@ from typing import Any, Iterator
 
 import httpx
 
+from bench.single_request import bench_single
+
 KEY = "bench-key"
 MODEL = "bench-model"
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,7 +316,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
     return out
 
 
-BENCHES = ("ideal", "openai", "expand", "ratelimit", "rss")
+BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -335,6 +337,10 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="gradient-bench-") as tmp_name:
             tmp = Path(tmp_name)
             warm_up(emu, tmp)
+            if "single" in chosen:
+                results["single"] = bench_single(emu.base_url, KEY, MODEL, *((50, 3) if quick else (200, 5)))
+                _show("single request at zero latency, hook vs openai responses.create (above 1: hook faster)",
+                      results["single"])
             if "ideal" in chosen:
                 results["ideal"] = bench_ideal(emu, tmp, 400 if quick else 2000)
                 _show("wall time vs ideal N*L/C (goal >= 0.90)", results["ideal"])
