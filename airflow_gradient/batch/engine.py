@@ -30,8 +30,8 @@ import httpx
 from airflow_gradient.batch.inputs import BatchItem
 from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.progress import BatchProgress
-from airflow_gradient.batch.results import failed_row, skipped_row, succeeded_row
-from airflow_gradient.exceptions import GradientError, GradientOutputError, GradientTimeoutError
+from airflow_gradient.batch.results import failed_row, reply_row, skipped_row
+from airflow_gradient.exceptions import GradientError, GradientTimeoutError
 
 FEED_CHUNK = 256
 TICK_S = 1.0
@@ -194,14 +194,7 @@ class BatchEngine:
             calls.close()
             self._tokens_in_flight -= item.estimated_tokens
         self.limiter.on_usage(item.estimated_tokens, result.usage_summary()["total_tokens"])
-        row = succeeded_row(item.index, item.custom_id, result)
-        if self.parse is not None:
-            try:
-                row["parsed"] = self.parse(result.output_text)
-            except GradientOutputError as exc:
-                return failed_row(item.index, item.custom_id, exc, **{k: v for k, v in row.items()
-                                  if k not in ("index", "custom_id", "status", "error")})
-        return row
+        return reply_row(item.index, item.custom_id, result, self.parse)
 
     async def _tick(self, progress: BatchProgress) -> None:
         last_line = time.monotonic()

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from airflow_gradient.batch.results import failed_row, succeeded_row
-from airflow_gradient.exceptions import GradientError, GradientOutputError, GradientProtocolError
+from airflow_gradient.batch.results import failed_row, reply_row
+from airflow_gradient.exceptions import GradientError, GradientProtocolError
 from airflow_gradient.http_errors import error_from_response
 from airflow_gradient.models.result import ResponseResult
 
@@ -165,14 +165,7 @@ def row_of(index: int, custom_id: str, outcome: ResponseResult | GradientError, 
     """The row of one item, as :class:`~airflow_gradient.batch.engine.BatchEngine` would write it."""
     if isinstance(outcome, GradientError):
         return failed_row(index, custom_id, outcome, attempts=1, latency_s=0.0)
-    row = succeeded_row(index, custom_id, outcome)
-    if parse is not None:
-        try:
-            row["parsed"] = parse(outcome.output_text)
-        except GradientOutputError as exc:
-            return failed_row(index, custom_id, exc, **{k: v for k, v in row.items()
-                              if k not in ("index", "custom_id", "status", "error")})
-    return row
+    return reply_row(index, custom_id, outcome, parse)
 
 
 def read_result_lines(path: Path, warn: Callable[[str], None]) -> Iterator[tuple[str, ResponseResult | GradientError]]:

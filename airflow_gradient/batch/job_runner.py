@@ -29,10 +29,9 @@ from airflow_gradient.batch.job_files import FileLimits, InputFile, InputFiles, 
 from airflow_gradient.batch.job_ledger import JobLedger, JobRecord, LedgerStore, Round, request_id
 from airflow_gradient.batch.job_output import Parse, missing_item_error, read_result_lines, row_of
 from airflow_gradient.batch.job_watch import JobWatch
-from airflow_gradient.batch.progress import BatchProgress
-from airflow_gradient.batch.results import MemoryWriter, ResultStore, ResumeState, build_manifest, list_parts
-from airflow_gradient.batch.runner import XCOM_MAX_ITEMS
-from airflow_gradient.exceptions import GradientAPIError, GradientError, GradientRequestInvalid
+from airflow_gradient.batch.results import scan_output
+from airflow_gradient.batch.runner import BatchAttempt, prepare_batch
+from airflow_gradient.exceptions import GradientAPIError, GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.models.batch_job import BatchJob
 
@@ -48,10 +47,6 @@ class JobSettings:
     limits: FileLimits = field(default_factory=FileLimits)
 
 
-def _store(output_path: Any) -> ResultStore | None:
-    return ResultStore(output_path) if output_path is not None else None
-
-
 def submit_jobs(
     hook: GradientBatchJobsHook,
     inputs: BatchInputs,
@@ -65,18 +60,11 @@ def submit_jobs(
     (none when every item already has a succeeded row).
 
     Raises :class:`GradientRequestInvalid` before uploading anything when an item is invalid, ids
-    repeat, or the batch has more than :data:`XCOM_MAX_ITEMS` items and no ``output_path``.
+    repeat, or the batch has more than :data:`~airflow_gradient.batch.runner.XCOM_MAX_ITEMS` items
+    and no ``output_path`` (:func:`~airflow_gradient.batch.runner.prepare_batch`).
     """
     log = log or logging.getLogger(__name__)
-    store = _store(output_path)
-    state = store.scan() if store is not None else ResumeState()
-    total = inputs.validate()
-    if store is None and total > XCOM_MAX_ITEMS:
-        raise GradientRequestInvalid(
-            f"invalid batch: {total} items is more than the {XCOM_MAX_ITEMS} whose results may go to "
-            "XCom: set output_path to write them to storage (local, S3, GCS...)",
-            [("output_path", "required above the XCom cap")],
-        )
+    _, state, _ = prepare_batch(inputs, output_path)
     ledgers = LedgerStore(output_path)
     with tempfile.TemporaryDirectory(prefix="gradient-batch-job-") as tmp:
         written = write_input_files(
@@ -178,17 +166,15 @@ def land_results(
     """Download the finished jobs' results, write one row per item, return the manifest."""
     log = log or logging.getLogger(__name__)
     started = time.monotonic()
-    store = _store(output_path)
-    state = store.scan() if store is not None else ResumeState()
+    store, state = scan_output(output_path)
     index_of = {item.custom_id: item.index for item in inputs}
     already = sum(1 for custom_id in index_of if state.is_done(custom_id))
-    progress = BatchProgress(total=len(index_of) - already)
-    writer = store.writer(state.attempt) if store is not None else MemoryWriter()
+    attempt = BatchAttempt(output_path, store, state, total=len(index_of), already=already, started=started)
 
     async def write(custom_id: str, outcome: Any) -> None:
         row = row_of(index_of[custom_id], custom_id, outcome, parse)
-        await writer.write(row)
-        progress.record(row)
+        await attempt.writer.write(row)
+        attempt.progress.record(row)
 
     async def main() -> None:
         seen: set[str] = set()
@@ -209,32 +195,22 @@ def land_results(
                     await write(custom_id, missing_error)
         finally:
             # Runs on errors too: the rows written so far reach storage.
-            await writer.close()
+            await attempt.writer.close()
 
     asyncio.run(main())
-    manifest = build_manifest(
-        output_path=str(output_path) if output_path is not None else None,
-        parts=[part.name for part in list_parts(output_path)] if store is not None else [],
-        total=len(index_of),
-        counts={"succeeded": already + progress.succeeded, "failed": progress.failed, "skipped": 0},
-        usage={key: state.usage[key] + progress.usage[key] for key in progress.usage},
+    usage = attempt.usage()
+    manifest = attempt.manifest(
         requests={"sent": sum((job.request_counts.total if job.request_counts else 0) for job in jobs),
                   "retries": 0, "rate_limited": 0},
-        wall_time_s=time.monotonic() - started,
-        resumed=already,
-        attempt=state.attempt,
         mode="batch_job",
         batch_jobs=[job.summary() for job in jobs],
+        # What a batch job bills: uncached input, cached input and output tokens, priced apart.
+        billable_tokens={
+            "input_tokens": usage["input_tokens"] - usage["cached_tokens"],
+            "cached_tokens": usage["cached_tokens"],
+            "output_tokens": usage["output_tokens"],
+        },
     )
-    usage = manifest["usage"]
-    # What a batch job bills: uncached input, cached input and output tokens, priced apart.
-    manifest["billable_tokens"] = {
-        "input_tokens": usage["input_tokens"] - usage["cached_tokens"],
-        "cached_tokens": usage["cached_tokens"],
-        "output_tokens": usage["output_tokens"],
-    }
-    if isinstance(writer, MemoryWriter):
-        manifest["results"] = sorted(writer.rows, key=lambda row: row["index"])
     LedgerStore(output_path).mark_landed([job.batch_id for job in jobs])
     return manifest
 

@@ -32,12 +32,13 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_gradient.batch.inputs import id_key
 from airflow_gradient.batch.progress import USAGE_KEYS
+from airflow_gradient.exceptions import GradientOutputError
 
 PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.jsonl$")
 REMOTE_ROWS_PER_PART = 1000
@@ -80,6 +81,19 @@ def failed_row(index: int, custom_id: str, exc: BaseException, *, attempts: int,
            "latency_s": round(latency_s, 4)}
     row.update(extra)
     row["status"], row["error"] = "failed", error_info(exc)
+    return row
+
+
+def reply_row(index: int, custom_id: str, result: Any, parse: Callable[[str], Any] | None) -> dict[str, Any]:
+    """The row of a reply, with ``parse``'s value as ``parsed``; a failed row keeping the reply's
+    fields when ``parse`` rejects it (raises :class:`~airflow_gradient.exceptions.GradientOutputError`)."""
+    row = succeeded_row(index, custom_id, result)
+    if parse is not None:
+        try:
+            row["parsed"] = parse(result.output_text)
+        except GradientOutputError as exc:
+            return failed_row(index, custom_id, exc, **{k: v for k, v in row.items()
+                              if k not in ("index", "custom_id", "status", "error")})
     return row
 
 
@@ -135,6 +149,12 @@ class ResumeState:
 
     def is_done(self, custom_id: str) -> bool:
         return bool(self.done) and id_key(custom_id) in self.done
+
+
+def scan_output(output_path: Any) -> tuple[ResultStore | None, ResumeState]:
+    """The store under ``output_path`` (None: the rows go to XCom) and what earlier attempts left there."""
+    store = ResultStore(output_path) if output_path is not None else None
+    return store, store.scan() if store is not None else ResumeState()
 
 
 class ResultStore:

@@ -18,7 +18,14 @@ from airflow_gradient.batch.engine import BatchEngine, EngineSettings
 from airflow_gradient.batch.inputs import BatchInputs
 from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.progress import BatchProgress
-from airflow_gradient.batch.results import MemoryWriter, ResultStore, ResumeState, build_manifest, list_parts
+from airflow_gradient.batch.results import (
+    MemoryWriter,
+    ResultStore,
+    ResumeState,
+    build_manifest,
+    list_parts,
+    scan_output,
+)
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
 
@@ -46,13 +53,14 @@ def pool_hooks(gradient_conn_id: str, max_concurrency: int, max_retries: int | N
     return hooks
 
 
-def prepare_batch(inputs: BatchInputs, store: ResultStore | None) -> tuple[ResumeState, int]:
-    """Read earlier attempts' rows, validate every item; return the resume state and the count.
+def prepare_batch(inputs: BatchInputs, output_path: Any) -> tuple[ResultStore | None, ResumeState, int]:
+    """Read earlier attempts' rows, validate every item; return the store, the resume state and
+    the count.
 
     Raises :class:`GradientRequestInvalid` when an item is invalid, ids repeat, or the batch has
-    more than :data:`XCOM_MAX_ITEMS` items and no store.
+    more than :data:`XCOM_MAX_ITEMS` items and no ``output_path``.
     """
-    state = store.scan() if store is not None else ResumeState()
+    store, state = scan_output(output_path)
     total = inputs.validate()
     if store is None and total > XCOM_MAX_ITEMS:
         raise GradientRequestInvalid(
@@ -60,7 +68,52 @@ def prepare_batch(inputs: BatchInputs, store: ResultStore | None) -> tuple[Resum
             "XCom: set output_path to write them to storage (local, S3, GCS...)",
             [("output_path", "required above the XCom cap")],
         )
-    return state, total
+    return store, state, total
+
+
+class BatchAttempt:
+    """What one attempt writes: its rows (to the store, or memory without one), their counts, and
+    the manifest they make with the rows of earlier attempts. The in-task and the provider-side
+    batch share it, and with it the manifest.
+
+    :param already: items that succeeded in earlier attempts (this one does not write them).
+    :param started: when the attempt began (``time.monotonic()``), for ``wall_time_s``.
+    """
+
+    def __init__(self, output_path: Any, store: ResultStore | None, state: ResumeState, *,
+                 total: int, already: int, started: float) -> None:
+        self.output_path = output_path
+        self.store = store
+        self.state = state
+        self.total = total
+        self.already = already
+        self.started = started
+        self.progress = BatchProgress(total=total - already)
+        self.writer = store.writer(state.attempt) if store is not None else MemoryWriter()
+
+    def usage(self) -> dict[str, int]:
+        """The tokens of every succeeded row, earlier attempts' included."""
+        return {key: self.state.usage[key] + self.progress.usage[key] for key in self.progress.usage}
+
+    def manifest(self, requests: dict[str, int], **extra: Any) -> dict[str, Any]:
+        """The manifest, with the rows under ``results`` when they are in memory."""
+        progress = self.progress
+        manifest = build_manifest(
+            output_path=str(self.output_path) if self.output_path is not None else None,
+            parts=[part.name for part in list_parts(self.output_path)] if self.store is not None else [],
+            total=self.total,
+            counts={"succeeded": self.already + progress.succeeded, "failed": progress.failed,
+                    "skipped": progress.skipped},
+            usage=self.usage(),
+            requests=requests,
+            wall_time_s=time.monotonic() - self.started,
+            resumed=self.already,
+            attempt=self.state.attempt,
+            **extra,
+        )
+        if isinstance(self.writer, MemoryWriter):
+            manifest["results"] = sorted(self.writer.rows, key=lambda row: row["index"])
+        return manifest
 
 
 def run_batch(
@@ -80,13 +133,12 @@ def run_batch(
     """
     log = log or logging.getLogger(__name__)
     started = time.monotonic()
-    store = ResultStore(output_path) if output_path is not None else None
-    state, total = prepare_batch(inputs, store)
+    store, state, total = prepare_batch(inputs, output_path)
     already = sum(1 for item in inputs if state.is_done(item.custom_id)) if state.done else 0
     if already:
         log.info("Resuming: %d of %d items succeeded in earlier attempts and are not sent again", already, total)
-    progress = BatchProgress(total=total - already)
-    writer = store.writer(state.attempt) if store is not None else MemoryWriter()
+    attempt = BatchAttempt(output_path, store, state, total=total, already=already, started=started)
+    progress, writer = attempt.progress, attempt.writer
     engine = BatchEngine(hooks, limiter, writer, settings, parse=parse, log=log)
 
     async def main() -> None:
@@ -105,21 +157,10 @@ def run_batch(
         asyncio.run(main())
     finally:
         gc.unfreeze()
-    manifest = build_manifest(
-        output_path=str(output_path) if output_path is not None else None,
-        parts=[part.name for part in list_parts(output_path)] if store is not None else [],
-        total=total,
-        counts={"succeeded": already + progress.succeeded, "failed": progress.failed, "skipped": progress.skipped},
-        usage={key: state.usage[key] + progress.usage[key] for key in progress.usage},
+    return attempt.manifest(
         requests={"sent": progress.requests_sent, "retries": progress.retries, "rate_limited": progress.rate_limited},
-        wall_time_s=time.monotonic() - started,
-        resumed=already,
-        attempt=state.attempt,
         pacing=limiter.pacing().describe(),
     )
-    if isinstance(writer, MemoryWriter):
-        manifest["results"] = sorted(writer.rows, key=lambda row: row["index"])
-    return manifest
 
 
 def failure_message(manifest: dict[str, Any], max_failed_fraction: float) -> str | None:

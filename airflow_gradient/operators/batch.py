@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
@@ -150,8 +151,24 @@ class GradientBatchOperator(GradientBaseOperator):
         )
         return inputs, schema.parse if schema is not None else None
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    @contextmanager
+    def _invalid_input_fails_for_good(self) -> Iterator[None]:
         try:
+            yield
+        except GradientRequestInvalid as exc:
+            # The same input would fail the same way: no retry.
+            raise AirflowFailException(str(exc)) from exc
+
+    def _finish(self, context: Context, manifest: dict[str, Any], label: str) -> dict[str, Any]:
+        """Log the manifest and apply ``max_failed_fraction``: return it, or push it and fail."""
+        self.log.info("%s: %s", label, {k: v for k, v in manifest.items() if k != "results"})
+        if message := failure_message(manifest, self.max_failed_fraction):
+            context["ti"].xcom_push(key="manifest", value=manifest)
+            raise AirflowException(message)
+        return manifest
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with self._invalid_input_fails_for_good():
             inputs, parse = self._inputs(context)
             manifest = run_batch(
                 hooks=self.pool_hooks,
@@ -168,12 +185,17 @@ class GradientBatchOperator(GradientBaseOperator):
                 parse=parse,
                 log=self.log,
             )
-        except GradientRequestInvalid as exc:
-            # The same input would fail the same way: no retry.
-            raise AirflowFailException(str(exc)) from exc
-        self.log.info("Batch manifest: %s", {k: v for k, v in manifest.items() if k != "results"})
-        if message := failure_message(manifest, self.max_failed_fraction):
-            context["ti"].xcom_push(key="manifest", value=manifest)
-            raise AirflowException(message)
-        return manifest
+        return self._finish(context, manifest, "Batch manifest")
 
+    def on_kill(self) -> None:
+        """Close every client made so far, each pool on its own (the base closes ``hook`` only)."""
+        # Only hooks already made (cached_property keeps them in the instance dict): making one now
+        # would read the connection. ``hook`` may be a pool hook too; a second close does nothing.
+        for hook in [*self.__dict__.get("pool_hooks", ()), self.__dict__.get("hook")]:
+            if hook is None:
+                continue
+            try:
+                hook.close()
+            except Exception:
+                # Best effort: the task is going away, and this must not hide why.
+                self.log.warning("Could not close a Gradient client", exc_info=True)

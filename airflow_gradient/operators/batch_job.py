@@ -8,13 +8,11 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
-from airflow_gradient.batch.inputs import BatchInputs
+from airflow.sdk.exceptions import AirflowException
 from airflow_gradient.batch.job_files import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, FileLimits, Provider
 from airflow_gradient.batch.job_runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.job_watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
-from airflow_gradient.batch.runner import failure_message
-from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
+from airflow_gradient.exceptions import GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.operators.batch import GradientBatchOperator, _storage_path
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
@@ -95,32 +93,9 @@ class GradientBatchJobOperator(GradientBatchOperator):
     def hook(self) -> GradientBatchJobsHook:  # type: ignore[override]
         return GradientBatchJobsHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
 
-    def _inputs(self, context: Context) -> tuple[BatchInputs, Any]:
-        """The items and the output schema's parser, built as the in-task batch builds them."""
-        from airflow_gradient.structured import OutputSchema
-
-        shared = self.shared_params()
-        schema = OutputSchema.of(self.output_schema)
-        if schema is not None:
-            if "response_format" in shared:
-                raise GradientRequestInvalid(
-                    "invalid request: response_format: given with output_schema, which sets it",
-                    [("response_format", "given with output_schema")],
-                )
-            shared["response_format"] = schema.response_format()
-        inputs = BatchInputs(
-            inputs=self.inputs,
-            rows=self.rows,
-            rows_path=_storage_path(self.rows_path),
-            render=self._renderer(context),
-            shared=shared,
-            default_model=self.hook.settings.default_model,
-        )
-        return inputs, schema.parse if schema is not None else None
-
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        try:
+        with self._invalid_input_fails_for_good():
             inputs, _ = self._inputs(context)
             jobs = submit_jobs(
                 self.hook,
@@ -135,9 +110,6 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 ),
                 log=self.log,
             )
-        except GradientRequestInvalid as exc:
-            # The same input would fail the same way: no retry.
-            raise AirflowFailException(str(exc)) from exc
         self._batch_ids = [job.batch_id for job in jobs]
         watch = JobWatch(self._batch_ids, deadline=time.time() + self.timeout, poll_interval=self.poll_interval,
                          max_poll_failures=self.max_poll_failures)
@@ -178,11 +150,7 @@ class GradientBatchJobOperator(GradientBatchOperator):
             )
         finally:
             self.hook.close()
-        self.log.info("Batch job manifest: %s", {k: v for k, v in manifest.items() if k != "results"})
-        if message := failure_message(manifest, self.max_failed_fraction):
-            context["ti"].xcom_push(key="manifest", value=manifest)
-            raise AirflowException(message)
-        return manifest
+        return self._finish(context, manifest, "Batch job manifest")
 
     def _cancel_jobs(self, why: str) -> None:
         """Best effort: a job that cannot be cancelled is logged, and the task's own error stands."""
@@ -194,6 +162,10 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 self.log.warning("Could not cancel batch job %s: %s", batch_id, exc)
 
     def on_kill(self) -> None:
-        if self.cancel_on_kill and self._batch_ids:
-            self._cancel_jobs("the task was killed")
+        try:
+            if self.cancel_on_kill and self._batch_ids:
+                self._cancel_jobs("the task was killed")
+        except Exception:
+            # Best effort: the clients still close, and nothing here may hide why the task ended.
+            self.log.warning("Could not cancel the batch jobs", exc_info=True)
         super().on_kill()
