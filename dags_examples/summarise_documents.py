@@ -1,17 +1,25 @@
-"""Summarise a folder of documents every night, in one task, into a JSONL file.
+"""Summarise a folder of documents every night: JSONL rows, a readable digest, an Asset for consumers.
 
-``index_documents`` lists the folder (local here; an ``s3://`` or ``gs://`` URI works the same) and
-writes one JSONL row per document; ``summarise`` streams those rows through a prompt template, sends
-them to Gradient ``max_concurrency`` at a time, paced under the account's rate limit, and appends one
-row per document to ``output_path``; ``report`` reads the results back through the manifest in XCom.
-A retry or a clear of ``summarise`` sends only the documents that have no summary yet.
+``index_documents`` lists the text and markdown files of a folder (local here; an ``s3://`` or
+``gs://`` URI works the same, through ``ObjectStoragePath``) and writes one JSONL row per document.
+The ``mode`` parameter picks how they are summarised, with the same arguments either way:
 
-Against the bundled emulator::
+- ``in_task`` (default): ``GradientBatchOperator`` sends them ``max_concurrency`` at a time, paced
+  under the account's rate limit; results in minutes.
+- ``batch_job``: ``GradientBatchJobOperator`` hands them to a Gradient Batch Inference job, about
+  half the price, within 24 hours, waited for in the triggerer (no worker held).
+
+Both append one row per document to ``output_path``, resume without paying twice, and update the
+``document_summaries`` Asset with the counts and token usage, so a downstream DAG can be scheduled
+on it. ``write_digest`` turns the rows into a markdown digest next to them.
+
+Against the bundled emulator (``make demo`` does all of this)::
 
     python -m airflow_gradient.emulator --port 8000 &
     export AIRFLOW_CONN_GRADIENT_DEFAULT='{"conn_type": "gradient", "password": "any-key",
         "host": "http://127.0.0.1:8000/v1", "extra": {"model": "emulated-model"}}'
-    airflow dags test summarise_documents
+    airflow dags test summarise_documents                                  # in-task batch
+    airflow dags test summarise_documents -c '{"mode": "batch_job"}'       # Batch Inference job
 """
 
 from __future__ import annotations
@@ -22,18 +30,24 @@ from pathlib import Path
 
 import pendulum
 
-from airflow.sdk import DAG, ObjectStoragePath, task
-from airflow_gradient import GradientBatchOperator, read_results
+from airflow.sdk import DAG, Asset, ObjectStoragePath, Param, task
+from airflow_gradient import GradientBatchJobOperator, GradientBatchOperator, read_results
 
 DOCS = os.environ.get("GRADIENT_EXAMPLE_DOCS", str(Path(__file__).parent / "data" / "docs"))
 # Where the rows land: a local folder here; s3://, gs://... in production.
 OUTPUT_ROOT = os.environ.get("GRADIENT_EXAMPLE_OUTPUT", "/tmp/gradient-examples")
+# A real job takes minutes to hours: poll every few minutes. The emulator answers at once.
+POLL_INTERVAL = float(os.environ.get("GRADIENT_POLL_INTERVAL", "300"))
+SUFFIXES = (".txt", ".md")
+
+SUMMARIES = Asset(name="document_summaries", uri=f"file://{OUTPUT_ROOT}/summarise_documents/")
 
 with DAG(
     "summarise_documents",
     schedule="@daily",
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
+    params={"mode": Param("in_task", enum=["in_task", "batch_job"])},
     tags=["gradient", "batch"],
 ) as dag:
 
@@ -44,28 +58,43 @@ with DAG(
         rows_path.parent.mkdir(parents=True, exist_ok=True)
         with rows_path.open("w", encoding="utf-8") as out:
             for doc in sorted(ObjectStoragePath(DOCS).iterdir(), key=lambda p: p.name):
-                if doc.name.endswith(".txt"):
-                    row = {"custom_id": doc.name.removesuffix(".txt"), "text": doc.read_text(encoding="utf-8")}
+                if doc.name.endswith(SUFFIXES):
+                    row = {"custom_id": doc.name, "text": doc.read_text(encoding="utf-8")}
                     out.write(json.dumps(row) + "\n")
         return str(rows_path)
 
-    summaries = GradientBatchOperator(
-        task_id="summarise",
-        rows_path=index_documents(),
+    @task.branch
+    def choose(params: dict) -> str:
+        return "summarise" if params["mode"] == "in_task" else "summarise_job"
+
+    documents = index_documents()
+    # The same arguments for both ways: switching is one class name.
+    common = dict(
+        rows_path=documents,
         prompt_template="Summarise this document in two sentences:\n\n{{ text }}",
         instructions="You write short, factual summaries.",
         max_output_tokens=120,
         output_path=f"{OUTPUT_ROOT}/summarise_documents/{{{{ run_id }}}}/summaries/",
-        max_concurrency=16,
-        max_total_tokens=200_000,
+        output_asset=SUMMARIES,
         max_failed_fraction=0.05,
         retries=2,
     )
+    in_task = GradientBatchOperator(task_id="summarise", max_concurrency=16, max_total_tokens=200_000, **common)
+    as_job = GradientBatchJobOperator(task_id="summarise_job", poll_interval=POLL_INTERVAL, **common)
 
-    @task
-    def report(manifest: dict) -> dict[str, str]:
-        rows = read_results(manifest)
-        print(f"{manifest['counts']} | {manifest['usage']['total_tokens']} tokens | {manifest['wall_time_s']} s")
-        return {custom_id: row["output_text"] for custom_id, row in rows.items() if row["status"] == "succeeded"}
+    @task(trigger_rule="none_failed_min_one_success")
+    def write_digest(ti=None) -> str:
+        manifest = next(m for m in ti.xcom_pull(task_ids=["summarise", "summarise_job"]) if m)
+        rows = read_results(manifest, by="index")
+        lines = [f"# Document digest, {len(rows)} documents", ""]
+        for row in rows:
+            summary = row["output_text"] if row["status"] == "succeeded" else f"_({row['status']})_"
+            lines += [f"## {row['custom_id']}", "", summary.strip(), ""]
+        usage = manifest["usage"]
+        lines.append(f"_{manifest['counts']}; {usage['input_tokens']} input and "
+                     f"{usage['output_tokens']} output tokens._")
+        digest = ObjectStoragePath(manifest["output_path"]).parent / "digest.md"
+        digest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return str(digest)
 
-    report(summaries.output)
+    documents >> choose() >> [in_task, as_job] >> write_digest()

@@ -26,6 +26,9 @@ os.environ.update(
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME / 'airflow.db'}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        # One output root for every example run (paths below it hold the run id), so that the
+        # examples' Asset URIs, derived from it, stay the same across tests as in a deployment.
+        "GRADIENT_EXAMPLE_OUTPUT": str(_HOME / "examples-output"),
     }
 )
 # No test may pick up a real key or endpoint from the developer's shell.
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from airflow_gradient.testing import GradientEmulator
 
 TEST_KEY = "sk-do-test-key-7c1e"
+EXAMPLES_OUTPUT = _HOME / "examples-output"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
-
-import pytest
 
 from tests.conftest import EXAMPLES, example_dag, run_dag, task_states, xcom_value
-
-
-@pytest.fixture
-def example_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GRADIENT_EXAMPLE_OUTPUT", str(tmp_path))
-    return tmp_path
 
 
 def test_every_example_parses_without_import_errors() -> None:
@@ -37,7 +28,7 @@ def test_single_request_example_streams(gradient_conn) -> None:
     assert record.body["stream"] is True
 
 
-def test_enrich_tickets_example_writes_the_enriched_table(gradient_conn, example_output) -> None:
+def test_enrich_tickets_example_writes_the_enriched_table(gradient_conn) -> None:
     run = run_dag(example_dag("enrich_tickets"))
     assert set(task_states(run).values()) == {"success"}
     with open(xcom_value(run, "write_enriched"), encoding="utf-8") as enriched:
@@ -48,7 +39,7 @@ def test_enrich_tickets_example_writes_the_enriched_table(gradient_conn, example
     assert xcom_value(run, "load") == {"billing": 6}
 
 
-def test_fan_out_example_merges_shard_manifests(gradient_conn, example_output) -> None:
+def test_fan_out_example_merges_shard_manifests(gradient_conn) -> None:
     from airflow.models.pool import Pool
 
     Pool.create_or_update_pool("gradient_batches", slots=2, description="test", include_deferred=False)

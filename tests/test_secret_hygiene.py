@@ -16,7 +16,7 @@ import pytest
 from airflow.sdk import DAG
 from airflow_gradient import GradientResponseOperator
 from airflow_gradient.testing import GradientEmulator
-from tests.conftest import EXAMPLES, conn_env, example_dag, run_dag
+from tests.conftest import EXAMPLES, EXAMPLES_OUTPUT, conn_env, example_dag, run_dag
 
 # Made at run time: Airflow stores this file's source (it defines a DAG), which must not count.
 KEY = f"sk-do-hygiene-{uuid.uuid4().hex}"
@@ -31,27 +31,30 @@ def _files_containing(root: Path, needle: bytes) -> list[str]:
     return found
 
 
-def test_no_example_run_leaks_the_key(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> None:
+def test_no_example_run_leaks_the_key(airflow_db: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> None:
     from airflow.models.pool import Pool
 
     Pool.create_or_update_pool("gradient_batches", slots=2, description="examples", include_deferred=False)
-    monkeypatch.setenv("GRADIENT_EXAMPLE_OUTPUT", str(tmp_path))
     with GradientEmulator(api_key=KEY) as emu:
         for name, value in conn_env(emu.base_url, key=KEY).items():
             monkeypatch.setenv(name, value)
         names = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
         states = {name: str(run_dag(example_dag(name)).state) for name in names}
+        monkeypatch.setenv("GRADIENT_POLL_INTERVAL", "0.02")
+        job_run = run_dag(example_dag("summarise_documents"), conf={"mode": "batch_job"})
+        states["summarise_documents as a batch job"] = str(job_run.state)
         # An error path too: the server refuses, and the failure is logged with its message.
         with DAG("hygiene_failure", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
             GradientResponseOperator(task_id="refused", input="[[fault:401]] hello", max_retries=0)
         states["hygiene_failure"] = str(run_dag(dag).state)
         assert emu.request_count(path=None) > len(names)  # the runs really talked to the server
 
-    assert states == {**{name: "success" for name in names}, "hygiene_failure": "failed"}
+    assert states == {**{name: "success" for name in names}, "summarise_documents as a batch job": "success",
+                      "hygiene_failure": "failed"}
     printed = capfd.readouterr()
     assert "Gradient response" in printed.out + printed.err  # the task logs were captured
     assert KEY not in printed.out and KEY not in printed.err
     assert _files_containing(airflow_db, b"model access key was refused") != []  # the search reaches the DB
     assert _files_containing(airflow_db, KEY.encode()) == []
-    assert list(tmp_path.rglob("*.jsonl"))  # the examples wrote their outputs here
-    assert _files_containing(tmp_path, KEY.encode()) == []
+    assert list(EXAMPLES_OUTPUT.rglob("*.jsonl"))  # the examples wrote their outputs here
+    assert _files_containing(EXAMPLES_OUTPUT, KEY.encode()) == []

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import Context, ObjectStoragePath
+from airflow.sdk import Asset, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_gradient.batch.engine import EngineSettings
 from airflow_gradient.batch.inputs import BatchInputs, Renderer
@@ -62,6 +62,10 @@ class GradientBatchOperator(GradientBaseOperator):
     :param progress_interval: seconds between progress log lines.
     :param rate_limiter: a :class:`~airflow_gradient.batch.pacing.RateLimiter` to use instead of the
         in-task one, e.g. one backed by a store shared by several workers.
+    :param output_asset: an :class:`~airflow.sdk.Asset` for what ``output_path`` holds: it becomes an
+        outlet of the task, and each successful run's asset event carries ``output_path``,
+        ``counts`` and ``usage`` in its ``extra``, so a downstream DAG scheduled on the asset can
+        read the rows (``read_results(triggering_asset_events[...][0].extra)``).
 
     The shared request parameters (model, instructions, temperature...) are those of
     :class:`GradientBaseOperator`; ``request_timeout`` and ``max_retries`` apply to each item.
@@ -94,8 +98,11 @@ class GradientBatchOperator(GradientBaseOperator):
         item_timeout: float | None = None,
         progress_interval: float = 10.0,
         rate_limiter: RateLimiter | None = None,
+        output_asset: Asset | None = None,
         **kwargs: Any,
     ) -> None:
+        if output_asset is not None:
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), output_asset]
         super().__init__(**kwargs)
         self.inputs = inputs
         self.prompt_template = prompt_template
@@ -111,6 +118,7 @@ class GradientBatchOperator(GradientBaseOperator):
         self.item_timeout = item_timeout
         self.progress_interval = progress_interval
         self.rate_limiter = rate_limiter
+        self.output_asset = output_asset
 
     @cached_property
     def pool_hooks(self) -> list[GradientHook]:
@@ -165,6 +173,10 @@ class GradientBatchOperator(GradientBaseOperator):
         if message := failure_message(manifest, self.max_failed_fraction):
             context["ti"].xcom_push(key="manifest", value=manifest)
             raise AirflowException(message)
+        if self.output_asset is not None:
+            context["outlet_events"][self.output_asset].extra.update(
+                {key: manifest[key] for key in ("output_path", "counts", "usage") if key in manifest}
+            )
         return manifest
 
     def execute(self, context: Context) -> dict[str, Any]:
