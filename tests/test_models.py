@@ -61,6 +61,11 @@ def test_unset_fields_are_not_sent() -> None:
     assert build_request({"input": "hi"}).to_wire() == {"input": "hi"}
 
 
+@pytest.mark.parametrize("fmt", ["json", "text", {"type": "json"}, {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}])
+def test_response_format_in_both_documented_spellings(fmt) -> None:
+    assert build_request({"input": "hi", "response_format": fmt}).to_wire()["response_format"] == fmt
+
+
 def test_extra_body_is_merged_as_is() -> None:
     wire = build_request({"input": "hi", "extra_body": {"truncation": "auto"}}).to_wire()
     assert wire == {"input": "hi", "truncation": "auto"}
@@ -99,7 +104,9 @@ INVALID = [
     ({"tools": [{"type": "function"}]}, "tools[0]", "needs a name"),
     ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type", "function"),
     ({"tool_choice": "sometimes"}, "tool_choice", "required"),
-    ({"tool_choice": {"type": "function", "function": {"name": "ghost"}}}, "tool_choice", "not among tools"),
+    ({"tool_choice": {"type": "function", "function": {"name": "bad name"}}}, "tool_choice.function.name",
+     "[a-zA-Z0-9_-]"),
+    ({"tool_choice": {"type": "tool", "function": {"name": "f"}}}, "tool_choice.type", "'function'"),
     ({"response_format": {"type": "xml"}}, "response_format", "json_schema"),
     ({"reasoning": {"effort": "extreme"}}, "reasoning.effort", "low"),
     ({"stream_options": {"include_usage": True}}, "stream_options", "stream"),

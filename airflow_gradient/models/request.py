@@ -225,7 +225,8 @@ class ResponseRequest(BaseModel):
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     max_tool_calls: Annotated[int, Field(ge=0)] | None = None
-    response_format: ResponseFormat | None = None
+    # The gateway document writes it "json/text": the bare strings are accepted and sent as given.
+    response_format: ResponseFormat | Literal["text", "json", "json_object"] | None = None
     service_tier: str | None = None
     store: StrictBool | None = None
     reasoning: Reasoning | None = None
@@ -265,15 +266,6 @@ class ResponseRequest(BaseModel):
             raise ValueError("top_logprobs needs logprobs to be true")
         return value
 
-    @field_validator("tool_choice")
-    @classmethod
-    def _choice_names_a_tool(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, NamedToolChoice):
-            names = {tool.name for tool in info.data.get("tools") or ()}
-            if value.function.name not in names:
-                raise ValueError(f"names function {value.function.name!r}, which is not among tools")
-        return value
-
     def to_wire(self) -> dict[str, Any]:
         """The JSON body to send: only the fields that were set, ``extra_body`` merged in."""
         body = self.model_dump(mode="json", exclude_unset=True, exclude_none=True, exclude={"extra_body"})
@@ -301,7 +293,7 @@ FIELD_RULES: dict[str, str] = {
     "tools": 'a list of {"type": "function" | "web_search" | "web_search_2025_08_26", '
     '"name": [a-zA-Z0-9_-]{1,64}, ...}',
     "tool_choice": '"none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
-    "response_format": '{"type": "text" | "json" | "json_object" | "json_schema"}',
+    "response_format": '{"type": "text" | "json" | "json_object" | "json_schema"}, or "text" / "json"',
     "reasoning": '{"effort": "none" | "minimal" | "low" | "medium" | "high" | "xhigh"}',
     "stream_options": '{"include_usage": true|false}, only with stream=true',
 }
