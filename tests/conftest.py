@@ -150,3 +150,11 @@ def task_states(dag_run: Any) -> dict[str, str]:
             (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(ti.state)
             for ti in dag_run.get_task_instances(session=session)
         }
+
+
+def try_numbers(dag_run: Any) -> dict[str, int]:
+    """``{task_id: try_number}`` of a finished run: how many times each task ran."""
+    from airflow.settings import Session
+
+    with Session() as session:
+        return {ti.task_id: ti.try_number for ti in session.merge(dag_run).get_task_instances(session=session)}

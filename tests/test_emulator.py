@@ -329,6 +329,8 @@ def test_sliding_window_frees_slots_as_entries_age() -> None:
     assert window.headers(1059.5, rpm=2, tpm=None)["x-ratelimit-reset-requests"] == "1060.000"
     assert window.admit(5, now=1060.0, rpm=2, tpm=None).admitted
     assert window.admit(1, now=1061.0, rpm=None, tpm=10).retry_after == 29.0
+    # The running token total follows entries out of the window (1030 left, 1060 stays).
+    assert window.headers(1091.0, rpm=None, tpm=100)["x-ratelimit-remaining-tokens"] == "95"
 
 
 # -- streaming --------------------------------------------------------------------------------

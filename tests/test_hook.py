@@ -178,6 +178,16 @@ def test_environment_token_never_replaces_the_connection_key(gradient_conn, monk
     assert _hook().settings.api_key == TEST_KEY
 
 
+def test_environment_token_is_no_fallback_for_a_missing_key(emulator, monkeypatch) -> None:
+    for name, value in conn_env(emulator.base_url, key="").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DIGITALOCEAN_ACCESS_TOKEN", TEST_KEY)
+    monkeypatch.setenv("GRADIENT_MODEL_ACCESS_KEY", TEST_KEY)
+    with pytest.raises(GradientConfigError, match="'gradient_default' has no model access key"):
+        _hook().create_response({"input": "x"})
+    assert emulator.request_count(path=None) == 0
+
+
 @pytest.mark.parametrize("fault", ["malformed", "error-200", "missing-fields", "wrong-content-type"])
 def test_malformed_replies_are_protocol_errors_and_not_retried(gradient_conn, fault: str) -> None:
     with pytest.raises(GradientProtocolError):

@@ -36,18 +36,21 @@ class Verdict:
 
 
 class SlidingWindow:
-    """Admitted requests of the last 60 s, as ``(unix time, tokens)``. Not thread-safe: the
-    emulator's state calls it under its lock."""
+    """Admitted requests of the last 60 s, as ``(unix time, tokens)``, and their token total.
+    Not thread-safe: the emulator's state calls it under its lock."""
 
     def __init__(self) -> None:
         self._entries: deque[tuple[float, int]] = deque()
+        # The sum of the entries' tokens, kept as they come and go: no request sums the window.
+        self._tokens_used = 0
 
     def clear(self) -> None:
         self._entries.clear()
+        self._tokens_used = 0
 
     def _expire(self, now: float) -> None:
         while self._entries and self._entries[0][0] + WINDOW_S <= now:
-            self._entries.popleft()
+            self._tokens_used -= self._entries.popleft()[1]
 
     def admit(self, tokens: int, now: float, rpm: int | None, tpm: int | None) -> Verdict:
         """Count the request if both limits allow it, else say when they will."""
@@ -56,6 +59,7 @@ class SlidingWindow:
         if waits:
             return Verdict(admitted=False, retry_after=max(waits))
         self._entries.append((now, tokens))
+        self._tokens_used += tokens
         return Verdict(admitted=True)
 
     def _request_wait(self, now: float, rpm: int | None) -> float | None:
@@ -69,10 +73,10 @@ class SlidingWindow:
             return None
         if tokens > tpm:
             return WINDOW_S
-        used = sum(cost for _, cost in self._entries)
+        used = self._tokens_used
         if used + tokens <= tpm:
             return None
-        # Room appears when enough of the oldest entries have left the window.
+        # Room appears when enough of the oldest entries have left the window (refusals only).
         for when, cost in self._entries:
             used -= cost
             if used + tokens <= tpm:
@@ -83,7 +87,7 @@ class SlidingWindow:
         """The quota headers as they stand at ``now``."""
         self._expire(now)
         reset = self._entries[0][0] + WINDOW_S if self._entries else now
-        used_tokens = sum(cost for _, cost in self._entries)
+        used_tokens = self._tokens_used
         request_limit = rpm or NOMINAL_REQUEST_LIMIT
         token_limit = tpm or NOMINAL_TOKEN_LIMIT
         out = {

@@ -53,6 +53,8 @@ class EmulatorState:
         self._config = config or EmulatorConfig()
         self._log: list[RequestRecord] = []
         self._fault_hits: Counter[tuple[str, str]] = Counter()
+        # Kept as records turn generated, so that no request has to scan the log.
+        self._generated: Counter[str] = Counter()
         self._rng = random.Random(self._config.seed)
         self._window = SlidingWindow()
         self._sequence = 0
@@ -81,6 +83,7 @@ class EmulatorState:
             self._log.clear()
             self._changed.notify_all()
             self._fault_hits.clear()
+            self._generated.clear()
             self._window.clear()
             self._rng = random.Random(self._config.seed)
 
@@ -100,8 +103,11 @@ class EmulatorState:
 
     def update(self, record: RequestRecord, **fields: Any) -> None:
         with self._lock:
+            was_generated = record.generated
             for name, value in fields.items():
                 setattr(record, name, value)
+            if record.generated and not was_generated and record.prompt_key is not None:
+                self._generated[record.prompt_key] += 1
             self._changed.notify_all()
 
     def wait_until(self, predicate: Callable[[list[RequestRecord]], bool], timeout: float) -> bool:
@@ -118,11 +124,11 @@ class EmulatorState:
     def generated_counts(self) -> dict[str, int]:
         """Successful generations per prompt key."""
         with self._lock:
-            return dict(Counter(r.prompt_key for r in self._log if r.generated and r.prompt_key is not None))
+            return dict(self._generated)
 
     def generated_before(self, prompt_key: str) -> bool:
         with self._lock:
-            return any(r.generated and r.prompt_key == prompt_key for r in self._log)
+            return self._generated[prompt_key] > 0
 
     # -- faults and limits --------------------------------------------------------------------
 
