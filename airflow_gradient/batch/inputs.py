@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
+
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.request import ResponseRequest, build_request
 
@@ -158,12 +160,33 @@ class BatchInputs:
                 yield _item_spec(value, index)
             return
         assert self._render is not None
-        rows = self._rows if self._rows is not None else iter_rows(self._rows_path)
-        for row in rows:
-            spec: dict[str, Any] = {"input": self._render(row)}
+        rows = self._rows if self._rows is not None else self._file_rows()
+        for index, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise GradientRequestInvalid(
+                    f"invalid batch: rows[{index}]: not a mapping of column names to values, "
+                    f"got {type(row).__name__}",
+                    [(f"rows[{index}]", "not a mapping")],
+                )
+            try:
+                spec: dict[str, Any] = {"input": self._render(row)}
+            except jinja2.TemplateError as exc:
+                raise GradientRequestInvalid(
+                    f"invalid batch: prompt_template: {type(exc).__name__}: {exc} (rendering row {index})",
+                    [("prompt_template", str(exc))],
+                ) from None
             if row.get("custom_id") not in (None, ""):
                 spec["custom_id"] = row["custom_id"]
             yield spec
+
+    def _file_rows(self) -> Iterator[Mapping[str, Any]]:
+        try:
+            yield from iter_rows(self._rows_path)
+        except OSError as exc:
+            raise GradientRequestInvalid(
+                f"invalid batch: rows_path: cannot read {self._rows_path}: {type(exc).__name__}: {exc}",
+                [("rows_path", "unreadable")],
+            ) from None
 
     def __iter__(self) -> Iterator[BatchItem]:
         for index, spec in enumerate(self._specs()):

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
+import jinja2
+
 from airflow.sdk import Asset, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_gradient.batch.engine import EngineSettings
@@ -132,7 +134,14 @@ class GradientBatchOperator(GradientBaseOperator):
     def _renderer(self, context: Context) -> Renderer | None:
         if self.prompt_template is None:
             return None
-        template = self.get_template_env(dag=self.dag if self.has_dag() else None).from_string(self.prompt_template)
+        # Strict whatever the DAG says: a misspelt column must fail, not send an empty prompt.
+        env = self.get_template_env(dag=self.dag if self.has_dag() else None).overlay(undefined=jinja2.StrictUndefined)
+        try:
+            template = env.from_string(self.prompt_template)
+        except jinja2.TemplateSyntaxError as exc:
+            raise GradientRequestInvalid(
+                f"invalid batch: prompt_template: {exc} (line {exc.lineno})", [("prompt_template", str(exc))]
+            ) from None
         base = dict(context)
         return lambda row: template.render({**base, **row, "row": row})
 
