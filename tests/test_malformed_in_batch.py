@@ -70,13 +70,23 @@ def test_unknown_reply_fields_parse(gradient_conn, tmp_path) -> None:
     assert row["output_text"] == reply_text("with unknown fields") and row["usage"]["total_tokens"] > 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the engine (batch/engine.py) fails each item on its own: a refused key or a 402 costs "
-                          "one request per item instead of stopping the batch")
 def test_a_refused_key_stops_the_batch(emulator, monkeypatch, tmp_path) -> None:
     for name, value in conn_env(emulator.base_url, key="sk-wrong-key").items():
         monkeypatch.setenv(name, value)
     _, state, _ = run_batch_task("batch_wrong_key", inputs=[f"doc {i}" for i in range(40)],
                                  output_path=str(tmp_path / "out"), max_concurrency=4)
     assert state == "failed"
-    assert emulator.request_count() <= 4
+    assert emulator.request_count() <= 4  # at most what was in flight when the first 401 came back
+    rows = read_results(str(tmp_path / "out"), by="index")
+    assert len(rows) == 40 and {row["status"] for row in rows} == {"failed"}
+    assert {row["error"]["type"] for row in rows} == {"GradientAuthError"}
+    assert all("gradient_default" in row["error"]["message"] for row in rows)
+
+
+def test_missing_billing_stops_the_batch(gradient_conn, tmp_path) -> None:
+    _, state, _ = run_batch_task("batch_no_billing", inputs=[f"[[fault:402]] doc {i}" for i in range(40)],
+                                 output_path=str(tmp_path / "out"), max_concurrency=4)
+    assert state == "failed"
+    assert gradient_conn.request_count() <= 4
+    rows = read_results(str(tmp_path / "out"), by="index")
+    assert {row["error"]["type"] for row in rows} == {"GradientPaymentError"}

@@ -31,7 +31,12 @@ from airflow_gradient.batch.inputs import BatchItem
 from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.progress import BatchProgress
 from airflow_gradient.batch.results import failed_row, reply_row, skipped_row
-from airflow_gradient.exceptions import GradientError, GradientTimeoutError
+from airflow_gradient.exceptions import (
+    GradientAuthError,
+    GradientError,
+    GradientPaymentError,
+    GradientTimeoutError,
+)
 
 FEED_CHUNK = 256
 TICK_S = 1.0
@@ -141,6 +146,8 @@ class BatchEngine:
         self.log = log or logging.getLogger(__name__)
         self._tokens_in_flight = 0
         self._budget_reached = False
+        # A refused key or missing billing fails every item alike: once seen, nothing more is sent.
+        self._account_refused: GradientError | None = None
 
     async def run(self, items: Iterator[BatchItem], progress: BatchProgress) -> None:
         """Send every item of ``items``; returns when each has a row."""
@@ -156,7 +163,9 @@ class BatchEngine:
 
     async def _worker(self, hook: Any, feeder: _Feeder, progress: BatchProgress) -> None:
         while (item := await feeder.next()) is not None:
-            if self._over_budget(item, progress):
+            if self._account_refused is not None:
+                row = failed_row(item.index, item.custom_id, self._account_refused, attempts=0, latency_s=0.0)
+            elif self._over_budget(item, progress):
                 row = skipped_row(item.index, item.custom_id,
                                   f"token budget max_total_tokens={self.settings.max_total_tokens} reached")
             else:
@@ -188,6 +197,10 @@ class BatchEngine:
             return failed_row(item.index, item.custom_id, error, attempts=calls.attempts,
                               latency_s=time.monotonic() - started)
         except GradientError as exc:
+            if isinstance(exc, (GradientAuthError, GradientPaymentError)) and self._account_refused is None:
+                self._account_refused = exc
+                self.log.error("Stopping the batch: %s. The items not sent are failed rows; a retry of the "
+                               "task, once the connection is fixed, sends them.", exc)
             return failed_row(item.index, item.custom_id, exc, attempts=calls.attempts,
                               latency_s=time.monotonic() - started)
         finally:
