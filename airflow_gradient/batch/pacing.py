@@ -23,7 +23,8 @@ How :class:`AdaptiveRateLimiter` paces:
   other clients using the same account.
 - A 429 pauses the whole batch until the reset time the server gave (``Retry-After``, else the
   soonest ``x-ratelimit-reset-*``, at least 1 s) plus 250-500 ms of jitter, as DigitalOcean
-  advises. Without any limit header, the request ceiling drops to 90 % of what was sent in the last
+  advises. A later success whose headers still show quota left lifts the pause: that 429 was a
+  transient or upstream refusal, not the account's limit, and only its own item waits. Without any limit header, the request ceiling drops to 90 % of what was sent in the last
   minute.
 - Tokens are estimated before sending and corrected when usage arrives: the difference is charged
   to (or refunded from) the next acquisitions.
@@ -171,6 +172,7 @@ class AdaptiveRateLimiter:
         self._clock = clock
         self._wall = wall_clock
         self._paused_until = 0.0
+        self._wake = asyncio.Event()
         self._token_debt = 0.0
         self._sent: deque[float] = deque()
         self._generation = 0
@@ -185,7 +187,7 @@ class AdaptiveRateLimiter:
     async def acquire(self, tokens: int) -> None:
         while True:
             if (wait := self._wait_s(tokens)) > 0:
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
                 continue
             generation = self._generation
             if self._request_bucket is not None:
@@ -216,6 +218,12 @@ class AdaptiveRateLimiter:
         if status == 429:
             self._token_debt -= tokens  # a refused request used no tokens
             self._on_429(headers, bool(lowered), now, now_wall)
+        elif status < 400 and self._paused_until > now and self._quota_left():
+            # The account still has quota: that 429 was not about our pace (a transient or upstream
+            # refusal), so the rest of the batch need not sit out its wait.
+            self._paused_until = now
+            self._wake.set()
+            self._wake = asyncio.Event()
         self._rebuild()
 
     def on_usage(self, estimated: int, actual: int) -> None:
@@ -232,6 +240,19 @@ class AdaptiveRateLimiter:
         )
 
     # -- internals -----------------------------------------------------------------------------
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when a pause is lifted."""
+        wake = self._wake
+        try:
+            await asyncio.wait_for(wake.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _quota_left(self) -> bool:
+        """Whether the latest headers show room for one more request beyond those in flight."""
+        quotas = [q for q in (self._requests, self._tokens) if q.remaining is not None]
+        return bool(quotas) and all(q.remaining - q.in_flight >= 1 for q in quotas)
 
     def _wait_s(self, tokens: int) -> float:
         now = self._clock()
