@@ -105,6 +105,17 @@ def retry_after_seconds(headers: httpx.Headers, status: int, now: float | None =
     return None
 
 
+# Reset headers are unix epoch seconds per DigitalOcean; a value below a year of seconds is a delay.
+_EPOCH_THRESHOLD_S = 31_536_000
+
+
+def reset_delay(value: float | None, now: float) -> float | None:
+    """Seconds until an ``x-ratelimit-reset-*`` value (epoch or delay); None for none or zero."""
+    if value is None or value <= 0:
+        return None
+    return max(value - now if value > _EPOCH_THRESHOLD_S else value, 0.0)
+
+
 def rate_limit_reset_delay(headers: httpx.Headers, now: float) -> float | None:
     """Seconds until the soonest non-zero ``x-ratelimit-reset-*`` of an exhausted quota."""
     delays: list[float] = []
@@ -112,13 +123,11 @@ def rate_limit_reset_delay(headers: httpx.Headers, now: float) -> float | None:
         if not name.lower().startswith(RATE_LIMIT_HEADER_PREFIX + "reset"):
             continue
         try:
-            reset = float(value)
+            delay = reset_delay(float(value), now)
         except ValueError:
             continue
-        if reset <= 0:
-            continue
-        # Epoch seconds per DigitalOcean; a value below a year in seconds is a relative delay.
-        delays.append(reset - now if reset > 31_536_000 else reset)
+        if delay is not None:
+            delays.append(delay)
     positive = [d for d in delays if d > 0]
     return min(positive) if positive else (0.0 if delays else None)
 

@@ -42,10 +42,10 @@ from typing import Protocol, runtime_checkable
 
 from aiolimiter import AsyncLimiter
 
+from airflow_gradient.http_errors import reset_delay
+
 SAFETY = 0.98
 MIN_429_PAUSE_S = 1.0
-# Epoch seconds per DigitalOcean; smaller values are read as a delay (as in http_errors).
-_EPOCH_THRESHOLD = 31_536_000
 
 
 @dataclass(frozen=True)
@@ -95,12 +95,6 @@ def _header_float(headers: Mapping[str, str], *names: str) -> float | None:
     return None
 
 
-def _reset_delay(value: float | None, now_wall: float) -> float | None:
-    if value is None or value <= 0:
-        return None
-    return max(value - now_wall if value > _EPOCH_THRESHOLD else value, 0.0)
-
-
 @dataclass
 class _Quota:
     """One kind of quota (requests or tokens) as the server and the user describe it."""
@@ -132,7 +126,7 @@ class _Quota:
         remaining = _header_float(headers, *(f"{prefix}remaining-{s}" for s in suffixes))
         if remaining is not None:
             self.remaining = remaining
-            delay = _reset_delay(_header_float(headers, *(f"{prefix}reset-{s}" for s in suffixes)), now_wall)
+            delay = reset_delay(_header_float(headers, *(f"{prefix}reset-{s}" for s in suffixes)), now_wall)
             self.reset_at = now + delay if delay is not None else None
 
     def wait_for(self, amount: float, now: float) -> float:
@@ -265,7 +259,7 @@ class AdaptiveRateLimiter:
     def _on_429(self, headers: Mapping[str, str], has_limit_headers: bool, now: float, now_wall: float) -> None:
         told = _header_float(headers, "retry-after")
         delay = told if told is not None else min(
-            (d for d in (_reset_delay(q, now_wall) for q in (
+            (d for d in (reset_delay(q, now_wall) for q in (
                 _header_float(headers, "x-ratelimit-reset-requests"),
                 _header_float(headers, "x-ratelimit-reset-tokens"),
                 _header_float(headers, "x-ratelimit-reset-tokens-per-minute"),
