@@ -1,12 +1,9 @@
 """An ``execution_timeout`` that ends a GradientBatchOperator mid-batch in a real DAG run, then a rerun.
 
-Airflow 3's task runner arms SIGALRM around ``execute``; the handler raises ``AirflowTaskTimeout``
-wherever the main thread is, and the runner calls ``on_kill`` when that exception leaves ``execute``.
-Here the batch sits idle in the event loop's ``select`` when the alarm rings, so ``asyncio.run``
-cancels the batch and the runner's clean-up (rows closed, async clients closed) runs before
-``on_kill``. Raised inside a running coroutine instead, the timeout leaves as a ``BaseExceptionGroup``
-(or is swallowed by a callback) and ``on_kill`` is not called: ``run_batch`` does not yet turn the
-alarm into a cancellation of its own.
+Airflow 3's task runner arms SIGALRM around ``execute``; its handler raises ``AirflowTaskTimeout``
+wherever the main thread is. While a batch runs, ``run_batch`` turns the alarm into a cancellation
+of the batch (its clean-up writes the rows and closes the clients) and then calls Airflow's handler
+outside the event loop, so the timeout surfaces as Airflow expects whether the loop was idle or busy.
 """
 
 from __future__ import annotations
@@ -65,3 +62,18 @@ def test_execution_timeout_keeps_written_rows_and_rerun_sends_only_the_rest(grad
     # got a reply the first time.
     assert gradient_conn.generated_counts() == {p: 1 for p in PROMPTS}
     assert [r["status"] for r in read_results(str(out), by="index")] == ["succeeded"] * N
+
+
+def test_execution_timeout_on_a_busy_batch_is_a_clean_timeout(gradient_conn, tmp_path, capfd) -> None:
+    # Zero latency: the alarm rings while coroutines run, not while the loop waits in select().
+    with DAG("batch_timeout_busy", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+        GradientBatchOperator(task_id="b", inputs=[f"busy {i}" for i in range(20_000)], output_path=str(tmp_path / "o"),
+                              max_concurrency=64, execution_timeout=datetime.timedelta(seconds=2))
+    run = run_dag(dag)
+    log = "".join(capfd.readouterr())
+    assert task_states(run) == {"b": "failed"}
+    assert "AirflowTaskTimeout" in log and "ExceptionGroup" not in log
+    sent = gradient_conn.request_count()
+    assert 0 < sent < 20_000  # stopped mid-batch, not run to the end
+    written = [row for part in list_parts(ObjectStoragePath(str(tmp_path / "o"))) for row in iter_rows(part)]
+    assert sent - 64 <= len(written) <= sent  # every reply received was written, bar those in flight

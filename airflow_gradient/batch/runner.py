@@ -10,6 +10,8 @@ import asyncio
 import gc
 import importlib.util
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,13 +156,56 @@ def run_batch(
     # rescanned by each full collection, a pause of ~150 ms with every request in flight stalled.
     gc.freeze()
     try:
-        asyncio.run(main())
+        _run_until_alarm(main)
     finally:
         gc.unfreeze()
     return attempt.manifest(
         requests={"sent": progress.requests_sent, "retries": progress.retries, "rate_limited": progress.rate_limited},
         pacing=limiter.pacing().describe(),
     )
+
+
+def _run_until_alarm(main: Callable[[], Any]) -> None:
+    """``asyncio.run(main())``, with SIGALRM (Airflow's ``execution_timeout``) made a cancellation.
+
+    Airflow's alarm handler raises ``AirflowTaskTimeout`` wherever the main thread is: inside a
+    running coroutine that can end up wrapped in an exception group, or swallowed by a callback.
+    While the batch runs, the alarm cancels it instead (its clean-up writes the rows and closes the
+    clients), and Airflow's own handler is then called outside the loop, raising the timeout as
+    Airflow expects.
+    """
+    alarm = getattr(signal, "SIGALRM", None)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(alarm) if alarm is not None and in_main_thread else None
+    if not callable(previous):
+        asyncio.run(main())
+        return
+    rang = False
+
+    async def guarded() -> None:
+        nonlocal rang
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+
+        def on_alarm() -> None:
+            nonlocal rang
+            rang = True
+            task.cancel()
+
+        loop.add_signal_handler(alarm, on_alarm)
+        try:
+            await main()
+        except asyncio.CancelledError:
+            if not rang:
+                raise
+        finally:
+            loop.remove_signal_handler(alarm)
+
+    try:
+        asyncio.run(guarded())
+    finally:
+        signal.signal(alarm, previous)  # remove_signal_handler left the default one
+    if rang:
+        previous(alarm, None)
 
 
 def failure_message(manifest: dict[str, Any], max_failed_fraction: float) -> str | None:
