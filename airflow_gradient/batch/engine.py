@@ -1,6 +1,7 @@
 """The engine: sends the items of a batch concurrently, paced, and writes one row per item.
 
-``max_concurrency`` workers share one iterator of items; each item is one
+Twice ``max_concurrency`` workers share one iterator of items, and at most ``max_concurrency`` of
+them have a request in flight (a semaphore taken per HTTP attempt); each item is one
 :meth:`GradientHook.acreate_response` call, so the hook's retry rules apply per item. Every HTTP
 attempt goes through the rate limiter (the hook's ``observer``), so a retry waits for the batch's
 pace and for any pause a 429 caused, like a first try. Items are pulled from the iterator as
@@ -40,6 +41,8 @@ from airflow_gradient.exceptions import (
 
 FEED_CHUNK = 256
 TICK_S = 1.0
+# Items worked on per request slot: the extra ones fill the slots of items waiting for a retry.
+WORKERS_PER_SLOT = 2
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,17 @@ class EngineSettings:
 
 
 class _ItemCalls:
-    """The hook's ``CallObserver`` for one item: every attempt acquires from the limiter."""
+    """The hook's ``CallObserver`` for one item: every attempt takes a request slot and acquires
+    from the limiter; the slot is given back when the attempt ends, so an item waiting for its retry
+    does not keep a request from being in flight."""
 
-    __slots__ = ("limiter", "tokens", "progress", "outstanding", "attempts")
+    __slots__ = ("limiter", "slots", "refused", "tokens", "progress", "outstanding", "attempts")
 
-    def __init__(self, limiter: RateLimiter, tokens: int, progress: BatchProgress) -> None:
+    def __init__(self, limiter: RateLimiter, slots: asyncio.Semaphore, refused: Callable[[], GradientError | None],
+                 tokens: int, progress: BatchProgress) -> None:
         self.limiter = limiter
+        self.slots = slots
+        self.refused = refused
         self.tokens = tokens
         self.progress = progress
         self.outstanding = False
@@ -74,13 +82,22 @@ class _ItemCalls:
 
     async def before_send(self) -> None:
         self.close()  # the previous attempt ended without a reply (timeout, dropped connection)
-        await self.limiter.acquire(self.tokens)
+        await self.slots.acquire()
+        try:
+            if self.attempts == 0 and (error := self.refused()) is not None:
+                raise error  # the account refused another item while this one waited to start
+            await self.limiter.acquire(self.tokens)
+        except BaseException:
+            self.slots.release()
+            raise
         self.outstanding = True
         self.attempts += 1
         self.progress.requests_sent += 1
 
     def on_reply(self, status: int, headers: httpx.Headers) -> None:
-        self.outstanding = False
+        if self.outstanding:
+            self.outstanding = False
+            self.slots.release()
         if status == 429:
             self.progress.rate_limited += 1
         self.limiter.on_reply(status, headers, self.tokens)
@@ -88,6 +105,7 @@ class _ItemCalls:
     def close(self) -> None:
         if self.outstanding:
             self.outstanding = False
+            self.slots.release()
             self.limiter.on_reply(None, {}, self.tokens)
 
 
@@ -152,10 +170,13 @@ class BatchEngine:
     async def run(self, items: Iterator[BatchItem], progress: BatchProgress) -> None:
         """Send every item of ``items``; returns when each has a row."""
         feeder = _Feeder(items)
+        self._slots = asyncio.Semaphore(self.settings.max_concurrency)
         ticker = asyncio.create_task(self._tick(progress))
         try:
             async with asyncio.TaskGroup() as group:
-                for n in range(max(1, min(self.settings.max_concurrency, progress.total))):
+                # More items than request slots: items waiting for a retry leave their slot to others.
+                workers = self.settings.max_concurrency * WORKERS_PER_SLOT
+                for n in range(max(1, min(workers, progress.total))):
                     group.create_task(self._worker(self.hooks[n % len(self.hooks)], feeder, progress))
         finally:
             ticker.cancel()
@@ -184,7 +205,7 @@ class BatchEngine:
         return self._budget_reached
 
     async def _send(self, hook: Any, item: BatchItem, progress: BatchProgress) -> dict[str, Any]:
-        calls = _ItemCalls(self.limiter, item.estimated_tokens, progress)
+        calls = _ItemCalls(self.limiter, self._slots, lambda: self._account_refused, item.estimated_tokens, progress)
         self._tokens_in_flight += item.estimated_tokens
         started = time.monotonic()
         try:
