@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow_gradient.emulator import EmulatorConfig, EmulatorServer, EmulatorState, RequestRecord
 
-__all__ = ["EmulatorConfig", "GradientEmulator", "RequestRecord", "gradient_emulator"]
+__all__ = ["EmulatorConfig", "GradientEmulator", "RequestRecord", "connection_env", "gradient_emulator"]
 
 
 class GradientEmulator:
@@ -113,13 +113,16 @@ class GradientEmulator:
     ) -> dict[str, str]:
         """The ``AIRFLOW_CONN_<ID>`` variable of an Airflow connection to this emulator, to put in
         ``os.environ``; ``extra`` adds connection extras such as ``max_retries``."""
-        value = {
-            "conn_type": "gradient",
-            "host": self.base_url,
-            "password": self.config.api_key or "emulator-key",
-            "extra": {"model": model, **extra},
-        }
-        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)}
+        return connection_env(self.base_url, self.config.api_key or "emulator-key", conn_id=conn_id,
+                              model=model, **extra)
+
+
+def connection_env(
+    base_url: str, key: str, *, conn_id: str = "gradient_default", model: str = "test-model", **extra: Any
+) -> dict[str, str]:
+    """The ``AIRFLOW_CONN_<ID>`` variable (JSON form) of a Gradient connection to ``base_url``."""
+    value = {"conn_type": "gradient", "host": base_url, "password": key, "extra": {"model": model, **extra}}
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)}
 
 
 try:

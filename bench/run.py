@@ -111,8 +111,9 @@ class Emulator:
 
 
 def connection_env(base_url: str) -> dict[str, str]:
-    value = {"conn_type": "gradient", "host": base_url, "password": KEY, "extra": {"model": MODEL}}
-    return {"AIRFLOW_CONN_GRADIENT_DEFAULT": json.dumps(value)}
+    from airflow_gradient.testing import connection_env as env_for
+
+    return env_for(base_url, KEY, model=MODEL)
 
 
 # -- our batch, in process --------------------------------------------------------------------------

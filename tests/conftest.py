@@ -6,7 +6,6 @@ Airflow reads its configuration at import, so the environment is set before anyt
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import shutil
@@ -68,8 +67,9 @@ def emulator() -> Iterator[GradientEmulator]:
 
 def conn_env(base_url: str, key: str = TEST_KEY, conn_id: str = "gradient_default", **extra: Any) -> dict[str, str]:
     """The environment variable that defines a Gradient connection, as a user would set it."""
-    value = {"conn_type": "gradient", "host": base_url, "password": key, "extra": {"model": "test-model", **extra}}
-    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(value)}
+    from airflow_gradient.testing import connection_env
+
+    return connection_env(base_url, key, conn_id=conn_id, **extra)
 
 
 @pytest.fixture

@@ -472,10 +472,10 @@ class GradientHook(BaseHook):
 
 
 def _json_object(response: httpx.Response, request_id: str | None) -> dict[str, Any]:
-    content_type = response.headers.get("content-type", "")
-    if "json" not in content_type:
+    if not _is_json(response):
         raise GradientProtocolError(
-            f"HTTP {response.status_code} reply has content type {content_type or 'none'!r}, not JSON",
+            f"HTTP {response.status_code} reply has content type "
+            f"{response.headers.get('content-type') or 'none'!r}, not JSON",
             status=response.status_code,
             request_id=request_id,
         )
