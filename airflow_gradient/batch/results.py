@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_gradient.batch.inputs import id_key
-from airflow_gradient.batch.progress import USAGE_KEYS
+from airflow_gradient.batch.progress import USAGE_KEYS, add_usage
 from airflow_gradient.exceptions import GradientOutputError
+from airflow_gradient.pricing import Spend
 
 PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.jsonl$")
 REMOTE_ROWS_PER_PART = 1000
@@ -146,6 +147,12 @@ class ResumeState:
     attempt: int = 1
     done: set[int] = field(default_factory=set)
     usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
+    # What every row earlier tries sent cost (failed ones with usage included), for max_cost_usd;
+    # the rows they copied from earlier runs (reuse_results_from) are counted apart.
+    spend: Spend = field(default_factory=Spend)
+    reused: int = 0
+    reused_usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
+    reused_spend: Spend = field(default_factory=Spend)
 
     def is_done(self, custom_id: str) -> bool:
         return bool(self.done) and id_key(custom_id) in self.done
@@ -173,6 +180,14 @@ class ResultStore:
             state.attempt = max(state.attempt, part_attempt(part) + 1)
             for row in iter_rows(part):
                 key = id_key(str(row["custom_id"]))
+                if row.get("reused"):
+                    if row.get("status") == "succeeded" and key not in state.done:
+                        state.done.add(key)
+                        state.reused += 1
+                        add_usage(state.reused_usage, row)
+                        state.reused_spend.add_row(row)
+                    continue
+                state.spend.add_row(row)
                 if row.get("status") == "succeeded" and key not in state.done:
                     state.done.add(key)
                     for name in USAGE_KEYS:

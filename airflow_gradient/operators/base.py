@@ -8,6 +8,7 @@ from typing import Any, Literal
 from airflow.sdk import BaseOperator
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.pricing import Prices, resolve_prices
 
 # Parameters with an argument of their own; the rarer ones go through ``request_params``.
 _NAMED_PARAMS = (
@@ -49,6 +50,9 @@ class GradientBaseOperator(BaseOperator):
         ``modalities``, ``max_output_tokens_per_message``, ``usage``, ``meta``, ``extra_body``).
     :param request_timeout: read timeout of each HTTP attempt, seconds; default: the connection's.
     :param max_retries: retries of a failed request; default: the connection's (2).
+    :param prices: US dollars per million tokens per model, ``{"model-id": {"input": ...,
+        "cached_input": ..., "output": ...}}``; default: the connection's ``prices`` extra. With a
+        price for the model, results carry ``cost_usd`` (see ``docs/cost-and-reuse.md``).
     """
 
     template_fields: tuple[str, ...] = (*_NAMED_PARAMS, "request_params")
@@ -74,6 +78,7 @@ class GradientBaseOperator(BaseOperator):
         request_params: dict[str, Any] | None = None,
         request_timeout: float | None = None,
         max_retries: int | None = None,
+        prices: dict[str, dict[str, float]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -94,6 +99,7 @@ class GradientBaseOperator(BaseOperator):
         self.request_params = request_params
         self.request_timeout = request_timeout
         self.max_retries = max_retries
+        self.prices = prices
 
     @cached_property
     def hook(self) -> GradientHook:
@@ -110,6 +116,11 @@ class GradientBaseOperator(BaseOperator):
                 )
             params[name] = value
         return params
+
+    def prices_in_force(self) -> Prices | None:
+        """``prices``, else the connection's ``prices`` extra; raises ``GradientRequestInvalid``
+        naming ``prices`` when the value is malformed."""
+        return resolve_prices(self.prices, self.hook.settings.prices)
 
     def on_kill(self) -> None:
         # Best effort: the task is going away; closing the pool frees its sockets now.

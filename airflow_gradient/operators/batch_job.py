@@ -29,6 +29,9 @@ class GradientBatchJobOperator(GradientBatchOperator):
     switching between the two is one class name. The in-task pacing arguments
     (``max_concurrency``, ``requests_per_minute``, ``tokens_per_minute``, ``max_total_tokens``,
     ``item_timeout``, ``rate_limiter``) are accepted and unused: Gradient paces its own jobs.
+    ``reuse_results_from`` works the same (reused items are not uploaded); ``max_cost_usd`` is
+    applied to the estimates before upload (no reply corrects them while a job runs), the rows'
+    ``cost_usd`` take off the model's ``batch_discount`` from ``prices``.
 
     The task validates every item, writes the JSONL input (split into several jobs above
     ``max_requests_per_file`` requests or ``max_bytes_per_file`` bytes), uploads it, creates the
@@ -102,12 +105,7 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 inputs,
                 task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
                 output_path=_storage_path(self.output_path),
-                settings=JobSettings(
-                    provider=self.provider,
-                    completion_window=self.completion_window,
-                    metadata=self.job_metadata,
-                    limits=FileLimits(self.max_requests_per_file, self.max_bytes_per_file),
-                ),
+                settings=self._job_settings(),
                 log=self.log,
             )
         self._batch_ids = [job.batch_id for job in jobs]
@@ -139,7 +137,9 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 self._cancel_jobs("the timeout passed")
             if event["status"] != "done":
                 raise AirflowException(event["message"])
-            inputs, parse = self._inputs(context)
+            with self._invalid_input_fails_for_good():
+                inputs, parse = self._inputs(context)
+                settings = self._job_settings()
             manifest = land_results(
                 self.hook,
                 inputs,
@@ -147,10 +147,24 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 output_path=_storage_path(self.output_path),
                 parse=parse,
                 log=self.log,
+                settings=settings,
             )
         finally:
             self.hook.close()
         return self._finish(context, manifest, "Batch job manifest")
+
+    def _job_settings(self) -> JobSettings:
+        """What the jobs are asked to do; the same when submitting and when landing."""
+        costing, max_cost_usd = self._costing(batch=True)
+        return JobSettings(
+            provider=self.provider,
+            completion_window=self.completion_window,
+            metadata=self.job_metadata,
+            limits=FileLimits(self.max_requests_per_file, self.max_bytes_per_file),
+            costing=costing,
+            max_cost_usd=max_cost_usd,
+            reuse_results_from=self.reuse_results_from,
+        )
 
     def _cancel_jobs(self, why: str) -> None:
         """Best effort: a job that cannot be cancelled is logged, and the task's own error stands."""
