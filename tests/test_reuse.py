@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pendulum
@@ -177,3 +178,27 @@ def test_digest_table_keeps_every_key_across_growth() -> None:
     assert len(table) == len(keys)
     assert all(table.get(key) == n for n, key in enumerate(keys[1:], start=1)) and table.get(keys[0]) == 0
     assert table.get(12345) is None
+
+
+def test_summarise_example_second_run_sends_only_what_changed(priced, tmp_path, monkeypatch, capfd) -> None:
+    from tests.conftest import example_dag
+
+    docs = tmp_path / "docs"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "dags_examples" / "data" / "docs", docs)
+    monkeypatch.setenv("GRADIENT_EXAMPLE_DOCS", str(docs))
+    count = len(list(docs.iterdir()))
+    # The first run answers everything itself (other tests' runs of the example share its output root).
+    first = run_dag(example_dag("summarise_documents"), conf={"reuse": False})
+    assert task_states(first)["write_digest"] == "success" and priced.request_count() == count
+    changed_doc = docs / "incident-review.txt"
+    changed_doc.write_text(changed_doc.read_text() + "\nUpdate: the fix was rolled out to every region.\n")
+    capfd.readouterr()
+    second = run_dag(example_dag("summarise_documents"))
+    assert task_states(second)["write_digest"] == "success"
+    assert priced.request_count() == count + 1
+    manifest = xcom_value(second, "summarise")
+    assert manifest["reused"]["items"] == count - 1 and manifest["cost_usd"] > 0
+    assert not read_results(manifest)["incident-review.txt"].get("reused")
+    digest = Path(xcom_value(second, "write_digest")).read_text()
+    assert f"{count - 1} documents reused from earlier runs, saving" in digest and "cost $0.0" in digest
+    assert "This run: " in "".join(capfd.readouterr())
