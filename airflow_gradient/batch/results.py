@@ -21,7 +21,12 @@ A row (``status`` is ``succeeded``, ``failed`` or ``skipped``)::
      "usage": {"input_tokens", "output_tokens", "total_tokens", "cached_tokens",
                "reasoning_tokens", "tool_output_tokens"},
      "response_id": "resp_...", "model": "...", "attempts": 1, "latency_s": 0.21, "error": null,
-     "parsed": {...}}   # "parsed" only when the batch has an output schema
+     "parsed": {...},   # "parsed" only when the batch has an output schema
+     "request_digest": "<32 hex>", "cost_usd": 0.00042}   # cost_usd only when the price is known
+
+``request_digest`` (:func:`~airflow_gradient.batch.inputs.request_digest`) lets a later run reuse
+the row; a row copied from an earlier run (:mod:`~airflow_gradient.batch.reuse`) adds
+``"reused": true`` and ``"reused_from"``.
 
 ``error`` is ``{"type": "GradientServerError", "status": 500, "message": "..."}`` on failed rows.
 """
