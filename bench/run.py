@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import httpx
 
 from bench.chaos import bench_chaos
+from bench.reuse import bench_reuse, bench_reuse_rss
 from bench.single_request import bench_single
 
 KEY = "bench-key"
@@ -321,7 +322,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
     return out
 
 
-BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos")
+BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "reuse", "reuse-rss")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--chaos-latency", type=float, default=1.0, help="emulator latency of the chaos bench, s")
     parser.add_argument("--chaos-concurrency", type=int, default=64, help="max_concurrency of the chaos bench")
+    parser.add_argument("--reuse-concurrency", type=int, default=50,
+                        help="max_concurrency of the reuse bench (10,000 x 200 ms / 50 = a 40 s first run)")
     parser.add_argument("--rss-child", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
@@ -373,6 +376,13 @@ def main(argv: list[str] | None = None) -> None:
                                                args.chaos_concurrency)
                 _show("wall time with ~18 % faults over the same batch without (goal <= 1.5, exactly once)",
                       results["chaos"])
+            if "reuse" in chosen:
+                results["reuse"] = bench_reuse(emu, tmp, 1000 if quick else 10_000, 0.2, args.reuse_concurrency)
+                _show("second run with 1 % changed, reuse_results_from (goal: sends 1 %, every row, <= 5 % "
+                      "of the first run's wall time)", results["reuse"])
+            if "reuse-rss" in chosen:
+                results["reuse-rss"] = bench_reuse_rss(tmp, 100_000 if quick else 1_000_000)
+                _show("scanning 1 million earlier rows (goal: well under 100 MB)", results["reuse-rss"])
     finally:
         emu.close()
     print("\nSUMMARY")
