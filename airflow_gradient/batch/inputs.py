@@ -210,10 +210,13 @@ class BatchInputs:
             ) from None
 
     def __iter__(self) -> Iterator[BatchItem]:
-        for index, spec in enumerate(self._specs()):
-            yield self._item(index, spec)
+        return self._items(digest=True)
 
-    def _item(self, index: int, spec: dict[str, Any]) -> BatchItem:
+    def _items(self, *, digest: bool) -> Iterator[BatchItem]:
+        for index, spec in enumerate(self._specs()):
+            yield self._item(index, spec, digest=digest)
+
+    def _item(self, index: int, spec: dict[str, Any], *, digest: bool = True) -> BatchItem:
         custom_id = spec.pop("custom_id", None)
         if custom_id is not None and not (isinstance(custom_id, (str, int)) and str(custom_id)):
             raise GradientRequestInvalid(
@@ -232,10 +235,12 @@ class BatchInputs:
                 "in the connection's extras",
                 [(f"item[{index}].model", "missing")],
             )
-        wire = request.to_wire()
+        wire = request.to_wire() if custom_id is None or digest else {}
         if custom_id is None:
             custom_id = request_hash_id(wire)
-        return BatchItem(index, str(custom_id), request, estimate_tokens(request), request_digest(wire))
+        # Validation does not need the digest, a third of the cost of building an item.
+        return BatchItem(index, str(custom_id), request, estimate_tokens(request),
+                         request_digest(wire) if digest else "")
 
     def validate(self, check: Callable[[BatchItem], None] | None = None) -> int:
         """Build every item once: raise on the first invalid one or duplicate id; return the count.
@@ -244,7 +249,7 @@ class BatchInputs:
         """
         seen: set[int] = set()
         count = 0
-        for item in self:
+        for item in self._items(digest=False):
             if check is not None:
                 check(item)
             key = id_key(item.custom_id)
