@@ -7,24 +7,16 @@ import datetime
 import math
 import re
 
-import pendulum
 import pytest
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, GradientRequestInvalid, GradientResponseOperator, read_results
 from airflow_gradient.batch.results import iter_rows, list_parts
 from airflow_gradient.pricing import Prices, Spend, cost_usd
-from tests.conftest import conn_env, run_dag, task_states, try_numbers, xcom_value
+from tests.conftest import run_dag, task_states, try_numbers, xcom_value
+from tests.spend_support import MODEL, START, run_task, use_prices
 
-START = pendulum.datetime(2025, 1, 1, tz="UTC")
-MODEL = "test-model"
 PRICES = {MODEL: {"input": 2.0, "cached_input": 0.5, "output": 8.0}}
-
-
-def use_prices(monkeypatch: pytest.MonkeyPatch, emulator, prices) -> None:
-    """``gradient_default`` points at the emulator with ``prices`` in its extra."""
-    for name, value in conn_env(emulator.base_url, max_retry_wait=5, prices=prices).items():
-        monkeypatch.setenv(name, value)
 
 
 def row_cost(row: dict, prices: dict = PRICES) -> float:
@@ -126,24 +118,12 @@ def test_bad_prices_fail_the_task_once_naming_prices(gradient_conn) -> None:
 # -- batches --------------------------------------------------------------------------------------
 
 
-def _batch(dag_id: str, **kwargs):
-    with DAG(dag_id, schedule=None, start_date=START) as dag:
-        GradientBatchOperator(task_id="b", **kwargs)
-    run = run_dag(dag)
-    state = task_states(run)["b"]
-    try:
-        manifest = xcom_value(run, "b", key="return_value" if state == "success" else "manifest")
-    except AssertionError:
-        manifest = None
-    return run, state, manifest
-
-
 DOCS = [{"input": f"document number {i}", "custom_id": f"d{i}"} for i in range(20)]
 
 
 def test_batch_rows_and_manifest_carry_cost_when_known(emulator, monkeypatch, tmp_path, capfd) -> None:
     use_prices(monkeypatch, emulator, PRICES)
-    _, state, manifest = _batch("cost_rows", inputs=DOCS[:5], output_path=str(tmp_path / "o"), progress_interval=0)
+    _, state, manifest = run_task("cost_rows", inputs=DOCS[:5], output_path=str(tmp_path / "o"), progress_interval=0)
     assert state == "success"
     rows = read_results(manifest)
     assert all(row["cost_usd"] == pytest.approx(row_cost(row)) for row in rows.values())
@@ -155,17 +135,17 @@ def test_batch_rows_and_manifest_carry_cost_when_known(emulator, monkeypatch, tm
 
 
 def test_batch_without_prices_has_no_row_cost_and_an_unknown_total(gradient_conn) -> None:
-    _, state, manifest = _batch("cost_rows_unknown", inputs=DOCS[:3])
+    _, state, manifest = run_task("cost_rows_unknown", inputs=DOCS[:3])
     assert state == "success"
     assert manifest["cost_usd"] is None
     assert all("cost_usd" not in row for row in manifest["results"])
 
 
-def test_cost_budget_skips_the_rest_mid_batch(emulator, monkeypatch, tmp_path) -> None:
+def test_cost_budget_skips_the_rest_midrun_task(emulator, monkeypatch, tmp_path) -> None:
     use_prices(monkeypatch, emulator, PRICES)
     # Each item is estimated at 5 input and 10 output tokens: $0.00009; the budget fits a handful.
     budget = 0.0005
-    _, state, manifest = _batch("cost_budget", inputs=DOCS, output_path=str(tmp_path / "o"),
+    _, state, manifest = run_task("cost_budget", inputs=DOCS, output_path=str(tmp_path / "o"),
                                 max_output_tokens=10, max_cost_usd=budget, max_concurrency=2)
     assert state == "success"
     counts = manifest["counts"]
@@ -183,7 +163,7 @@ def test_cost_budget_counts_what_earlier_tries_spent(emulator, monkeypatch, tmp_
     out = tmp_path / "o"
     inputs = [{"input": "[[fault:500x1]] flaky document", "custom_id": "flaky"}, *DOCS]
     budget = 0.0005
-    run, state, manifest = _batch("cost_budget_retry", inputs=inputs, output_path=str(out), max_output_tokens=10,
+    run, state, manifest = run_task("cost_budget_retry", inputs=inputs, output_path=str(out), max_output_tokens=10,
                                   max_cost_usd=budget, max_concurrency=1, max_retries=0, retries=1,
                                   retry_delay=datetime.timedelta(0))
     assert try_numbers(run) == {"b": 2}

@@ -9,17 +9,15 @@ import random
 import shutil
 from pathlib import Path
 
-import pendulum
 import pytest
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientBatchJobOperator, GradientBatchOperator, read_results
 from airflow_gradient.batch.reuse import DigestTable
 from tests.batch_job_support import jobs  # noqa: F401  (fixture)
-from tests.conftest import conn_env, run_dag, task_states, try_numbers, xcom_value
+from tests.conftest import run_dag, task_states, try_numbers, xcom_value
+from tests.spend_support import MODEL, START, run_task, use_prices
 
-START = pendulum.datetime(2025, 1, 1, tz="UTC")
-MODEL = "test-model"
 PRICES = {MODEL: {"input": 2.0, "output": 8.0, "batch_discount": 0.5}}
 DOCS = [{"input": f"document number {i}", "custom_id": f"d{i}"} for i in range(8)]
 
@@ -27,21 +25,8 @@ DOCS = [{"input": f"document number {i}", "custom_id": f"d{i}"} for i in range(8
 @pytest.fixture
 def priced(emulator, monkeypatch):
     """``gradient_default`` points at the emulator, with prices in its extra."""
-    for name, value in conn_env(emulator.base_url, max_retry_wait=5, prices=PRICES).items():
-        monkeypatch.setenv(name, value)
+    use_prices(monkeypatch, emulator, PRICES)
     return emulator
-
-
-def run_task(dag_id: str, operator=GradientBatchOperator, **kwargs):
-    with DAG(dag_id, schedule=None, start_date=START) as dag:
-        operator(task_id="b", **kwargs)
-    run = run_dag(dag)
-    state = task_states(run)["b"]
-    try:
-        manifest = xcom_value(run, "b", key="return_value" if state == "success" else "manifest")
-    except AssertionError:
-        manifest = None
-    return run, state, manifest
 
 
 def changed(docs: list[dict], index: int) -> list[dict]:
