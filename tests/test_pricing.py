@@ -10,9 +10,16 @@ import re
 import pytest
 
 from airflow.sdk import DAG, ObjectStoragePath
-from airflow_gradient import GradientBatchOperator, GradientRequestInvalid, GradientResponseOperator, read_results
+from airflow_gradient import (
+    GradientBatchJobOperator,
+    GradientBatchOperator,
+    GradientRequestInvalid,
+    GradientResponseOperator,
+    read_results,
+)
 from airflow_gradient.batch.results import iter_rows, list_parts
 from airflow_gradient.pricing import Prices, Spend, cost_usd
+from tests.batch_job_support import jobs  # noqa: F401  (fixture)
 from tests.conftest import run_dag, task_states, try_numbers, xcom_value
 from tests.spend_support import MODEL, START, run_task, use_prices
 
@@ -198,3 +205,18 @@ def test_refusal_names_both_arguments(gradient_conn) -> None:
     with pytest.raises(AirflowFailException, match="max_cost_usd: must be a non-negative"):
         GradientBatchOperator(task_id="b2", inputs=DOCS[:2], max_cost_usd=-1, prices=PRICES).execute({})
     assert gradient_conn.request_count(path=None) == 0
+
+
+def test_batch_job_budget_applies_to_estimates_before_upload(jobs, tmp_path) -> None:  # noqa: F811
+    # Estimated at 5 input and 10 output tokens, half price as a batch: $0.000045 an item; 4 fit.
+    prices = {MODEL: {**PRICES[MODEL], "batch_discount": 0.5}}
+    _, state, manifest = run_task("cost_budget_job", GradientBatchJobOperator, inputs=DOCS[:8], prices=prices,
+                                  output_path=str(tmp_path / "o"), max_output_tokens=10, max_cost_usd=0.0002,
+                                  poll_interval=0.02)
+    assert state == "success"
+    assert [job["request_counts"]["total"] for job in manifest["batch_jobs"]] == [4]
+    rows = read_results(manifest, by="index")
+    assert [row["status"] for row in rows] == ["succeeded"] * 4 + ["skipped"] * 4
+    assert all("max_cost_usd=0.0002" in row["error"]["message"] for row in rows[4:])
+    assert 0 < manifest["cost_usd"] <= 0.0002
+    assert manifest["cost_usd"] == pytest.approx(sum(row_cost(row, prices) / 2 for row in rows[:4]))
