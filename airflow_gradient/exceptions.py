@@ -54,7 +54,8 @@ class GradientArgumentError(GradientRequestInvalid):
     allowed values; nothing was sent, uploaded or created.
 
     ``argument`` names it, ``reason`` says what is wrong (usually what was given) and ``allowed``
-    what it may be; the message is ``invalid argument: <argument>: <reason>; allowed: <allowed>``. Operators raise it as the cause of an ``AirflowFailException``: never retried.
+    what it may be; the message is ``invalid argument: <argument>: <reason>; allowed: <allowed>``.
+    Operators raise it as the cause of an ``AirflowFailException``: never retried.
     """
 
     def __init__(self, argument: str, reason: str, allowed: str) -> None:

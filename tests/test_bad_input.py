@@ -66,9 +66,12 @@ class InRowsDir(str):
 
 
 def _in_rows_dir(kwargs: dict[str, Any], rows_dir: Path) -> dict[str, Any]:
-    return {name: str(rows_dir / value) if isinstance(value, InRowsDir) or (name == "rows_path" and isinstance(value, str))
-            else value
-            for name, value in kwargs.items()}
+    """``kwargs`` with ``rows_path`` file names and :class:`InRowsDir` values made paths under ``rows_dir``."""
+    def placed(name: str, value: Any) -> Any:
+        in_dir = isinstance(value, InRowsDir) or (name == "rows_path" and isinstance(value, str))
+        return str(rows_dir / value) if in_dir else value
+
+    return {name: placed(name, value) for name, value in kwargs.items()}
 
 
 def reject(emulator: GradientEmulator, call: Callable[[], Any]) -> BaseException:

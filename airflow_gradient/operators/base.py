@@ -109,7 +109,7 @@ class GradientBaseOperator(BaseOperator):
         self.user = user
         self.request_params = request_params
         with fails_for_good():
-            # Templated arguments are checked once rendered, when the task runs (check_rendered).
+            # Templated arguments can only be checked once rendered: at the start of execute.
             self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
             self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
             self.max_retries = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
