@@ -373,11 +373,12 @@ EXTRA_CASES = [
     ({"model": "m", "max_retries": -1}, "max_retries"),
     ({"model": "m", "max_retry_wait": -1}, "max_retry_wait"),
     ({"model": 42}, "model"),
+    ({"model": "m", "max_retry_wait": TEST_KEY}, "max_retry_wait"),  # the key pasted in the wrong field
 ]
 
 
 @pytest.mark.parametrize("entry", ["hook", "response", "batch"])
-@pytest.mark.parametrize(("extra", "named"), EXTRA_CASES, ids=[c[1] for c in EXTRA_CASES])
+@pytest.mark.parametrize(("extra", "named"), EXTRA_CASES, ids=[f"{i}-{c[1]}" for i, c in enumerate(EXTRA_CASES)])
 def test_bad_connection_extra_is_refused_naming_connection_and_extra(bad_connection, idle_emulator, entry, extra,
                                                                      named) -> None:
     conn_id = bad_connection(extra)

@@ -115,12 +115,13 @@ def _text_lines(path: Any) -> Iterator[str]:
 def _csv_rows(path: Any, lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     reader = csv.reader(lines)
     try:
-        header = next(reader, None)
+        header = next((fields for fields in reader if fields), None)  # blank lines before it are passed over
         if header is None:
             return
         if len(set(header)) != len(header):
             repeated = sorted({name for name in header if header.count(name) > 1})
-            raise _bad_line(path, 1, f"(the header) repeats the column(s) {repeated}", "repeated column")
+            raise _bad_line(path, reader.line_num, f"(the header) repeats the column(s) {repeated}",
+                            "repeated column")
         for fields in reader:
             if not fields:  # a blank line
                 continue

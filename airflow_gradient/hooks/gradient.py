@@ -195,9 +195,11 @@ class GradientHook(BaseHook):
                 max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
             )
         except GradientArgumentError as exc:
+            # The value is quoted to help; a key pasted into the wrong field is not.
+            reason = exc.reason.replace(key, "***")
             raise GradientConfigError(
                 f"Airflow connection {self.gradient_conn_id!r} has an invalid extra: {exc.argument}: "
-                f"{exc.reason}; allowed: {exc.allowed}"
+                f"{reason}; allowed: {exc.allowed}"
             ) from None
         except ValueError as exc:  # the host is not a URL
             raise GradientConfigError(f"Airflow connection {self.gradient_conn_id!r}: {exc}") from None
