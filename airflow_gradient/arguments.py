@@ -2,9 +2,9 @@
 
 The operators, the decorator, :class:`~airflow_gradient.hooks.gradient.GradientHook` and the
 batch settings call these checkers on their arguments before anything is sent, uploaded or
-created. Each returns the value (converted where the rule allows it, e.g. an ``int`` for a
-``float`` argument) or raises :class:`~airflow_gradient.exceptions.GradientArgumentError` in one
-format, naming the argument, what was given and what is allowed::
+created. Each returns the value (a number meant as seconds or a rate as a ``float``) or raises
+:class:`~airflow_gradient.exceptions.GradientArgumentError` in one format, naming the argument,
+what was given and what is allowed::
 
     invalid argument: max_concurrency: got 0; allowed: an integer >= 1
 
@@ -83,7 +83,10 @@ def int_between(name: str, value: Any, low: int, high: int) -> int:
 def _real(name: str, value: Any, allowed: str, ok: Callable[[float], bool]) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         refuse(name, allowed, got=value)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        refuse(name, allowed, got=value)
     if not math.isfinite(number) or not ok(number):
         refuse(name, allowed, got=value)
     return number
@@ -106,13 +109,8 @@ def fraction(name: str, value: Any) -> float:
 
 def duration(name: str, value: Any) -> float:
     """A positive ``timedelta`` or a number of seconds > 0, as seconds."""
-    allowed = "a timedelta or a number of seconds, > 0"
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, Real):
-        refuse(name, allowed, got=value)
-    if not (math.isfinite(seconds) and seconds > 0):
-        refuse(name, allowed, got=value)
-    return float(seconds)
+    return _real(name, seconds, "a timedelta or a number of seconds, > 0", lambda n: n > 0)
 
 
 def number_text(name: str, value: Any, check: Callable[[str, Any], T]) -> T:
@@ -214,13 +212,6 @@ def json_problems(value: Any, path: str = "", *, strict: bool = True) -> Iterato
         yield from json_problems(dict(value), path, strict=strict)
     elif strict and not (value is None or isinstance(value, (str, bool, int))):
         yield path, f"{type(value).__name__} is not a JSON value"
-
-
-def finite_json(name: str, value: Any) -> Any:
-    """A value that can be sent as JSON as it is."""
-    for path, problem in json_problems(value, name):
-        refuse(path, JSON_RULE, reason=problem)
-    return value
 
 
 # -- storage ----------------------------------------------------------------------------------------
