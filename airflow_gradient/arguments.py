@@ -192,11 +192,14 @@ def storage_path(name: str, value: Any) -> Any:
 # -- JSON -----------------------------------------------------------------------------------------
 
 JSON_RULE = "JSON values only: finite numbers, strings, booleans, null, lists and objects"
+_SCALARS = (str, int, bool, type(None))
 
 
 def json_problems(value: Any, path: str = "", *, strict: bool = True) -> Iterator[tuple[str, str]]:
     """Where ``value`` cannot be sent as JSON, as ``(path, problem)``: NaN and infinities anywhere
     (JSON has no such numbers), and with ``strict`` any value that is not a JSON type."""
+    if type(value) in _SCALARS:  # the common case, first: every item of a batch passes here
+        return
     if isinstance(value, float):
         if not math.isfinite(value):
             yield path, f"{value} is not a JSON number"

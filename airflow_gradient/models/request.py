@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from itertools import chain
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -384,9 +383,8 @@ def build_request(data: ResponseRequest | dict[str, Any], *, where: str = "") ->
         raise describe_validation_error(exc, where) from None
     # pydantic would send NaN as null in open fields and leave extra_body's NaN to crash the JSON
     # encoder mid-batch: refuse both here, naming the path.
-    rest = {key: value for key, value in data.items() if key != "extra_body"}
-    _refuse_non_json(chain(json_problems(rest, strict=False), json_problems(data.get("extra_body"), "extra_body")),
-                     where)
+    for key, value in data.items():
+        _refuse_non_json(json_problems(value, key, strict=key == "extra_body"), where)
     return request
 
 
