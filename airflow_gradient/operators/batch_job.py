@@ -9,11 +9,13 @@ from typing import Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
+from airflow_gradient import arguments
 from airflow_gradient.batch.job_files import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, FileLimits, Provider
 from airflow_gradient.batch.job_runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.job_watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch import GradientBatchOperator, _storage_path
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
@@ -76,17 +78,19 @@ class GradientBatchJobOperator(GradientBatchOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        self.cancel_on_kill = cancel_on_kill
-        self.cancel_on_timeout = cancel_on_timeout
-        self.max_poll_failures = max_poll_failures
+        self.job_metadata = job_metadata
         self.provider = provider
         self.completion_window = completion_window
-        self.job_metadata = job_metadata
         self.max_requests_per_file = max_requests_per_file
         self.max_bytes_per_file = max_bytes_per_file
+        with fails_for_good():
+            self.deferrable = arguments.boolean("deferrable", deferrable)
+            self.poll_interval = arguments.positive_number("poll_interval", poll_interval)
+            self.timeout = arguments.duration("timeout", timeout)
+            self.cancel_on_kill = arguments.boolean("cancel_on_kill", cancel_on_kill)
+            self.cancel_on_timeout = arguments.boolean("cancel_on_timeout", cancel_on_timeout)
+            self.max_poll_failures = arguments.positive_int("max_poll_failures", max_poll_failures)
+            self._job_settings(metadata=None)  # job_metadata is templated: checked once rendered
         self._batch_ids: list[str] = []
 
     @cached_property
@@ -95,19 +99,15 @@ class GradientBatchJobOperator(GradientBatchOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        with self._invalid_input_fails_for_good():
+        with fails_for_good():
+            settings = self._job_settings(metadata=self.job_metadata)
             inputs, _ = self._inputs(context)
             jobs = submit_jobs(
                 self.hook,
                 inputs,
                 task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
-                output_path=_storage_path(self.output_path),
-                settings=JobSettings(
-                    provider=self.provider,
-                    completion_window=self.completion_window,
-                    metadata=self.job_metadata,
-                    limits=FileLimits(self.max_requests_per_file, self.max_bytes_per_file),
-                ),
+                output_path=_storage_path("output_path", self.output_path),
+                settings=settings,
                 log=self.log,
             )
         self._batch_ids = [job.batch_id for job in jobs]
@@ -131,6 +131,14 @@ class GradientBatchJobOperator(GradientBatchOperator):
             outcome = wait_for_jobs(self.hook, watch, self.log)
         return self.execute_complete(context, outcome)
 
+    def _job_settings(self, metadata: dict[str, str] | None) -> JobSettings:
+        return JobSettings(
+            provider=self.provider,
+            completion_window=self.completion_window,
+            metadata=metadata,
+            limits=FileLimits(self.max_requests_per_file, self.max_bytes_per_file),
+        )
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Land the results of finished jobs; fail on a timeout or a wait that gave up."""
         self._batch_ids = [job["batch_id"] for job in event["jobs"]]
@@ -144,7 +152,7 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 self.hook,
                 inputs,
                 [self.hook.get_job(batch_id) for batch_id in self._batch_ids],
-                output_path=_storage_path(self.output_path),
+                output_path=_storage_path("output_path", self.output_path),
                 parse=parse,
                 log=self.log,
             )
