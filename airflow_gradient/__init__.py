@@ -3,6 +3,7 @@
 from airflow_gradient._version import __version__
 from airflow_gradient.exceptions import (
     GradientAPIError,
+    GradientArgumentError,
     GradientAuthError,
     GradientBadRequestError,
     GradientConfigError,
@@ -32,6 +33,7 @@ from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
 __all__ = [
     "GradientAPIError",
+    "GradientArgumentError",
     "GradientAuthError",
     "GradientBadRequestError",
     "GradientBatchJobOperator",

@@ -4,6 +4,8 @@ Every error derives from :class:`GradientError`, so one ``except GradientError``
 
     GradientError
     ├── GradientRequestInvalid        bad input, raised before any request leaves the machine
+    │   └── GradientArgumentError     an argument of an operator, the decorator or the hook is
+    │                                 outside its allowed values (``argument``, ``allowed``)
     ├── GradientConfigError           the Airflow connection is unusable (no key, bad URL)
     ├── GradientTransportError        no usable HTTP reply
     │   ├── GradientTimeoutError      connect/read timeout, or HTTP 408
@@ -45,6 +47,25 @@ class GradientRequestInvalid(GradientError, ValueError):
     def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.errors = errors or []
+
+
+class GradientArgumentError(GradientRequestInvalid):
+    """An argument of an operator, ``@task.gradient`` or :class:`GradientHook` is outside its
+    allowed values; nothing was sent, uploaded or created.
+
+    ``argument`` names it, ``reason`` says what is wrong (usually what was given) and ``allowed``
+    what it may be; the message is ``invalid argument: <argument>: <reason>; allowed: <allowed>``.
+    Operators raise it as the cause of an ``AirflowFailException``: never retried.
+    """
+
+    def __init__(self, argument: str, reason: str, allowed: str) -> None:
+        super().__init__(f"invalid argument: {argument}: {reason}; allowed: {allowed}", [(argument, allowed)])
+        self.argument = argument
+        self.reason = reason
+        self.allowed = allowed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.argument, self.reason, self.allowed))
 
 
 class GradientConfigError(GradientError):
@@ -181,6 +202,7 @@ class GradientToolLoopError(GradientError):
 
 __all__ = [
     "GradientAPIError",
+    "GradientArgumentError",
     "GradientAuthError",
     "GradientBadRequestError",
     "GradientConfigError",

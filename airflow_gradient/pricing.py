@@ -186,18 +186,6 @@ def require_prices_for_budget(max_cost_usd: float | None, prices: Prices | None,
         )
 
 
-def check_max_cost_usd(value: Any) -> float | None:
-    """``max_cost_usd``: None, or a non-negative finite number of US dollars."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise GradientRequestInvalid(
-            f"invalid batch: max_cost_usd: must be a non-negative number of US dollars (got {value!r})",
-            [("max_cost_usd", "not a non-negative number")],
-        )
-    return float(value)
-
-
 @dataclass(frozen=True)
 class Costing:
     """How a batch prices its rows: the prices in force, and whether Batch Inference runs them."""

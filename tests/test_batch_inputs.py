@@ -94,3 +94,41 @@ def test_rows_path_jsonl_and_csv_are_read_lazily(tmp_path) -> None:
 def test_token_estimate_counts_input_and_output() -> None:
     (short,) = items(inputs=[{"input": "x" * 400, "max_output_tokens": 50}])
     assert estimate_tokens(short.request) == short.estimated_tokens == 400 // 4 + 1 + 50
+
+
+def test_rows_files_saved_by_spreadsheets_keep_their_custom_id(tmp_path) -> None:
+    # Spreadsheets write a UTF-8 byte order mark and CRLF line ends; quoted fields may hold both.
+    csv_file = tmp_path / "bom.csv"
+    csv_file.write_bytes(b'\xef\xbb\xbfcustom_id,t\r\nr1,"caf\xc3\xa9, two\r\nlines"\r\n\r\nr2,plain\r\n')
+    got = items(rows_path=ObjectStoragePath(str(csv_file)), render=template("{{ t }}"))
+    assert [i.custom_id for i in got] == ["r1", "r2"]
+    assert got[0].request.input == "café, two\r\nlines"
+    jsonl_file = tmp_path / "bom.jsonl"
+    jsonl_file.write_bytes(b'\xef\xbb\xbf{"custom_id": "j1", "t": "x"}\n')
+    assert [i.custom_id for i in items(rows_path=ObjectStoragePath(str(jsonl_file)), render=template("{{ t }}"))] \
+        == ["j1"]
+
+
+@pytest.mark.parametrize(("content", "line", "said"), [
+    (b"custom_id,t\nr1,one\nr2\n", 3, "1 fields where the header has 2"),
+    (b"custom_id,t\nr1,one,two\n", 2, "3 fields where the header has 2"),
+    (b"custom_id,t\nr1,caf\xe9\n", 2, "not UTF-8: invalid continuation byte at byte 18 of the file"),
+    (b"t,t\nr1,one\n", 1, "repeats the column(s) ['t']"),
+], ids=["short-row", "long-row", "latin-1", "repeated-column"])
+def test_a_csv_row_that_cannot_be_a_row_names_the_file_and_line(tmp_path, content, line, said) -> None:
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_bytes(content)
+    with pytest.raises(GradientRequestInvalid) as info:
+        items(rows_path=ObjectStoragePath(str(csv_file)), render=template("{{ t }}"))
+    assert str(csv_file) in str(info.value) and f"line {line} " in str(info.value) and said in str(info.value)
+    assert info.value.errors[0][0] == f"rows_path:{line}"
+
+
+def test_rows_are_read_one_line_at_a_time(tmp_path) -> None:
+    # The first row comes out before the bad line is read: no pass holds the file in memory.
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_bytes(b"t\none\n" + b"\xff\n")
+    rows = iter_rows(ObjectStoragePath(str(csv_file)))
+    assert next(rows) == {"t": "one"}
+    with pytest.raises(GradientRequestInvalid, match="line 3 is not UTF-8"):
+        next(rows)

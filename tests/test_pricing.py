@@ -113,13 +113,18 @@ def test_response_without_prices_shows_cost_unknown(gradient_conn) -> None:
     assert out["cost_usd"] is None and out["usage"]["total_tokens"] > 0
 
 
-def test_bad_prices_fail_the_task_once_naming_prices(gradient_conn) -> None:
+def test_bad_prices_fail_the_dag_file_or_the_task_once_naming_prices(emulator, monkeypatch) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=r"invalid prices: model 'test-model': input"):
+        GradientResponseOperator(task_id="r", input="x", prices={MODEL: {"input": -1, "output": 1}})
+    # In the connection's extra, the task fails when it reads it: once, before sending anything.
+    use_prices(monkeypatch, emulator, {MODEL: {"input": 1}})
     with DAG("cost_bad_prices", schedule=None, start_date=START) as dag:
-        GradientResponseOperator(task_id="r", input="x", prices={MODEL: {"input": -1, "output": 1}},
-                                 retries=2, retry_delay=datetime.timedelta(0))
+        GradientResponseOperator(task_id="r", input="x", retries=2, retry_delay=datetime.timedelta(0))
     run = run_dag(dag)
     assert task_states(run) == {"r": "failed"} and try_numbers(run) == {"r": 1}
-    assert gradient_conn.request_count(path=None) == 0
+    assert emulator.request_count(path=None) == 0
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -130,7 +135,7 @@ DOCS = [{"input": f"document number {i}", "custom_id": f"d{i}"} for i in range(2
 
 def test_batch_rows_and_manifest_carry_cost_when_known(emulator, monkeypatch, tmp_path, capfd) -> None:
     use_prices(monkeypatch, emulator, PRICES)
-    _, state, manifest = run_task("cost_rows", inputs=DOCS[:5], output_path=str(tmp_path / "o"), progress_interval=0)
+    _, state, manifest = run_task("cost_rows", inputs=DOCS[:5], output_path=str(tmp_path / "o"))
     assert state == "success"
     rows = read_results(manifest)
     assert all(row["cost_usd"] == pytest.approx(row_cost(row)) for row in rows.values())
@@ -202,8 +207,8 @@ def test_refusal_names_both_arguments(gradient_conn) -> None:
 
     with pytest.raises(AirflowFailException, match=r"max_cost_usd=1\.0.*'test-model'.*prices"):
         operator.execute({})
-    with pytest.raises(AirflowFailException, match="max_cost_usd: must be a non-negative"):
-        GradientBatchOperator(task_id="b2", inputs=DOCS[:2], max_cost_usd=-1, prices=PRICES).execute({})
+    with pytest.raises(AirflowFailException, match="max_cost_usd: got -1"):
+        GradientBatchOperator(task_id="b2", inputs=DOCS[:2], max_cost_usd=-1, prices=PRICES)
     assert gradient_conn.request_count(path=None) == 0
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from airflow_gradient import arguments
 from airflow_gradient.batch.inputs import BatchItem, estimate_token_split
 from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.progress import BatchProgress
@@ -48,7 +49,7 @@ WORKERS_PER_SLOT = 2
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How the engine sends.
+    """How the engine sends; every field is checked when the settings are made.
 
     :param max_concurrency: requests in flight at once.
     :param request_timeout: read timeout of each HTTP attempt, seconds (default: the hook's).
@@ -62,6 +63,14 @@ class EngineSettings:
     item_timeout: float | None = None
     max_total_tokens: int | None = None
     progress_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        # A zero concurrency or a negative timeout would hang or crash the batch mid-way: refused here.
+        arguments.positive_int("max_concurrency", self.max_concurrency)
+        arguments.optional(arguments.positive_number, "request_timeout", self.request_timeout)
+        arguments.optional(arguments.positive_number, "item_timeout", self.item_timeout)
+        arguments.optional(arguments.positive_int, "max_total_tokens", self.max_total_tokens)
+        arguments.positive_number("progress_interval", self.progress_interval)
 
 
 class _ItemCalls:

@@ -90,28 +90,72 @@ def estimate_tokens(request: ResponseRequest) -> int:
 
 
 def iter_rows(path: Any) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL (one object a line) or CSV (header line) file on an ``ObjectStoragePath``."""
-    is_csv = str(path).lower().endswith(".csv")
-    with path.open("r", encoding="utf-8", newline="" if is_csv else None) as handle:
-        if is_csv:
-            yield from csv.DictReader(handle)
-            return
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    """Rows of a JSONL (one object a line) or CSV (header line) file on an ``ObjectStoragePath``.
+
+    The file is read one line at a time and must be UTF-8 (a byte order mark, as spreadsheets
+    write, is skipped). A line that cannot be a row raises :class:`GradientRequestInvalid` naming
+    the file and the line: text that is not UTF-8, JSON that is not an object, a CSV row with more
+    or fewer fields than the header.
+    """
+    lines = _text_lines(path)
+    if str(path).lower().endswith(".csv"):
+        yield from _csv_rows(path, lines)
+        return
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise _bad_line(path, number, f"is not JSON ({exc})", "not JSON") from None
+        if not isinstance(row, dict):
+            raise _bad_line(path, number, f"is a JSON {type(row).__name__}, not an object", "not an object")
+        yield row
+
+
+def _bad_line(path: Any, number: int, problem: str, rule: str) -> GradientRequestInvalid:
+    return GradientRequestInvalid(f"invalid rows_path {path}: line {number} {problem}", [(f"rows_path:{number}", rule)])
+
+
+def _text_lines(path: Any) -> Iterator[str]:
+    """The file's lines (endings kept, as the csv module wants them), decoded one by one so that
+    bytes that are not UTF-8 are reported with their line and byte offset."""
+    offset = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
             try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise GradientRequestInvalid(
-                    f"invalid rows_path {path}: line {number} is not JSON ({exc})",
-                    [(f"rows_path:{number}", "not JSON")],
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise _bad_line(
+                    path, number, f"is not UTF-8: {exc.reason} at byte {offset + exc.start} of the file "
+                    f"({raw[exc.start:exc.start + 4]!r}); save it as UTF-8", "not UTF-8",
                 ) from None
-            if not isinstance(row, dict):
-                raise GradientRequestInvalid(
-                    f"invalid rows_path {path}: line {number} is a JSON {type(row).__name__}, not an object",
-                    [(f"rows_path:{number}", "not an object")],
+            offset += len(raw)
+
+
+def _csv_rows(path: Any, lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    reader = csv.reader(lines)
+    try:
+        header = next((fields for fields in reader if fields), None)  # blank lines before it are passed over
+        if header is None:
+            return
+        if len(set(header)) != len(header):
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            raise _bad_line(path, reader.line_num, f"(the header) repeats the column(s) {repeated}",
+                            "repeated column")
+        for fields in reader:
+            if not fields:  # a blank line
+                continue
+            if len(fields) != len(header):
+                raise _bad_line(
+                    path, reader.line_num,
+                    f"has {len(fields)} fields where the header has {len(header)} ({', '.join(header)}); "
+                    "quote a value that holds a comma",
+                    "wrong number of fields",
                 )
-            yield row
+            yield dict(zip(header, fields))
+    except csv.Error as exc:
+        raise _bad_line(path, reader.line_num, f"is not valid CSV ({exc})", "not CSV") from None
 
 
 def _item_spec(value: Any, index: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from airflow_gradient import arguments
 from airflow_gradient.batch.inputs import BatchItem
 from airflow_gradient.exceptions import GradientRequestInvalid
 
@@ -27,6 +28,7 @@ MAX_REQUESTS_PER_FILE = 50_000
 MAX_BYTES_PER_FILE = 200 * 1024 * 1024
 
 Provider = Literal["openai", "anthropic"]
+PROVIDERS: tuple[Provider, ...] = ("openai", "anthropic")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ class FileLimits:
 
     max_requests: int = MAX_REQUESTS_PER_FILE
     max_bytes: int = MAX_BYTES_PER_FILE
+
+    def __post_init__(self) -> None:
+        # Named as the operator's arguments: that is where a user sets them.
+        arguments.int_between("max_requests_per_file", self.max_requests, 1, MAX_REQUESTS_PER_FILE)
+        arguments.int_between("max_bytes_per_file", self.max_bytes, 1, MAX_BYTES_PER_FILE)
 
 
 @dataclass(frozen=True)

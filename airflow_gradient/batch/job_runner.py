@@ -24,8 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_gradient import arguments
 from airflow_gradient.batch.inputs import BatchInputs, BatchItem, estimate_token_split, id_key
-from airflow_gradient.batch.job_files import FileLimits, InputFile, InputFiles, Provider, write_input_files
+from airflow_gradient.batch.job_files import (
+    PROVIDERS,
+    FileLimits,
+    InputFile,
+    InputFiles,
+    Provider,
+    write_input_files,
+)
 from airflow_gradient.batch.job_ledger import JobLedger, JobRecord, LedgerStore, Round, request_id
 from airflow_gradient.batch.job_output import Parse, missing_item_error, read_result_lines, row_of
 from airflow_gradient.batch.job_watch import JobWatch
@@ -36,6 +44,9 @@ from airflow_gradient.exceptions import GradientAPIError, GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.models.batch_job import BatchJob
 from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
+
+# The completion windows Gradient documents for a job: only "24h".
+COMPLETION_WINDOWS = ("24h",)
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,12 @@ class JobSettings:
     costing: Costing = field(default_factory=lambda: Costing(batch=True))
     max_cost_usd: float | None = None
     reuse_results_from: Any = None
+
+    def __post_init__(self) -> None:
+        # Checked before any file is uploaded: Gradient would refuse them only at the job's creation.
+        arguments.one_of("provider", self.provider, PROVIDERS)
+        arguments.one_of("completion_window", self.completion_window, COMPLETION_WINDOWS)
+        arguments.optional(arguments.string_pairs, "job_metadata", self.metadata)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from airflow_gradient import arguments
 from airflow_gradient.batch.engine import BatchEngine, EngineSettings
 from airflow_gradient.batch.inputs import BatchInputs, BatchItem
 from airflow_gradient.batch.pacing import RateLimiter
@@ -63,9 +64,13 @@ def prepare_batch(
     """Read earlier attempts' rows, validate every item; return the store, the resume state and
     the count.
 
-    Raises :class:`GradientRequestInvalid` when an item is invalid (or ``check`` refuses it), ids
-    repeat, or the batch has more than :data:`XCOM_MAX_ITEMS` items and no ``output_path``.
+    Raises :class:`GradientRequestInvalid` when ``output_path`` cannot be written, an item is
+    invalid (or ``check`` refuses it), ids repeat, or the batch has more than
+    :data:`XCOM_MAX_ITEMS` items and no ``output_path``.
     """
+    if output_path is not None:
+        # Before any reply is paid for: a location that refuses the rows would discard them.
+        arguments.writable_directory("output_path", output_path)
     store, state = scan_output(output_path)
     total = inputs.validate(check)
     if store is None and total > XCOM_MAX_ITEMS:

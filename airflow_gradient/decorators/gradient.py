@@ -9,6 +9,8 @@ from airflow.sdk import Context
 from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, determine_kwargs, task_decorator_factory
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
+from airflow_gradient import arguments
+from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.response import GradientResponseOperator
 
 
@@ -45,10 +47,12 @@ class _GradientDecoratedOperator(DecoratedOperator, GradientResponseOperator):
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)
         self.input = self.python_callable(*self.op_args, **kwargs)
         if not self.input or not isinstance(self.input, (str, list)):
-            raise TypeError(
-                f"@task.gradient function {self.python_callable.__name__!r} must return the input: "
-                f"a non-empty string or a list of input items, not {type(self.input).__name__}"
-            )
+            with fails_for_good():
+                arguments.refuse(
+                    "input", "a non-empty string or a list of input items",
+                    reason=f"@task.gradient function {self.python_callable.__name__!r} returned "
+                           f"{arguments.short(self.input)}",
+                )
         return GradientResponseOperator.execute(self, context)
 
 

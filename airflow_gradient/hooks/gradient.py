@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 from httpx_sse import EventSource
@@ -18,8 +19,10 @@ from pydantic import ValidationError
 from tenacity import RetryCallState
 
 from airflow.sdk import BaseHook
+from airflow_gradient import arguments
 from airflow_gradient._version import __version__
 from airflow_gradient.exceptions import (
+    GradientArgumentError,
     GradientConfigError,
     GradientConnectionError,
     GradientError,
@@ -44,6 +47,7 @@ USER_AGENT = f"airflow-gradient/{__version__} httpx/{httpx.__version__}"
 # The numbers are an example of the shape, not anyone's price list.
 PLACEHOLDER_EXTRA = ('{"model": "llama3.3-70b-instruct", "prices": {"llama3.3-70b-instruct": '
                      '{"input": 0.65, "cached_input": 0.3, "output": 0.65}}}')
+T = TypeVar("T")
 
 
 class CallObserver(Protocol):
@@ -68,6 +72,36 @@ class GradientSettings:
     max_retry_wait: float = 60.0
     # The ``prices`` extra as stored; validated where it is used (:mod:`airflow_gradient.pricing`).
     prices: Any = None
+
+
+def _extras_of(conn_id: str, conn: Any) -> dict[str, Any]:
+    """The connection's extras as a dict; extras that are not a JSON object are refused, where
+    Airflow would log the error and carry on with none."""
+    raw = conn.extra
+    if raw in (None, ""):
+        return {}
+    try:
+        parsed = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        # Not the text itself: a half-typed extra may hold a secret.
+        raise GradientConfigError(
+            f"Airflow connection {conn_id!r} has extras that are not valid JSON ({exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}); allowed: a JSON object such as "
+            '{"model": "llama3.3-70b-instruct", "timeout": 600}'
+        ) from None
+    if not isinstance(parsed, dict):
+        raise GradientConfigError(
+            f"Airflow connection {conn_id!r} has extras that are a JSON {type(parsed).__name__}; allowed: "
+            "a JSON object such as {\"model\": \"llama3.3-70b-instruct\", \"timeout\": 600}"
+        )
+    # extra_dejson registers the extras' secret-looking values with the masker.
+    return conn.extra_dejson if isinstance(raw, str) else parsed
+
+
+def _extra_number(extra: dict[str, Any], name: str, default: float, check: Callable[[str, Any], T]) -> T:
+    """An extra holding a number (the connection form may store it as text); absent or null: the default."""
+    value = extra.get(name)
+    return check(name, default) if value is None or value == "" else arguments.number_text(name, value, check)
 
 
 def _base_url_of(host: str | None, port: int | None, schema: str | None) -> str:
@@ -120,11 +154,11 @@ class GradientHook(BaseHook):
         async_transport: Literal["httpx", "aiohttp"] = "httpx",
     ) -> None:
         super().__init__()
-        self.gradient_conn_id = gradient_conn_id
-        self._timeout_override = timeout
-        self._max_retries_override = max_retries
-        self.max_connections = max_connections
-        self.async_transport = async_transport
+        self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
+        self._timeout_override = arguments.optional(arguments.positive_number, "timeout", timeout)
+        self._max_retries_override = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
+        self.max_connections = arguments.positive_int("max_connections", max_connections)
+        self.async_transport = arguments.one_of("async_transport", async_transport, ("httpx", "aiohttp"))
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
@@ -153,27 +187,32 @@ class GradientHook(BaseHook):
                 "put it in the connection's password field"
             )
         _mask(key)
-        extra = conn.extra_dejson or {}
+        extra = _extras_of(self.gradient_conn_id, conn)
         try:
-            return GradientSettings(
+            settings = GradientSettings(
                 conn_id=self.gradient_conn_id,
                 base_url=_base_url_of(conn.host, conn.port, conn.schema),
                 api_key=key,
-                default_model=extra.get("model") or None,
-                connect_timeout=float(extra.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S)),
-                read_timeout=float(self._timeout_override or extra.get("timeout", DEFAULT_READ_TIMEOUT_S)),
-                max_retries=int(
-                    self._max_retries_override
-                    if self._max_retries_override is not None
-                    else extra.get("max_retries", DEFAULT_MAX_RETRIES)
-                ),
-                max_retry_wait=float(extra.get("max_retry_wait", 60.0)),
+                default_model=arguments.optional(arguments.text, "model", extra.get("model") or None),
+                connect_timeout=_extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_S,
+                                              arguments.positive_number),
+                read_timeout=_extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT_S, arguments.positive_number),
+                max_retries=_extra_number(extra, "max_retries", DEFAULT_MAX_RETRIES, arguments.non_negative_int),
+                max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
                 prices=extra.get("prices"),
             )
-        except (TypeError, ValueError) as exc:
+        except GradientArgumentError as exc:
+            # The value is quoted to help; a key pasted into the wrong field is not.
+            reason = exc.reason.replace(key, "***")
             raise GradientConfigError(
-                f"Airflow connection {self.gradient_conn_id!r} has an invalid extra: {exc}"
+                f"Airflow connection {self.gradient_conn_id!r} has an invalid extra: {exc.argument}: "
+                f"{reason}; allowed: {exc.allowed}"
             ) from None
+        except ValueError as exc:  # the host is not a URL
+            raise GradientConfigError(f"Airflow connection {self.gradient_conn_id!r}: {exc}") from None
+        # The task's own arguments win over the connection's extras.
+        overrides = {"read_timeout": self._timeout_override, "max_retries": self._max_retries_override}
+        return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
     @property
     def retry_policy(self) -> RetryPolicy:

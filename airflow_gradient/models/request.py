@@ -11,6 +11,7 @@ each field and its rule.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -26,9 +27,10 @@ from pydantic import (
     model_validator,
 )
 
+from airflow_gradient.arguments import JSON_RULE, TOOL_NAME_PATTERN, json_problems
 from airflow_gradient.exceptions import GradientRequestInvalid
 
-ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+ToolName = Annotated[str, Field(pattern=f"^{TOOL_NAME_PATTERN}$")]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
@@ -366,6 +368,8 @@ def _short(value: Any, limit: int = 80) -> str:
 def build_request(data: ResponseRequest | dict[str, Any], *, where: str = "") -> ResponseRequest:
     """Validate ``data`` into a :class:`ResponseRequest`, or raise :class:`GradientRequestInvalid`."""
     if isinstance(data, ResponseRequest):
+        # Built and validated already; only extra_body is sent without pydantic's serialisation.
+        _refuse_non_json(json_problems(data.extra_body, "extra_body"), where)
         return data
     if not isinstance(data, dict):
         raise GradientRequestInvalid(
@@ -374,6 +378,19 @@ def build_request(data: ResponseRequest | dict[str, Any], *, where: str = "") ->
             [("request", "not a mapping")],
         )
     try:
-        return ResponseRequest.model_validate(data)
+        request = ResponseRequest.model_validate(data)
     except ValidationError as exc:
         raise describe_validation_error(exc, where) from None
+    # pydantic would send NaN as null in open fields and leave extra_body's NaN to crash the JSON
+    # encoder mid-batch: refuse both here, naming the path.
+    for key, value in data.items():
+        _refuse_non_json(json_problems(value, key, strict=key == "extra_body"), where)
+    return request
+
+
+def _refuse_non_json(problems: Iterator[tuple[str, str]], where: str) -> None:
+    for path, problem in problems:
+        raise GradientRequestInvalid(
+            f"invalid request{' ' + where if where else ''}: {path}: {problem}; allowed: {JSON_RULE}",
+            [(path, problem)],
+        )

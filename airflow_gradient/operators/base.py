@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
-from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow.sdk.exceptions import AirflowFailException
+from airflow_gradient import arguments
+from airflow_gradient.exceptions import GradientConfigError, GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.pricing import Prices, resolve_prices
+
+if TYPE_CHECKING:
+    from airflow_gradient.structured import OutputSchema
+
+
+@contextmanager
+def fails_for_good() -> Iterator[None]:
+    """Bad input (an argument, a request, an item) or an unusable connection fails the task
+    without Airflow retries: the same input would fail the same way, and nothing was sent."""
+    try:
+        yield
+    except (GradientRequestInvalid, GradientConfigError) as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 # Parameters with an argument of their own; the rarer ones go through ``request_params``.
 _NAMED_PARAMS = (
@@ -82,7 +99,6 @@ class GradientBaseOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.gradient_conn_id = gradient_conn_id
         self.model = model
         self.instructions = instructions
         self.temperature = temperature
@@ -97,24 +113,37 @@ class GradientBaseOperator(BaseOperator):
         self.reasoning = reasoning
         self.user = user
         self.request_params = request_params
-        self.request_timeout = request_timeout
-        self.max_retries = max_retries
+        with fails_for_good():
+            # Templated arguments can only be checked once rendered: at the start of execute.
+            self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
+            self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
+            self.max_retries = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
+            Prices.parse(prices)  # refused as soon as the DAG is parsed; kept as given
         self.prices = prices
 
     @cached_property
     def hook(self) -> GradientHook:
         return GradientHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
 
-    def shared_params(self) -> dict[str, Any]:
-        """The request parameters set on this operator (unset ones are not sent)."""
+    def shared_params(self, schema: OutputSchema | None = None) -> dict[str, Any]:
+        """The request parameters set on this operator (unset ones are not sent), with the
+        ``response_format`` that ``schema`` (the operator's ``output_schema``) asks for."""
         params = {name: getattr(self, name) for name in _NAMED_PARAMS if getattr(self, name) is not None}
-        for name, value in (self.request_params or {}).items():
+        extra = arguments.optional(arguments.mapping, "request_params", self.request_params) or {}
+        for name, value in extra.items():
             if name in params:
                 raise GradientRequestInvalid(
                     f"invalid request: {name}: given twice, as an argument and in request_params",
                     [(name, "given twice")],
                 )
             params[name] = value
+        if schema is not None:
+            if "response_format" in params:
+                raise GradientRequestInvalid(
+                    "invalid request: response_format: given together with output_schema, which sets it",
+                    [("response_format", "given with output_schema")],
+                )
+            params["response_format"] = schema.response_format()
         return params
 
     def prices_in_force(self) -> Prices | None:

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 import jinja2
 
 from airflow.sdk import Asset, Context, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException
+from airflow_gradient import arguments
 from airflow_gradient.batch.engine import EngineSettings
 from airflow_gradient.batch.inputs import BatchInputs, Renderer
 from airflow_gradient.batch.pacing import AdaptiveRateLimiter, RateLimiter
 from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, failure_message, pool_hooks, run_batch
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
-from airflow_gradient.operators.base import GradientBaseOperator
-from airflow_gradient.pricing import Costing, check_max_cost_usd
+from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
+from airflow_gradient.pricing import Costing
+from airflow_gradient.structured import OutputSchema
 
 
-def _storage_path(value: Any) -> ObjectStoragePath | None:
+def _storage_path(name: str, value: Any) -> ObjectStoragePath | None:
+    """The rendered ``rows_path`` or ``output_path`` as an ``ObjectStoragePath`` (None: not given)."""
     if value is None or isinstance(value, ObjectStoragePath):
         return value
-    return ObjectStoragePath(str(value))
+    try:
+        return ObjectStoragePath(str(arguments.storage_path(name, value)))
+    except ValueError as exc:  # an unknown scheme, a malformed URI
+        arguments.refuse(name, "a path or URI that ObjectStoragePath can open", reason=f"{value!r}: {exc}")
 
 
 class GradientBatchOperator(GradientBaseOperator):
@@ -117,8 +122,10 @@ class GradientBatchOperator(GradientBaseOperator):
         output_asset: Asset | None = None,
         **kwargs: Any,
     ) -> None:
-        if output_asset is not None:
-            kwargs["outlets"] = [*(kwargs.get("outlets") or []), output_asset]
+        with fails_for_good():
+            if output_asset is not None:
+                arguments.instance("output_asset", output_asset, Asset, "an airflow.sdk.Asset")
+                kwargs["outlets"] = [*(kwargs.get("outlets") or []), output_asset]
         super().__init__(**kwargs)
         self.inputs = inputs
         self.prompt_template = prompt_template
@@ -137,6 +144,17 @@ class GradientBatchOperator(GradientBaseOperator):
         self.progress_interval = progress_interval
         self.rate_limiter = rate_limiter
         self.output_asset = output_asset
+        # What is not templated is checked now, so a bad value fails the DAG file, not a paid run.
+        with fails_for_good():
+            arguments.optional(arguments.text, "prompt_template", prompt_template)
+            OutputSchema.of(output_schema)
+            arguments.optional(arguments.positive_number, "requests_per_minute", requests_per_minute)
+            arguments.optional(arguments.positive_number, "tokens_per_minute", tokens_per_minute)
+            arguments.fraction("max_failed_fraction", max_failed_fraction)
+            arguments.optional(arguments.non_negative_number, "max_cost_usd", max_cost_usd)
+            arguments.optional(arguments.instance, "rate_limiter", rate_limiter, RateLimiter,
+                               "a RateLimiter (acquire, on_reply, on_usage, pacing)")
+            self._engine_settings()
 
     @cached_property
     def pool_hooks(self) -> list[GradientHook]:
@@ -163,34 +181,25 @@ class GradientBatchOperator(GradientBaseOperator):
 
     def _inputs(self, context: Context) -> tuple[BatchInputs, Callable[[str], Any] | None]:
         """The items, and the output schema's parser when there is one (shared with subclasses)."""
-        from airflow_gradient.structured import OutputSchema
-
-        shared = self.shared_params()
         schema = OutputSchema.of(self.output_schema)
-        if schema is not None:
-            if "response_format" in shared:
-                raise GradientRequestInvalid(
-                    "invalid request: response_format: given with output_schema, which sets it",
-                    [("response_format", "given with output_schema")],
-                )
-            shared["response_format"] = schema.response_format()
         inputs = BatchInputs(
             inputs=self.inputs,
             rows=self.rows,
-            rows_path=_storage_path(self.rows_path),
+            rows_path=_storage_path("rows_path", self.rows_path),
             render=self._renderer(context),
-            shared=shared,
+            shared=self.shared_params(schema),
             default_model=self.hook.settings.default_model,
         )
         return inputs, schema.parse if schema is not None else None
 
-    @contextmanager
-    def _invalid_input_fails_for_good(self) -> Iterator[None]:
-        try:
-            yield
-        except GradientRequestInvalid as exc:
-            # The same input would fail the same way: no retry.
-            raise AirflowFailException(str(exc)) from exc
+    def _engine_settings(self) -> EngineSettings:
+        return EngineSettings(
+            max_concurrency=self.max_concurrency,
+            request_timeout=self.request_timeout,
+            item_timeout=self.item_timeout,
+            max_total_tokens=self.max_total_tokens,
+            progress_interval=self.progress_interval,
+        )
 
     def _finish(self, context: Context, manifest: dict[str, Any], label: str) -> dict[str, Any]:
         """Log the manifest and apply ``max_failed_fraction``: return it, or push it and fail."""
@@ -205,25 +214,20 @@ class GradientBatchOperator(GradientBaseOperator):
         return manifest
 
     def _costing(self, *, batch: bool = False) -> tuple[Costing, float | None]:
-        """The prices in force and the checked ``max_cost_usd`` (raises ``GradientRequestInvalid``)."""
-        return Costing(self.prices_in_force(), batch=batch), check_max_cost_usd(self.max_cost_usd)
+        """The prices in force (raises ``GradientRequestInvalid`` naming ``prices``) and ``max_cost_usd``."""
+        max_cost_usd = None if self.max_cost_usd is None else float(self.max_cost_usd)
+        return Costing(self.prices_in_force(), batch=batch), max_cost_usd
 
     def execute(self, context: Context) -> dict[str, Any]:
-        with self._invalid_input_fails_for_good():
+        with fails_for_good():
             inputs, parse = self._inputs(context)
             costing, max_cost_usd = self._costing()
             manifest = run_batch(
                 hooks=self.pool_hooks,
                 inputs=inputs,
                 limiter=self.rate_limiter or AdaptiveRateLimiter(self.requests_per_minute, self.tokens_per_minute),
-                settings=EngineSettings(
-                    max_concurrency=self.max_concurrency,
-                    request_timeout=self.request_timeout,
-                    item_timeout=self.item_timeout,
-                    max_total_tokens=self.max_total_tokens,
-                    progress_interval=self.progress_interval,
-                ),
-                output_path=_storage_path(self.output_path),
+                settings=self._engine_settings(),
+                output_path=_storage_path("output_path", self.output_path),
                 parse=parse,
                 log=self.log,
                 costing=costing,

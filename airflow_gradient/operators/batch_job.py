@@ -9,12 +9,15 @@ from typing import Any
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
+from airflow_gradient import arguments
 from airflow_gradient.batch.job_files import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, FileLimits, Provider
 from airflow_gradient.batch.job_runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.job_watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch import GradientBatchOperator, _storage_path
+from airflow_gradient.pricing import Costing
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
 # The completion window is 24 h; a job still running after that is expired by Gradient anyway.
@@ -79,17 +82,19 @@ class GradientBatchJobOperator(GradientBatchOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        self.cancel_on_kill = cancel_on_kill
-        self.cancel_on_timeout = cancel_on_timeout
-        self.max_poll_failures = max_poll_failures
+        self.job_metadata = job_metadata
         self.provider = provider
         self.completion_window = completion_window
-        self.job_metadata = job_metadata
         self.max_requests_per_file = max_requests_per_file
         self.max_bytes_per_file = max_bytes_per_file
+        with fails_for_good():
+            self.deferrable = arguments.boolean("deferrable", deferrable)
+            self.poll_interval = arguments.positive_number("poll_interval", poll_interval)
+            self.timeout = arguments.duration("timeout", timeout)
+            self.cancel_on_kill = arguments.boolean("cancel_on_kill", cancel_on_kill)
+            self.cancel_on_timeout = arguments.boolean("cancel_on_timeout", cancel_on_timeout)
+            self.max_poll_failures = arguments.positive_int("max_poll_failures", max_poll_failures)
+            self._job_settings(metadata=None)  # job_metadata is templated: checked once rendered
         self._batch_ids: list[str] = []
 
     @cached_property
@@ -98,14 +103,15 @@ class GradientBatchJobOperator(GradientBatchOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        with self._invalid_input_fails_for_good():
+        with fails_for_good():
+            settings = self._job_settings(metadata=self.job_metadata, run=True)
             inputs, _ = self._inputs(context)
             jobs = submit_jobs(
                 self.hook,
                 inputs,
                 task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
-                output_path=_storage_path(self.output_path),
-                settings=self._job_settings(),
+                output_path=_storage_path("output_path", self.output_path),
+                settings=settings,
                 log=self.log,
             )
         self._batch_ids = [job.batch_id for job in jobs]
@@ -129,6 +135,21 @@ class GradientBatchJobOperator(GradientBatchOperator):
             outcome = wait_for_jobs(self.hook, watch, self.log)
         return self.execute_complete(context, outcome)
 
+    def _job_settings(self, metadata: dict[str, str] | None, *, run: bool = False) -> JobSettings:
+        """What the jobs are asked to do, the same when submitting and when landing. ``run``: with
+        the prices, ``max_cost_usd`` and ``reuse_results_from``, known once the task runs (the
+        prices may come from the connection)."""
+        costing, max_cost_usd = self._costing(batch=True) if run else (Costing(batch=True), None)
+        return JobSettings(
+            provider=self.provider,
+            completion_window=self.completion_window,
+            metadata=metadata,
+            limits=FileLimits(self.max_requests_per_file, self.max_bytes_per_file),
+            costing=costing,
+            max_cost_usd=max_cost_usd,
+            reuse_results_from=self.reuse_results_from if run else None,
+        )
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Land the results of finished jobs; fail on a timeout or a wait that gave up."""
         self._batch_ids = [job["batch_id"] for job in event["jobs"]]
@@ -137,14 +158,14 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 self._cancel_jobs("the timeout passed")
             if event["status"] != "done":
                 raise AirflowException(event["message"])
-            with self._invalid_input_fails_for_good():
+            with fails_for_good():
                 inputs, parse = self._inputs(context)
-                settings = self._job_settings()
+                settings = self._job_settings(metadata=self.job_metadata, run=True)
             manifest = land_results(
                 self.hook,
                 inputs,
                 [self.hook.get_job(batch_id) for batch_id in self._batch_ids],
-                output_path=_storage_path(self.output_path),
+                output_path=_storage_path("output_path", self.output_path),
                 parse=parse,
                 log=self.log,
                 settings=settings,
@@ -152,19 +173,6 @@ class GradientBatchJobOperator(GradientBatchOperator):
         finally:
             self.hook.close()
         return self._finish(context, manifest, "Batch job manifest")
-
-    def _job_settings(self) -> JobSettings:
-        """What the jobs are asked to do; the same when submitting and when landing."""
-        costing, max_cost_usd = self._costing(batch=True)
-        return JobSettings(
-            provider=self.provider,
-            completion_window=self.completion_window,
-            metadata=self.job_metadata,
-            limits=FileLimits(self.max_requests_per_file, self.max_bytes_per_file),
-            costing=costing,
-            max_cost_usd=max_cost_usd,
-            reuse_results_from=self.reuse_results_from,
-        )
 
     def _cancel_jobs(self, why: str) -> None:
         """Best effort: a job that cannot be cancelled is logged, and the task's own error stands."""

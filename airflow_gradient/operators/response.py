@@ -6,12 +6,11 @@ from functools import partial
 from typing import Any
 
 from airflow.sdk import Context
-from airflow.sdk.exceptions import AirflowFailException
+from airflow_gradient import arguments
 from airflow_gradient.conversation import Conversation
-from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.request import ResponseRequest
 from airflow_gradient.models.result import ResponseResult
-from airflow_gradient.operators.base import GradientBaseOperator
+from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
 from airflow_gradient.pricing import cost_usd
 from airflow_gradient.streaming import collect
 from airflow_gradient.structured import OutputSchema, SchemaLike, ask_structured
@@ -67,20 +66,21 @@ class GradientResponseOperator(GradientBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.input = input
-        self.include_raw = include_raw
-        self.stream = stream
-        self.output_schema = output_schema
-        self.output_retries = output_retries
-        self.tool_functions = tool_functions
-        self.max_tool_rounds = max_tool_rounds
+        with fails_for_good():
+            self.include_raw = arguments.boolean("include_raw", include_raw)
+            self.stream = arguments.boolean("stream", stream)
+            OutputSchema.of(output_schema)
+            self.output_schema = output_schema
+            self.output_retries = arguments.non_negative_int("output_retries", output_retries)
+            self.tool_functions = arguments.optional(arguments.functions, "tool_functions", tool_functions)
+            self.max_tool_rounds = arguments.non_negative_int("max_tool_rounds", max_tool_rounds)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        try:
+        with fails_for_good():
             schema = OutputSchema.of(self.output_schema)
             request = self.hook.prepare_request({"input": self.input, **self._params(schema)})
+            self.hook.settings  # noqa: B018 - reads and checks the connection before anything is sent
             prices = self.prices_in_force()
-        except GradientRequestInvalid as exc:
-            raise AirflowFailException(str(exc)) from exc
         chat = Conversation(self._send)
         ask = (partial(run_tool_loop, chat.ask, functions=self.tool_functions, max_rounds=self.max_tool_rounds)
                if self.tool_functions else chat.ask)
@@ -109,14 +109,7 @@ class GradientResponseOperator(GradientBaseOperator):
         return out
 
     def _params(self, schema: OutputSchema | None) -> dict[str, Any]:
-        params = self.shared_params()
-        if schema:
-            if "response_format" in params:
-                raise GradientRequestInvalid(
-                    "invalid request: response_format: given together with output_schema, which sets it",
-                    [("response_format", "given twice")],
-                )
-            params["response_format"] = schema.response_format()
+        params = self.shared_params(schema)
         if self.tool_functions and "tools" not in params:
             params["tools"] = tool_definitions(self.tool_functions)
         return params
