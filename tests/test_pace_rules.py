@@ -116,7 +116,13 @@ def test_a_run_of_header_less_429s_pauses_and_cuts_from_the_rate_measured_over_e
     assert state.probe_limit == pytest.approx(300)
     assert state.wait_s(1, 2.0) == pytest.approx(2.25)
     assert state.ceiling(4.25).requests_per_minute == pytest.approx(300 * BETA)
+    for i in range(RUN_LENGTH + 1):
+        state.on_send(1, 0.0)  # sent before the cut, answered later
     assert state.ceiling(4.25).source == "probing" and state.cuts == 1
+    # A success of a request sent before the cut, back during the pause, was admitted in the
+    # measured span (2 s elapsed + 2 s asked for): it raises the limit found.
+    reply(state, 200, 2.1)
+    assert state.probe_limit == pytest.approx(300 + 60 / 4)
     # 429s of requests already in flight do not cut again.
     send_at = 4.3
     for i in range(RUN_LENGTH):

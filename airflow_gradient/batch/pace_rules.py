@@ -47,7 +47,9 @@ The rules:
    the time actually elapsed plus the time it asks us to wait
    (``period_admitted * 60 / (elapsed + hint)``, elapsed at least :data:`MIN_SPAN_S`); the limit
    found (``probe_limit``) is the lower of that and the current pace, and the pace restarts at
-   :data:`BETA` of it when sending resumes. When nothing got through since the last cut, the
+   :data:`BETA` of it when sending resumes. Successes that come back before sending resumes
+   were admitted in that span too (replies come in any order): each adds ``60 / cut_span_s``.
+   When nothing got through since the last cut, the
    server's window is still full: the run pauses (longer each time) but lowers nothing.
 7. **Probe.** The probed rate follows CUBIC's curve in time, ``probe_limit * (1 + CUBIC_C *
    (t - K)**3)`` with ``K = cbrt((1 - BETA) / CUBIC_C)``: back to the limit found in ``K``
@@ -74,6 +76,8 @@ probe_epoch_at              the origin ``t = 0`` of the probe curve
 probe_hold_until            the probed rate stays at ``probe_limit`` until then (after a fall back)
 probe_changed_at            when a 429 last changed the probe (cut, fall back, erosion)
 period_start / _admitted    the probe's measurement: since when, and how many requests succeeded
+cut_span_s                  the span (elapsed + hint) the last cut measured over
+probe_window_s              the longest wait a run of 429s asked for: the server's window, roughly
 paused_until / pause_reason no request before this time; ``quota`` or ``run`` (or None)
 refusals_in_a_row           header-less 429s since the last success; last_refusal_at: the last one
 refusal_ratio               exponential average of the 429 share of replies (alpha 0.1)
@@ -181,6 +185,7 @@ class PaceState:
     probe_hold_until: float = 0.0
     probe_changed_at: float = -math.inf
     probe_window_s: float = 0.0
+    cut_span_s: float = 0.0
     period_start: float | None = None
     period_admitted: float = 0.0
     paused_until: float = 0.0
@@ -329,6 +334,12 @@ class PaceState:
     def _on_success(self, now: float) -> None:
         self.refusals_in_a_row = 0
         self.cuts_in_a_row = 0
+        if self.pause_reason == "run" and now < self.paused_until and self.probe_limit is not None \
+                and self.cut_span_s > 0:
+            # A request sent before the cut got through: the server admitted it in the span the
+            # limit was measured over (replies come back in any order).
+            self.probe_limit += 60.0 / self.cut_span_s
+            return
         self.period_admitted += 1
         if self.period_start is not None and now - self.period_start > PERIOD_S:
             # Keep the measured rate, over the last half period only: old history weighs no more.
@@ -395,7 +406,8 @@ class PaceState:
             self._hold_probe(resume, now)
             return
         elapsed = now - self.period_start if self.period_start is not None else 0.0
-        found = max(self.period_admitted, 1.0) * 60.0 / max(elapsed + (hint or 0.0), MIN_SPAN_S)
+        self.cut_span_s = max(elapsed + (hint or 0.0), MIN_SPAN_S)
+        found = max(self.period_admitted, 1.0) * 60.0 / self.cut_span_s
         current = self.ceiling(now).requests_per_minute
         self.probe_limit = max(min(found, current) if current else found, MIN_PROBE_RPM)
         self.cuts += 1
