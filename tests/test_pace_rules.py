@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from airflow_gradient.batch.pace_rules import BETA, EROSION, MIN_PAUSE_S, RUN_LENGTH, SAFETY, PaceState
+from airflow_gradient.batch.pace_rules import (
+    BETA, CHANGE_HOLD_S, EROSION, MIN_PAUSE_S, PLATEAU_EROSION, PROBE_HOLD_S, RUN_LENGTH, SAFETY, PaceState,
+)
 from tests.pace_simulation import WALL, Simulation
 
 
@@ -147,13 +149,14 @@ def test_a_lone_429_while_probing_holds_the_rate_just_below_the_one_refused() ->
     assert refused > 330
     reply(state, 429, 6.0)
     assert state.probe_limit == pytest.approx(refused * EROSION)
-    assert state.ceiling(6.0).requests_per_minute == state.ceiling(9.9).requests_per_minute == state.probe_limit
-    assert state.ceiling(12).requests_per_minute > state.probe_limit
+    held = 6.0 + PROBE_HOLD_S
+    assert state.ceiling(6.0).requests_per_minute == state.ceiling(held - 0.1).requests_per_minute == state.probe_limit
+    assert state.ceiling(held + 2).requests_per_minute > state.probe_limit
     assert state.cuts == 0 and state.wait_s(1, 6.0) == 0
     # At or below the limit found, that limit was too high.
     before = state.probe_limit
-    reply(state, 429, 7.5)
-    assert state.probe_limit == pytest.approx(before * EROSION)
+    reply(state, 429, 6.0 + CHANGE_HOLD_S)
+    assert state.probe_limit == pytest.approx(before * PLATEAU_EROSION)
 
 
 def test_settles_above_85_percent_of_an_unannounced_limit_with_few_429s() -> None:

@@ -58,7 +58,7 @@ The rules:
    headers: it goes on when the server sends none. A lone header-less 429 while probing means
    the probe went too far: above ``probe_limit``, the limit becomes :data:`EROSION` of the rate
    refused (the last that got through); at or below it, ``probe_limit`` itself was too high and
-   is lowered by :data:`EROSION`; either way the rate
+   is lowered to :data:`PLATEAU_EROSION` of it; either way the rate
    holds there for :data:`PROBE_HOLD_S` before rising again. Changes of the probe need
    :data:`CHANGE_HOLD_S` since the last one, so the 429s of requests already in flight count once.
 
@@ -111,10 +111,11 @@ RUN_SPAN_S = 5.0
 RUN_RATIO = 0.35
 RATIO_ALPHA = 0.1
 BETA = 0.8
-CUBIC_C = 0.02
+CUBIC_C = 0.03
 CHANGE_HOLD_S = 1.0
-PROBE_HOLD_S = 4.0
+PROBE_HOLD_S = 3.0
 EROSION = 0.95
+PLATEAU_EROSION = 0.85
 MIN_SPAN_S = 1.0
 PERIOD_S = 60.0
 MIN_PROBE_RPM = 1.0
@@ -382,7 +383,7 @@ class PaceState:
             # The last rate that got through is just below the one refused.
             self.probe_limit = probed * EROSION
         else:
-            self.probe_limit = max(self.probe_limit * EROSION, MIN_PROBE_RPM)
+            self.probe_limit = max(self.probe_limit * PLATEAU_EROSION, MIN_PROBE_RPM)
         self._hold_probe(now + max(PROBE_HOLD_S, self.probe_window_s), now)
 
     def _hold_probe(self, until: float, now: float) -> None:
