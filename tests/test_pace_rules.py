@@ -7,7 +7,7 @@ import json
 import pytest
 
 from airflow_gradient.batch.pace_rules import (
-    BETA, CHANGE_HOLD_S, EROSION, MIN_PAUSE_S, PLATEAU_EROSION, PROBE_HOLD_S, RUN_LENGTH, SAFETY, PaceState,
+    BETA, CHANGE_HOLD_S, CUBIC_C, EROSION, MIN_PAUSE_S, PLATEAU_EROSION, PROBE_HOLD_S, RUN_LENGTH, SAFETY, PaceState,
 )
 from tests.pace_simulation import WALL, Simulation
 
@@ -136,11 +136,17 @@ def test_a_run_of_header_less_429s_pauses_and_cuts_from_the_rate_measured_over_e
 
 def test_the_probe_rises_without_headers_and_headers_replace_it() -> None:
     state = PaceState(probe_limit=300, probe_epoch_at=0.0, probe_hold_until=0.0)
-    rates = [state.ceiling(t).requests_per_minute for t in (0, 2.2, 4, 8, 10)]
-    assert rates[0] == pytest.approx(300 * BETA) and rates[1] == pytest.approx(300, rel=0.01)
+    k = ((1 - BETA) / CUBIC_C) ** (1 / 3)
+    rates = [state.ceiling(t).requests_per_minute for t in (0, k, k + 3, k + 5, k + 7)]
+    assert rates[0] == pytest.approx(300 * BETA) and rates[1] == pytest.approx(300)
     assert rates == sorted(rates) and rates[-1] >= 4 * 300
-    reply(state, 200, 10, quota(6000, 5999, 60, 10))
-    assert state.probe_limit is None and state.ceiling(10).source == "headers"
+    # With no 429 at all, the probe ends: there is no limit to find.
+    assert state.ceiling(k + 9).source == "unpaced"
+    state.on_send(1, k + 9)
+    assert state.probe_limit is None
+    state = PaceState(probe_limit=300, probe_epoch_at=0.0, probe_hold_until=0.0)
+    reply(state, 200, 5, quota(6000, 5999, 60, 5))
+    assert state.probe_limit is None and state.ceiling(5).source == "headers"
 
 
 def test_a_lone_429_while_probing_holds_the_rate_just_below_the_one_refused() -> None:

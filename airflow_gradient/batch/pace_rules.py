@@ -55,7 +55,8 @@ The rules:
    (t - K)**3)`` with ``K = cbrt((1 - BETA) / CUBIC_C)``: back to the limit found in ``K``
    seconds (about 2 s), flat there, then faster and faster (4x in about 8 s), so a limit that
    rises mid-batch is followed within about 10 s. The rise depends on time only, never on
-   headers: it goes on when the server sends none. A lone header-less 429 while probing means
+   headers: it goes on when the server sends none. Past :data:`PROBE_RELEASE` times the limit
+   found with no 429 saying stop, the probe ends: the batch is unpaced again. A lone header-less 429 while probing means
    the probe went too far: above ``probe_limit``, the limit becomes :data:`EROSION` of the rate
    refused (the last that got through); at or below it, ``probe_limit`` itself was too high and
    is lowered to :data:`PLATEAU_EROSION` of it; either way the rate
@@ -119,8 +120,7 @@ PLATEAU_EROSION = 0.85
 MIN_SPAN_S = 1.0
 PERIOD_S = 60.0
 MIN_PROBE_RPM = 1.0
-
-SOURCES = ("configured", "headers", "probing", "unpaced")
+PROBE_RELEASE = 16.0
 
 _REQUEST_SUFFIXES = ("requests",)
 _TOKEN_SUFFIXES = ("tokens", "tokens-per-minute")
@@ -221,7 +221,10 @@ class PaceState:
         x = now - self.probe_epoch_at - k
         if x >= 0:  # past the limit found: flat until the hold ends, then rising faster and faster
             x = max(now - max(self.probe_epoch_at + k, self.probe_hold_until), 0.0)
-        return max(self.probe_limit * (1 + CUBIC_C * x**3), MIN_PROBE_RPM)
+        factor = 1 + CUBIC_C * x**3
+        if factor > PROBE_RELEASE:
+            return None  # far above any limit found, and no 429 said stop: there is none
+        return max(self.probe_limit * factor, MIN_PROBE_RPM)
 
     def ceiling(self, now: float) -> Ceiling:
         """The request and token ceilings per minute at ``now`` (rule 2), and their source."""
@@ -270,6 +273,8 @@ class PaceState:
         self.in_flight_tokens += tokens
         if self.period_start is None:
             self.period_start = now
+        if self.probe_limit is not None and self.probed_rpm(now) is None:
+            self.probe_limit = None
 
     def on_usage(self, estimated: float, actual: float, now: float) -> None:
         """A reply used ``actual`` tokens for a request sent as ``estimated``: the difference is
