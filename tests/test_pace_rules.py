@@ -7,7 +7,17 @@ import json
 import pytest
 
 from airflow_gradient.batch.pace_rules import (
-    BETA, CHANGE_HOLD_S, CUBIC_C, EROSION, MIN_PAUSE_S, PLATEAU_EROSION, PROBE_HOLD_S, RUN_LENGTH, SAFETY, PaceState,
+    BETA,
+    CHANGE_HOLD_S,
+    CUBIC_C,
+    EROSION,
+    MIN_PAUSE_S,
+    PLATEAU_EROSION,
+    PROBE_HOLD_S,
+    RESET_MARGIN_S,
+    RUN_LENGTH,
+    SAFETY,
+    PaceState,
 )
 from tests.pace_simulation import WALL, Simulation
 
@@ -67,7 +77,7 @@ def test_spent_budget_waits_for_the_reset() -> None:
     state = PaceState()
     send(state, 0.0)
     reply(state, 200, 0.1, quota(1000, 0, 5, 0.1))
-    assert state.wait_s(1, 0.1) == pytest.approx(5)
+    assert state.wait_s(1, 0.1) == pytest.approx(5 + RESET_MARGIN_S)
     assert state.wait_s(1, 5.2) == 0
 
 
