@@ -41,9 +41,11 @@ def test_state_is_json_scalars_and_round_trips() -> None:
     state = PaceState(configured_rpm=300)
     send(state, 0.0)
     reply(state, 429, 0.1, {"retry-after": "2"})
-    data = json.loads(json.dumps(state.to_dict()))
+    data = json.loads(json.dumps(state.to_dict(), allow_nan=False))  # strict JSON: no Infinity
     assert all(isinstance(v, (int, float, str)) or v is None for v in data.values())
     assert PaceState.from_dict(data) == state
+    probed = Simulation(limit=lambda t: 5).run(10).state  # every field set: a cut, a probe, a pause
+    assert probed.cuts and PaceState.from_dict(json.loads(json.dumps(probed.to_dict(), allow_nan=False))) == probed
 
 
 def test_unpaced_until_told_and_configured_spacing() -> None:

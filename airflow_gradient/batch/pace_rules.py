@@ -75,7 +75,7 @@ next_request_at / _tokens   GCRA: when the next request / token may go at the cu
 probe_limit                 the request limit (per minute) found by probing, or None
 probe_epoch_at              the origin ``t = 0`` of the probe curve
 probe_hold_until            the probed rate stays at ``probe_limit`` until then (after a fall back)
-probe_changed_at            when a 429 last changed the probe (cut, fall back, erosion)
+probe_changed_at            when a 429 last changed the probe (cut, fall back, erosion), or None
 period_start / _admitted    the probe's measurement: since when, and how many requests succeeded
 cut_span_s                  the span (elapsed + hint) the last cut measured over
 probe_window_s              the longest wait a run of 429s asked for: the server's window, roughly
@@ -90,7 +90,6 @@ rate_limited                429 replies seen; isolated_429s: of which isolated; 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +191,7 @@ class PaceState:
     probe_limit: float | None = None
     probe_epoch_at: float = 0.0
     probe_hold_until: float = 0.0
-    probe_changed_at: float = -math.inf
+    probe_changed_at: float | None = None
     probe_window_s: float = 0.0
     cut_span_s: float = 0.0
     period_start: float | None = None
@@ -384,7 +383,8 @@ class PaceState:
         if not run:
             self.isolated_429s += 1
         # 429s of requests sent before the last change of pace or pause say nothing new.
-        if self.paused_until > now or now < self.probe_changed_at + CHANGE_HOLD_S:
+        changed = self.probe_changed_at
+        if self.paused_until > now or (changed is not None and now < changed + CHANGE_HOLD_S):
             return
         if run:
             self._run(hint, now, rand)
