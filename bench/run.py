@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import httpx
 
 from bench.chaos import bench_chaos
+from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.reuse import bench_reuse, bench_reuse_rss
 from bench.single_request import bench_single
 
@@ -128,6 +129,7 @@ def run_ours(
     concurrency: int = 64,
     requests_per_minute: float | None = None,
     max_output_tokens: int = 20,
+    max_retries: int | None = None,
 ) -> dict[str, Any]:
     """One batch through the operator's code path; returns its manifest."""
     from airflow.sdk import ObjectStoragePath
@@ -145,7 +147,7 @@ def run_ours(
         default_model=MODEL,
     )
     return run_batch(
-        hooks=pool_hooks("gradient_default", concurrency),
+        hooks=pool_hooks("gradient_default", concurrency, max_retries),
         inputs=inputs,
         limiter=AdaptiveRateLimiter(requests_per_minute),
         settings=EngineSettings(max_concurrency=concurrency, progress_interval=30),
@@ -322,7 +324,8 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
     return out
 
 
-BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "reuse", "reuse-rss")
+BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
+           "reuse", "reuse-rss")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -376,6 +379,20 @@ def main(argv: list[str] | None = None) -> None:
                                                args.chaos_concurrency)
                 _show("wall time with ~18 % faults over the same batch without (goal <= 1.5, exactly once)",
                       results["chaos"])
+            if "isolated" in chosen:
+                results["isolated"] = bench_isolated(emu, tmp, run_ours, 400 if quick else 2000)
+                _show("wall time with 5 % isolated header-less 429s over the same without (goal <= 1.3x)",
+                      results["isolated"])
+            if "unannounced" in chosen:
+                sizes = {"per_second": 150, "sliding_minute": 400} if quick else \
+                    {"per_second": 450, "sliding_minute": 900}
+                results["unannounced"] = bench_unannounced(emu, tmp, run_ours, sizes)
+                _show("300/min enforced, no quota headers: rate after the first 20 s (goal >= 0.85 of the limit)",
+                      results["unannounced"])
+            if "rise" in chosen:
+                results["rise"] = bench_rise(emu, tmp, run_ours, 200 if quick else 400)
+                _show("limit raised 120 -> 600/min mid-batch: seconds to 80 % of the new limit (goal <= 10 s)",
+                      results["rise"])
             if "reuse" in chosen:
                 results["reuse"] = bench_reuse(emu, tmp, 1000 if quick else 10_000, 0.2, args.reuse_concurrency)
                 _show("second run with 1 % changed, reuse_results_from (goal: sends 1 %, every row, <= 5 % "

@@ -1,7 +1,10 @@
-"""The adaptive rate limiter: configured and learnt ceilings, the remaining budget, 429 pauses, tokens."""
+"""The adaptive rate limiter in real time: spacing, the remaining budget, pauses and wake-ups, tokens.
+
+The rules themselves are tested on a fake clock in ``test_pace_rules.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from airflow_gradient.batch.pacing import SAFETY, AdaptiveRateLimiter, RateLimiter
@@ -52,18 +55,36 @@ async def test_an_exhausted_remaining_budget_waits_for_the_reset() -> None:
     assert await timed_acquires(limiter, 1) >= 0.35
 
 
-async def test_a_429_pauses_every_sender_until_the_reset() -> None:
+async def test_a_429_with_spent_quota_pauses_every_sender_until_the_reset() -> None:
+    limiter = AdaptiveRateLimiter()
+    for _ in range(10):
+        await limiter.acquire(1)
+    limiter.on_reply(429, {**headers(1000, 0, 1), "retry-after": "1"}, 1)
+    # More 429s from requests already in flight do not stack the pause up.
+    limiter.on_reply(429, {**headers(1000, 0, 1), "retry-after": "1"}, 1)
+    assert 1.2 <= limiter.pacing().paused_s <= 1.5
+    assert await timed_acquires(limiter, 1) >= 1.2
+
+
+async def test_an_isolated_header_less_429_pauses_nothing() -> None:
     limiter = AdaptiveRateLimiter()
     for _ in range(10):
         await limiter.acquire(1)
     limiter.on_reply(429, {"retry-after": "1"}, 1)
-    # More 429s from requests already in flight do not stack the pause up.
-    limiter.on_reply(429, {"retry-after": "1"}, 1)
-    assert 1.2 <= limiter.pacing().paused_s <= 1.5
-    assert await timed_acquires(limiter, 1) >= 1.2
-    # No limit header: the ceiling becomes 90 % of what was sent in the last minute.
-    assert limiter.pacing().requests_per_minute == 10 * 0.9 * SAFETY
-    assert limiter.pacing().source == "learnt from 429s"
+    assert limiter.pacing().paused_s == 0 and limiter.pacing().describe() == "unpaced"
+    assert await timed_acquires(limiter, 1) < 0.05
+
+
+async def test_a_reply_wakes_the_first_in_line_when_it_lifts_the_pause() -> None:
+    limiter = AdaptiveRateLimiter()
+    await limiter.acquire(1)
+    await limiter.acquire(1)
+    limiter.on_reply(429, headers(1000, 0, 30), 1)
+    waiter = asyncio.ensure_future(limiter.acquire(1))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    limiter.on_reply(200, headers(1000, 900, 30), 1)  # quota left: that 429 was not our pace
+    await asyncio.wait_for(waiter, 1.0)
 
 
 async def test_tokens_are_paced_and_corrected_by_usage() -> None:
@@ -79,3 +100,60 @@ async def test_tokens_are_paced_and_corrected_by_usage() -> None:
     started = time.monotonic()
     await limiter.acquire(500)
     assert time.monotonic() - started < 0.05
+
+
+# -- through GradientBatchOperator in a real DAG run, against the emulator --------------------------
+
+
+def served_429s(emulator) -> int:
+    return sum(r.status == 429 for r in emulator.log if r.path == "/v1/responses")
+
+
+def test_operator_finds_an_unannounced_limit_by_probing(gradient_conn, tmp_path) -> None:
+    from tests.test_batch_operator import run_batch_task
+
+    # 5 requests in any second, and not a single quota header: a gateway stripped them.
+    gradient_conn.configure(rpm_limit=300, limit_window=1.0, quota_headers=False, latency=0.02)
+    _, state, manifest = run_batch_task("pace_probe", inputs=[f"probe {i}" for i in range(40)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=8, max_retries=6,
+                                        max_output_tokens=10)
+    assert state == "success" and manifest["counts"] == {"succeeded": 40, "failed": 0, "skipped": 0}
+    assert manifest["pacing"]["source"] == "probing"
+    assert 0 < manifest["pacing"]["requests_per_minute"] < 1000
+    refused = served_429s(gradient_conn)
+    assert manifest["requests"]["rate_limited"] == refused > 0
+    assert set(gradient_conn.generated_counts().values()) == {1}
+
+
+def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_conn, tmp_path) -> None:
+    from tests.test_batch_operator import run_batch_task
+
+    gradient_conn.configure(rate_429_isolated_bare=0.05, quota_headers=False, latency=0.05, seed=5)
+    _, state, manifest = run_batch_task("pace_isolated", inputs=[f"isolated {i}" for i in range(200)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=16, max_retries=6,
+                                        max_output_tokens=10)
+    assert state == "success" and manifest["counts"]["succeeded"] == 200
+    assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) > 0
+    assert manifest["pacing"] == {"requests_per_minute": None, "tokens_per_minute": None, "source": "unpaced",
+                                  "description": "unpaced"}
+
+
+def test_operator_follows_a_limit_raised_mid_batch(gradient_conn, tmp_path) -> None:
+    import threading
+
+    from tests.test_batch_operator import run_batch_task
+
+    gradient_conn.configure(rpm_limit=120, latency=0.02)
+
+    def raise_the_limit() -> None:
+        if gradient_conn.wait_for_requests(6, timeout=60):
+            gradient_conn.configure(rpm_limit=600)  # another client on the key finished
+
+    raiser = threading.Thread(target=raise_the_limit, daemon=True)
+    raiser.start()
+    _, state, manifest = run_batch_task("pace_rise", inputs=[f"rise {i}" for i in range(30)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=4, max_output_tokens=10)
+    raiser.join()
+    assert state == "success" and manifest["counts"]["succeeded"] == 30
+    assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) == 0
+    assert manifest["pacing"]["source"] == "headers" and manifest["pacing"]["requests_per_minute"] == 600 * 0.98
