@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from airflow_gradient.batch.results import failed_row, reply_row
+from airflow_gradient.batch.results import failed_row, iter_jsonl, reply_row
 from airflow_gradient.exceptions import GradientError, GradientProtocolError
 from airflow_gradient.http_errors import error_from_response
 from airflow_gradient.models.result import ResponseResult
@@ -170,17 +170,10 @@ def row_of(index: int, custom_id: str, outcome: ResponseResult | GradientError, 
 
 def read_result_lines(path: Path, warn: Callable[[str], None]) -> Iterator[tuple[str, ResponseResult | GradientError]]:
     """``(custom_id, outcome)`` for each line of a downloaded result file; unreadable lines are
-    reported through ``warn`` and passed over (their items end up as missing)."""
-    with path.open("r", encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                line = json.loads(text)
-            except ValueError:
-                warn(f"{path.name} line {number} is not JSON; passed over")
-                continue
-            if not isinstance(line, dict) or line.get("custom_id") in (None, ""):
-                warn(f"{path.name} line {number} has no custom_id; passed over")
-                continue
-            yield str(line["custom_id"]), outcome_of(line)
+    passed over with a warning (:func:`~airflow_gradient.batch.results.iter_jsonl`), lines without
+    a ``custom_id`` are reported through ``warn``; their items end up as missing."""
+    for number, line in iter_jsonl(path, what="batch job result file"):
+        if line.get("custom_id") in (None, ""):
+            warn(f"{path.name} line {number} has no custom_id; passed over")
+            continue
+        yield str(line["custom_id"]), outcome_of(line)
