@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
-
 from airflow_gradient.batch.results import failed_row, iter_jsonl, reply_row
 from airflow_gradient.exceptions import GradientError, GradientProtocolError
 from airflow_gradient.http_errors import error_from_response
-from airflow_gradient.models.result import ResponseResult
+from airflow_gradient.models.result import ResponseResult, parse_reply
 
 Parse = Callable[[str], Any]
 
@@ -129,10 +127,7 @@ def _reply(body: Any) -> ResponseResult:
         body = anthropic_message_as_response(body)
     if not isinstance(body, dict) or ("output" not in body and "choices" not in body):
         raise GradientProtocolError("a succeeded batch line has no reply body with 'output' or 'choices'")
-    try:
-        return ResponseResult.model_validate(body)
-    except ValidationError as exc:
-        raise GradientProtocolError(f"a batch reply does not match the documented shape: {exc.errors()[0]['msg']}") from None
+    return parse_reply(body, what="a batch reply")
 
 
 def outcome_of(line: dict[str, Any]) -> ResponseResult | GradientError:
