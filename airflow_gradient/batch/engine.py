@@ -50,7 +50,8 @@ class EngineSettings:
     """How the engine sends.
 
     :param max_concurrency: requests in flight at once.
-    :param request_timeout: read timeout of each HTTP attempt, seconds (default: the hook's).
+    :param request_timeout: time limit of each HTTP attempt, whole reply included, seconds
+        (default: the hook's read timeout); see :meth:`GradientHook.acreate_response`.
     :param item_timeout: time allowed for one item, all its retries included, seconds.
     :param max_total_tokens: token budget of the batch; items that would pass it are skipped.
     :param progress_interval: seconds between progress lines.

@@ -92,7 +92,8 @@ class GradientHook(BaseHook):
     for every request; :meth:`close` / :meth:`aclose` release them.
 
     :param gradient_conn_id: the Airflow connection to use.
-    :param timeout: read timeout in seconds, overriding the connection's.
+    :param timeout: read timeout in seconds, overriding the connection's; it is also the time
+        limit of a whole attempt when a call gives none.
     :param max_retries: retries after the first try, overriding the connection's.
     :param max_connections: size of the connection pool of each client.
     :param async_transport: ``"aiohttp"`` carries the async client's requests over aiohttp's
@@ -239,7 +240,11 @@ class GradientHook(BaseHook):
     ) -> ResponseResult:
         """Send one request and return its parsed reply, retrying per :mod:`airflow_gradient.retry`.
 
-        A request with ``stream=True`` is streamed and its final result returned.
+        ``timeout`` (default: the connection's read timeout) limits each attempt as a whole, from
+        sending to the reply's last byte. A failure once a 2xx status has arrived (the body cut
+        off, or not complete in time) raises :class:`GradientProtocolError` and is not retried: the
+        reply was generated and may be billed. A request with ``stream=True`` is streamed and its
+        final result returned.
         """
         req = self.prepare_request(request)
         if req.stream:
