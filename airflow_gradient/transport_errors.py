@@ -29,11 +29,12 @@ DESCRIPTIONS: dict[WireEvent, str] = {
     "other": "transport error",
 }
 
-# The exceptions an HTTP exchange may end with, whichever transport carried it.
+# The exceptions an HTTP exchange may end with, whichever transport carried it (TimeoutError: the
+# attempt's own time limit). Not OSError: both transports wrap socket errors, and a local file's
+# error (a full disk while downloading) is not the server's.
 TRANSPORT_EXCEPTIONS: tuple[type[BaseException], ...] = (
     httpx.TransportError,
     TimeoutError,
-    OSError,
     *((aiohttp.ClientError,) if aiohttp is not None else ()),
 )
 
