@@ -132,7 +132,9 @@ class _Feeder:
 class Writer(Protocol):
     """What the engine writes rows to (see :mod:`airflow_gradient.batch.results`)."""
 
-    async def write(self, row: dict[str, Any]) -> None: ...
+    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Store ``row``; returns it as stored, which is what the batch counts."""
+        ...
 
     async def commit_if_stale(self) -> None: ...
 
@@ -192,8 +194,7 @@ class BatchEngine:
                                   f"token budget max_total_tokens={self.settings.max_total_tokens} reached")
             else:
                 row = await self._send(hook, item, progress)
-            await self.writer.write(row)
-            progress.record(row)
+            progress.record(await self.writer.write(row))
 
     def _over_budget(self, item: BatchItem, progress: BatchProgress) -> bool:
         budget = self.settings.max_total_tokens

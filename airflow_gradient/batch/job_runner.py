@@ -173,8 +173,7 @@ def land_results(
 
     async def write(custom_id: str, outcome: Any) -> None:
         row = row_of(index_of[custom_id], custom_id, outcome, parse)
-        await attempt.writer.write(row)
-        attempt.progress.record(row)
+        attempt.progress.record(await attempt.writer.write(row))
 
     async def main() -> None:
         seen: set[str] = set()

@@ -178,21 +178,25 @@ def iter_jsonl(path: Any, *, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
                             what, path, number, type(value).__name__)
 
 
-def encode_row(row: dict[str, Any]) -> str:
-    """The JSONL line of ``row``: valid UTF-8 JSON whatever the reply held.
+def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The row as it is stored, and its JSONL line: valid UTF-8 JSON whatever the reply held.
 
     A server may send text with lone surrogates (``"\\ud800"`` is valid JSON, not valid Unicode):
     they become U+FFFD, so the row can be written and read anywhere (files, XCom, PostgreSQL). A
-    row too deeply nested to encode becomes a failed row for its item, so it is still written.
+    row too deeply nested to encode is stored as a failed row of its item instead. Writers return
+    the stored row, and that is the row the batch counts.
     """
     try:
         text = json.dumps(row, ensure_ascii=False, default=str)
     except (RecursionError, ValueError, TypeError) as exc:
         error = GradientProtocolError(f"the reply could not be written as JSON: {type(exc).__name__}: {exc}")
-        text = json.dumps(failed_row(row.get("index", -1), str(row.get("custom_id")), error,
-                                     attempts=int(row.get("attempts") or 0),
-                                     latency_s=float(row.get("latency_s") or 0.0)), ensure_ascii=False)
-    return _LONE_SURROGATE.sub("\ufffd", text)
+        row = failed_row(row.get("index", -1), str(row.get("custom_id")), error,
+                         attempts=int(row.get("attempts") or 0), latency_s=float(row.get("latency_s") or 0.0))
+        text = json.dumps(row, ensure_ascii=False)
+    if _LONE_SURROGATE.search(text):
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+        row = json.loads(text)
+    return row, text
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -268,15 +272,18 @@ class PartWriter:
         self.parts.append(name)
         self._rows, self._opened = 0, time.monotonic()
 
-    async def write(self, row: dict[str, Any]) -> None:
+    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Append ``row``; returns it as stored (see :func:`encode_row`)."""
         if self._file is None:
             self._open()
-        self._file.write(encode_row(row) + "\n")
+        row, line = encode_row(row)
+        self._file.write(line + "\n")
         self._rows += 1
         if self.store.local:
             self._file.flush()
         elif self.store.rows_per_part and self._rows >= self.store.rows_per_part:
             await self._rotate()
+        return row
 
     async def commit_if_stale(self) -> None:
         """Close the open part when it is older than ``seconds_per_part`` (called periodically)."""
@@ -301,9 +308,11 @@ class MemoryWriter:
         self.rows: list[dict[str, Any]] = []
         self.parts: list[str] = []
 
-    async def write(self, row: dict[str, Any]) -> None:
+    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
         # The same encoding as a part file: what goes to XCom is what would have been stored.
-        self.rows.append(json.loads(encode_row(row)))
+        row = json.loads(encode_row(row)[1])
+        self.rows.append(row)
+        return row
 
     async def commit_if_stale(self) -> None:
         return None

@@ -309,8 +309,7 @@ class GradientHook(BaseHook):
         return self._read_body(attempt)
 
     def _read_body(self, attempt: _Attempt) -> httpx.Response:
-        response = attempt.response
-        assert response is not None
+        response = attempt.reply
         try:
             with self._transport_errors(attempt):
                 for chunk in response.iter_bytes():
@@ -332,7 +331,7 @@ class GradientHook(BaseHook):
         of the reply's status as soon as it arrives."""
         attempt = await self._asend_head(client, request, timeout)
         if observer is not None:
-            observer.on_reply(attempt.response.status_code, attempt.response.headers)  # type: ignore[union-attr]
+            observer.on_reply(attempt.reply.status_code, attempt.reply.headers)
         return await self._aread_body(attempt)
 
     async def _asend_head(self, client: httpx.AsyncClient, request: httpx.Request, timeout: float | None) -> _Attempt:
@@ -343,8 +342,7 @@ class GradientHook(BaseHook):
         return attempt
 
     async def _aread_body(self, attempt: _Attempt) -> httpx.Response:
-        response = attempt.response
-        assert response is not None
+        response = attempt.reply
         try:
             with self._transport_errors(attempt):
                 async with asyncio.timeout(attempt.remaining()):
@@ -355,8 +353,7 @@ class GradientHook(BaseHook):
         return self._scrubbed(attempt)
 
     def _scrubbed(self, attempt: _Attempt) -> httpx.Response:
-        assert attempt.response is not None
-        return scrubbed_response(attempt.response, b"".join(attempt.chunks), self.settings.api_key)
+        return scrubbed_response(attempt.reply, b"".join(attempt.chunks), self.settings.api_key)
 
     def _scrub(self, text: str) -> str:
         return scrub_text(text, self.settings.api_key)
@@ -429,7 +426,7 @@ class GradientHook(BaseHook):
         with self._transport_errors(attempt):
             attempt.response = client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
         # An error body, or content that is not a stream, is small: read whole like any reply.
-        response = self._read_body(attempt) if _must_read_before_use(attempt.response) else attempt.response
+        response = self._read_body(attempt) if _must_read_before_use(attempt.reply) else attempt.reply
         return self._check_stream_open(response)
 
     async def _aopen_stream(
@@ -439,8 +436,7 @@ class GradientHook(BaseHook):
             await observer.before_send()
         client = self.get_async_conn()
         attempt = await self._asend_head(client, self._build(client, "POST", "/responses", body, timeout), timeout)
-        response = attempt.response
-        assert response is not None
+        response = attempt.reply
         if _must_read_before_use(response):
             response = await self._aread_body(attempt)
         if observer is not None:
@@ -491,8 +487,9 @@ class GradientHook(BaseHook):
         shown = origin(exc)
         detail = self._scrub(f"{type(shown).__name__}: {shown}" if str(shown) else type(shown).__name__)
         response = attempt.response if attempt is not None else None
+        limit = attempt.limit if attempt is not None else None
         if response is not None and response.status_code < 400:
-            what = (f"not complete within the {attempt.limit:g} s time limit of the attempt"  # type: ignore[union-attr]
+            what = (f"not complete within the {limit:g} s time limit of the attempt"
                     if event == "timeout" else f"{DESCRIPTIONS[event]} ({detail})")
             expected = response.headers.get("content-length")
             return GradientProtocolError(
@@ -503,8 +500,8 @@ class GradientHook(BaseHook):
                 request_id=request_id_of(response.headers),
             )
         if event == "timeout":
-            limit = f" within {attempt.limit:g} s" if attempt is not None else ""
-            return GradientTimeoutError(f"no complete reply from {url}{limit} ({detail})")
+            within = f" within {limit:g} s" if limit is not None else ""
+            return GradientTimeoutError(f"no complete reply from {url}{within} ({detail})")
         if event == "not_http":
             return GradientProtocolError(f"{DESCRIPTIONS[event]} at {url}: {detail}")
         if event in ("reset", "closed"):
@@ -637,10 +634,17 @@ class _Attempt:
     def late(self) -> bool:
         return self.remaining() <= 0.0
 
+    @property
+    def reply(self) -> httpx.Response:
+        """The reply, once its status line and headers arrived."""
+        if self.response is None:
+            raise RuntimeError("no reply has arrived yet")
+        return self.response
+
     def complete(self) -> bool:
         """Whether the body is whole by its ``Content-Length`` (false when it has none)."""
-        expected = self.response.headers.get("content-length") if self.response is not None else None
-        return expected is not None and expected.isdigit() and self.response.num_bytes_downloaded >= int(expected)  # type: ignore[union-attr]
+        expected = self.reply.headers.get("content-length", "")
+        return expected.isdigit() and self.reply.num_bytes_downloaded >= int(expected)
 
 
 def _completed(
