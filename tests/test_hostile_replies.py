@@ -12,6 +12,7 @@ import asyncio
 import json
 import socket
 import struct
+import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -127,7 +128,13 @@ def _use(server, monkeypatch: pytest.MonkeyPatch, **extra) -> None:
 
 
 def _files_containing(root: Path, needle: bytes) -> list[str]:
-    return [str(path) for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
+    """Files under ``root`` holding ``needle``, searched by another process: opening and closing the
+    live SQLite database from this one would drop SQLite's POSIX locks on it (they are per process),
+    and a later connection could then delete the WAL file under the others, hiding what they write
+    from every file search that follows."""
+    found = subprocess.run(["grep", "-rlFa", "--", needle.decode(), str(root)], capture_output=True, text=True)
+    assert found.returncode in (0, 1), found.stderr
+    return found.stdout.split()
 
 
 @pytest.mark.parametrize("with_output_path", [True, False], ids=["rows-to-storage", "rows-to-xcom"])
