@@ -171,6 +171,7 @@ def test_odd_replies_fail_only_their_item(monkeypatch, tmp_path, airflow_db, cap
     printed = capfd.readouterr()
     assert "Gradient request failed (connection reset by the server" in printed.out + printed.err  # the log
     assert KEY not in printed.out + printed.err
+    assert any("airflow.db" in name for name in _files_containing(airflow_db, b"batch_hostile_"))  # reaches the DB
     assert _files_containing(airflow_db, KEY.encode()) == []
 
 
