@@ -22,7 +22,8 @@ import pytest
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientHook, GradientResponseOperator, read_results
-from airflow_gradient.exceptions import GradientConnectionError, GradientProtocolError
+from airflow_gradient.batch.job_output import read_result_lines
+from airflow_gradient.exceptions import GradientBadRequestError, GradientConnectionError, GradientProtocolError
 from tests.conftest import conn_env, run_dag, task_states, xcom_value
 from tests.hostile_server import RawRequest, hostile_server, http_bytes, reply_body, send_json
 from tests.test_batch_operator import run_batch_task
@@ -261,3 +262,14 @@ def test_every_malformed_reply_is_a_protocol_error_for_the_hook(monkeypatch) -> 
                 hook.create_response({"input": prompt, "model": "m"})
             assert KEY not in str(info.value)
             assert server.requests[prompt] == 1, prompt
+
+
+def test_batch_job_result_lines_are_scrubbed_too(tmp_path) -> None:
+    # The provider-side batch's result files hold what the server answered for each item.
+    path = tmp_path / "output.jsonl"
+    line = {"custom_id": "a", "response": {"status_code": 400, "body": {
+        "error": {"message": f"bad header Bearer {KEY}", "param": KEY}}}}
+    path.write_text(json.dumps(line) + "\n")
+    ((custom_id, outcome),) = read_result_lines(path, lambda message: None, KEY)
+    assert custom_id == "a" and isinstance(outcome, GradientBadRequestError)
+    assert KEY not in str(outcome) and "bad header Bearer ***" in str(outcome)

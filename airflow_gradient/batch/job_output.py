@@ -17,16 +17,19 @@ like an HTTP error reply (:func:`~airflow_gradient.http_errors.error_from_respon
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+
 from airflow_gradient.batch.results import failed_row, iter_jsonl, reply_row
 from airflow_gradient.exceptions import GradientError, GradientProtocolError
 from airflow_gradient.http_errors import error_from_response
 from airflow_gradient.models.result import ResponseResult, parse_reply
+from airflow_gradient.scrub import scrub_text
 
 Parse = Callable[[str], Any]
 
@@ -163,11 +166,15 @@ def row_of(index: int, custom_id: str, outcome: ResponseResult | GradientError, 
     return reply_row(index, custom_id, outcome, parse)
 
 
-def read_result_lines(path: Path, warn: Callable[[str], None]) -> Iterator[tuple[str, ResponseResult | GradientError]]:
-    """``(custom_id, outcome)`` for each line of a downloaded result file; unreadable lines are
-    passed over with a warning (:func:`~airflow_gradient.batch.results.iter_jsonl`), lines without
-    a ``custom_id`` are reported through ``warn``; their items end up as missing."""
-    for number, line in iter_jsonl(path, what="batch job result file"):
+def read_result_lines(
+    path: Path, warn: Callable[[str], None], secret: str | None = None
+) -> Iterator[tuple[str, ResponseResult | GradientError]]:
+    """``(custom_id, outcome)`` for each line of a downloaded result file, ``secret`` scrubbed from
+    it (the lines hold what the server answered); unreadable lines are passed over with a warning
+    (:func:`~airflow_gradient.batch.results.iter_jsonl`), lines without a ``custom_id`` are
+    reported through ``warn``; their items end up as missing."""
+    scrub = functools.partial(scrub_text, secret=secret)
+    for number, line in iter_jsonl(path, what="batch job result file", scrub=scrub):
         if line.get("custom_id") in (None, ""):
             warn(f"{path.name} line {number} has no custom_id; passed over")
             continue

@@ -181,7 +181,7 @@ def land_results(
             with tempfile.TemporaryDirectory(prefix="gradient-batch-results-") as tmp:
                 for job in jobs:
                     for path in await _download(hook, job, Path(tmp), log):
-                        for custom_id, outcome in read_result_lines(path, log.warning):
+                        for custom_id, outcome in read_result_lines(path, log.warning, hook.settings.api_key):
                             if custom_id not in index_of:
                                 log.warning("Batch job %s returned unknown custom_id %r; passed over",
                                             job.batch_id, custom_id)

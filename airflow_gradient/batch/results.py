@@ -156,17 +156,21 @@ def iter_rows(part: Any) -> Iterator[dict[str, Any]]:
             log.warning("%s line %d has no custom_id; passed over", part, number)
 
 
-def iter_jsonl(path: Any, *, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl(
+    path: Any, *, what: str, scrub: Callable[[str], str] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` of each JSON object line of a JSONL file (an ``ObjectStoragePath``
     or ``pathlib.Path``); blank lines are skipped, and a line that is not a UTF-8 JSON object is
-    passed over with a warning naming ``what``, the file and the line."""
+    passed over with a warning naming ``what``, the file and the line. ``scrub`` is applied to
+    each line's text first (a file that came from the server: see :mod:`airflow_gradient.scrub`)."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
             cut = not raw.endswith(b"\n")
             try:
-                value = json.loads(raw.decode("utf-8"))
+                text = raw.decode("utf-8")
+                value = json.loads(scrub(text) if scrub is not None else text)
             except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
                 reason = "cut short (the writer was stopped mid-line)" if cut else f"not a JSON row ({exc})"
                 log.warning("%s %s line %d is %s; passed over", what, path, number, reason)
