@@ -107,14 +107,13 @@ _HINTS: dict[type[GradientAPIError], str] = {
 
 
 def error_from_response(
-    response: httpx.Response, *, conn_id: str | None = None, secret: str | None = None
+    response: httpx.Response, *, conn_id: str | None = None
 ) -> GradientAPIError | GradientTimeoutError:
-    """The typed error for a non-2xx reply; ``secret`` is scrubbed from the message."""
+    """The typed error for a non-2xx reply. The hook hands it replies already scrubbed of the key
+    (:mod:`airflow_gradient.scrub`), so the message, ``param`` and ``code`` cannot carry it."""
     status = response.status_code
     body = parse_error_body(response.content, response.headers.get("content-type", ""))
     message = body.message
-    if secret:
-        message = message.replace(secret, "***")
     request_id = body.request_id or request_id_of(response.headers)
     if status == 408:
         return GradientTimeoutError(f"HTTP 408: {message}", status=408)

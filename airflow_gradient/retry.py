@@ -1,8 +1,10 @@
 """What is retried and how long to wait between tries, as tenacity policies.
 
-Retried: 408, 409, 429, 500 and above, timeouts and dropped connections (as the gradient and openai
-SDKs do), unless the server sent ``x-should-retry: false``. Never retried: 400, 401, 402, 403, 404,
-422, malformed replies (the request may already be billed) and our own validation errors.
+Retried: 408, 409, 429, 500 and above, timeouts and connections refused, reset or closed before a
+reply (as the gradient and openai SDKs do), unless the server sent ``x-should-retry: false``. Never
+retried: 400, 401, 402, 403, 404, 422, malformed replies, and a reply whose 2xx status arrived but
+whose body was cut off or did not arrive in time (the request may already be billed), and our own
+validation errors.
 
 The wait honours what the server said (``retry-after-ms``, ``Retry-After``, ``x-ratelimit-reset-*``,
 read by :func:`airflow_gradient.wait_hints.retry_after_seconds`, the reading the batch pacer uses

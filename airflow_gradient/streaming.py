@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from airflow_gradient.exceptions import GradientProtocolError
 from airflow_gradient.models.events import StreamEvent, StreamEventKind
-from airflow_gradient.models.result import ResponseResult, ToolCall, Usage
+from airflow_gradient.models.result import ResponseResult, ToolCall, Usage, parse_reply
 
 DONE = "[DONE]"
 _TERMINAL_TYPES = ("response.completed", "response.incomplete")
@@ -135,10 +135,7 @@ class StreamDecoder:
             data["output"] = self._so_far.output()
         for key, value in self._so_far.meta.items():
             data.setdefault(key, value)
-        try:
-            result = ResponseResult.model_validate(data)
-        except ValidationError as exc:
-            raise self._protocol_error(f"final frame does not match the documented shape: {exc}") from None
+        result = parse_reply(data, what="final frame", status=self.status, request_id=self.request_id)
         if result.usage is None:
             result.usage = self._usage
         return result
@@ -174,7 +171,11 @@ class StreamDecoder:
     def _chunk(self, frame: dict[str, Any]) -> list[StreamEvent]:
         self._remember_meta(frame)
         if isinstance(frame.get("usage"), dict):
-            self._usage = Usage.model_validate(frame["usage"])
+            try:
+                self._usage = Usage.model_validate(frame["usage"])
+            except ValidationError as exc:
+                raise self._protocol_error(f"stream frame {self.frames} has usage of the wrong shape: "
+                                           f"{exc.errors(include_url=False)[0]['msg']}") from None
         events: list[StreamEvent] = []
         for choice in frame.get("choices") or ():
             if choice.get("index", 0) != 0:
@@ -201,10 +202,7 @@ class StreamDecoder:
         self._remember_meta(frame)
         if frame.get("status") in _FINISHED_STATUSES:
             self._terminal = True
-        try:
-            now = ResponseResult.model_validate(frame)
-        except ValidationError as exc:
-            raise self._protocol_error(f"snapshot frame {self.frames} does not match the documented shape: {exc}") from None
+        now = parse_reply(frame, what=f"snapshot frame {self.frames}", status=self.status, request_id=self.request_id)
         parts: list[tuple[StreamEventKind, str, str, ToolCall | None]] = [
             ("reasoning_delta", "reasoning", now.reasoning_text, None),
             ("text_delta", "text", now.output_text, None),
@@ -246,7 +244,7 @@ class StreamDecoder:
     def _json(self, data: str) -> dict[str, Any]:
         try:
             frame = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise self._protocol_error(f"stream frame {self.frames} is not valid JSON: {exc}") from None
         if not isinstance(frame, dict):
             raise self._protocol_error(f"stream frame {self.frames} is JSON {type(frame).__name__}, not an object")

@@ -69,7 +69,7 @@ class OutputSchema:
         fenced = _FENCE.match(text)
         try:
             data = json.loads(fenced.group(1) if fenced else text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise GradientOutputError(
                 f"reply is not valid JSON for output schema {self.name!r}: {exc}"
             ) from None

@@ -1,7 +1,7 @@
 """Chaos: the same batch with and without the emulator's fault mix, side by side.
 
 About 10 % 429 (half with ``Retry-After``, half with only ``x-ratelimit-reset-*``), 5 % 500/503,
-2 % dropped connections and 1 % replies that hang far past ``request_timeout``. Both runs go
+and 1 % replies that hang far past ``request_timeout``. Both runs go
 through ``GradientBatchOperator.execute`` with the same public arguments; only the faults differ.
 Run through ``python -m bench --only chaos``.
 """
@@ -13,8 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+# No "drop": the emulator's drop is a 200 cut half way, a reply generated and billed, which is
+# never sent again (docs/reliability.md), so it fails its item instead of being retried.
 FAULTS = {"rate_429": 0.05, "rate_429_reset_only": 0.05, "rate_500": 0.025, "rate_503": 0.025,
-          "rate_drop": 0.02, "rate_hang": 0.01}
+          "rate_drop": 0.0, "rate_hang": 0.01}
 HANG_SECONDS = 120.0
 
 

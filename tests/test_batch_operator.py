@@ -4,6 +4,7 @@ policy, budget, resume, pacing and structured output."""
 from __future__ import annotations
 
 import json
+import re
 
 import pendulum
 
@@ -37,7 +38,8 @@ def test_mixed_inputs_to_local_jsonl_with_manifest(gradient_conn, tmp_path) -> N
                                         instructions="Summarise.", max_output_tokens=50)
     assert state == "success"
     assert manifest["counts"] == {"succeeded": 3, "failed": 0, "skipped": 0}
-    assert manifest["output_path"] == str(out) and manifest["parts"] == ["part-00001-00000.jsonl"]
+    assert manifest["output_path"] == str(out)
+    assert re.fullmatch(r"part-00001-[0-9a-f]{8}-00000\.jsonl", "".join(manifest["parts"]))
     assert manifest["requests"] == {"sent": 3, "retries": 0, "rate_limited": 0}
     assert "results" not in manifest
     rows = read_results(manifest, by="index")

@@ -30,7 +30,7 @@ async def test_local_rows_are_on_disk_as_soon_as_written(tmp_path) -> None:
     writer = store.writer(1)
     await writer.write(ok_row(0, "a"))
     # Still open: a kill now must not lose the row.
-    assert [json.loads(line)["custom_id"] for line in (tmp_path / "out" / "part-00001-00000.jsonl").open()] == ["a"]
+    assert [json.loads(line)["custom_id"] for line in (tmp_path / "out" / writer.parts[0]).open()] == ["a"]
     await writer.close()
 
 
@@ -38,8 +38,8 @@ async def test_scan_finds_succeeded_ids_and_the_next_attempt(tmp_path) -> None:
     store = ResultStore(ObjectStoragePath(str(tmp_path / "out")))
     error = failed_row(1, "b", GradientServerError("boom", status=500), attempts=3, latency_s=0.5)
     assert error["error"] == {"type": "GradientServerError", "status": 500, "message": "HTTP 500: boom"}
-    await write_attempt(store, 1, [ok_row(0, "a", tokens=5), error, skipped_row(2, "c", "budget")])
-    with (tmp_path / "out" / "part-00001-00000.jsonl").open("a") as handle:
+    (part,) = await write_attempt(store, 1, [ok_row(0, "a", tokens=5), error, skipped_row(2, "c", "budget")])
+    with (tmp_path / "out" / part).open("a") as handle:
         handle.write('{"index": 3, "custom_id": "d", "sta')  # cut short by a kill
     state = store.scan()
     assert state.attempt == 2

@@ -13,7 +13,7 @@ from moto.server import ThreadedMotoServer
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.batch.results import ResultStore, list_parts
+from airflow_gradient.batch.results import ResultStore, list_parts, part_attempt
 from airflow_gradient.emulator.generate import reply_text
 from tests.conftest import run_dag, task_states, xcom_value
 
@@ -55,7 +55,8 @@ def test_rows_from_s3_results_to_s3_and_resume(gradient_conn, s3) -> None:
     assert first["counts"] == {"succeeded": 3, "failed": 0, "skipped": 0}
     results = read_results(first)
     assert results["d2"]["output_text"] == reply_text("Summarise Beta, the second")
-    assert [p.name for p in list_parts(ObjectStoragePath(out))] == ["part-00001-00000.jsonl"]
+    (part,) = list_parts(ObjectStoragePath(out))
+    assert part_attempt(part) == 1
     # A second try of the same batch finds every item done on S3 and sends nothing.
     run = run_dag(dag)
     assert task_states(run) == {"b": "success"}
@@ -72,7 +73,8 @@ async def test_parts_rotate_on_object_storage(s3) -> None:
     for i in range(5):
         await writer.write({"index": i, "custom_id": f"id{i}", "status": "succeeded"})
     # Two parts are closed, hence visible, while the third is still open.
-    assert [p.name for p in list_parts(path)] == ["part-00001-00000.jsonl", "part-00001-00001.jsonl"]
+    stem = f"part-00001-{writer.writer_id}"
+    assert [p.name for p in list_parts(path)] == [f"{stem}-00000.jsonl", f"{stem}-00001.jsonl"]
     await writer.close()
-    assert writer.parts[-1] == "part-00001-00002.jsonl"
+    assert writer.parts[-1] == f"{stem}-00002.jsonl"
     assert store.scan().attempt == 2 and len(read_results(path)) == 5

@@ -43,7 +43,9 @@ def test_each_bad_reply_fails_only_its_item_with_a_typed_error(gradient_conn, tm
     inputs = [{"input": prompt, "custom_id": f"good-{i}"} for i, prompt in enumerate(good)]
     inputs += [{"input": prompt, "custom_id": fault} for fault, prompt in bad.items()]
     _, state, manifest = run_batch_task("batch_bad_replies", inputs=inputs, output_path=str(tmp_path / "out"),
-                                        max_retries=1, max_failed_fraction=1.0, max_concurrency=4)
+                                        # Every item in flight at once: the 401 and the 402 are both
+                                        # sent before either stops the batch.
+                                        max_retries=1, max_failed_fraction=1.0, max_concurrency=16)
     assert state == "success"
     assert manifest["counts"] == {"succeeded": len(good), "failed": len(bad), "skipped": 0}
     rows = read_results(manifest)

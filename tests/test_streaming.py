@@ -334,7 +334,7 @@ def test_broken_stream_raises_and_is_never_retried(gradient_conn, framing: str, 
 @pytest.mark.parametrize(
     ("fault", "message"),
     [
-        ("drop", "stream broke off after 0 frames: RemoteProtocolError"),
+        ("drop", r"stream broke off after 0 frames: connection closed by the server \(RemoteProtocolError"),
         ("malformed", "frame 1 is not valid JSON"),
         ("error-200", "stream carried an error after 0 frames: the model failed to generate a reply"),
         ("wrong-content-type", "content type 'text/plain; charset=utf-8', not text/event-stream"),

@@ -52,7 +52,8 @@ class EngineSettings:
     """How the engine sends; every field is checked when the settings are made.
 
     :param max_concurrency: requests in flight at once.
-    :param request_timeout: read timeout of each HTTP attempt, seconds (default: the hook's).
+    :param request_timeout: time limit of each HTTP attempt, whole reply included, seconds
+        (default: the hook's read timeout); see :meth:`GradientHook.acreate_response`.
     :param item_timeout: time allowed for one item, all its retries included, seconds.
     :param max_total_tokens: token budget of the batch; items that would pass it are skipped.
     :param progress_interval: seconds between progress lines.
@@ -141,7 +142,9 @@ class _Feeder:
 class Writer(Protocol):
     """What the engine writes rows to (see :mod:`airflow_gradient.batch.results`)."""
 
-    async def write(self, row: dict[str, Any]) -> None: ...
+    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Store ``row``; returns it as stored, which is what the batch counts."""
+        ...
 
     async def commit_if_stale(self) -> None: ...
 
@@ -215,8 +218,7 @@ class BatchEngine:
                         self.cost_budget.release(item.index)
             row["request_digest"] = item.digest
             self.costing.stamp(row, item.request.model)
-            await self.writer.write(row)
-            progress.record(row)
+            progress.record(await self.writer.write(row))
 
     def _over_budget(self, item: BatchItem, progress: BatchProgress) -> bool:
         budget = self.settings.max_total_tokens

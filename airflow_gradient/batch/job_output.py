@@ -17,18 +17,19 @@ like an HTTP error reply (:func:`~airflow_gradient.http_errors.error_from_respon
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
-from airflow_gradient.batch.results import failed_row, reply_row
+from airflow_gradient.batch.results import failed_row, iter_jsonl, reply_row
 from airflow_gradient.exceptions import GradientError, GradientProtocolError
 from airflow_gradient.http_errors import error_from_response
-from airflow_gradient.models.result import ResponseResult
+from airflow_gradient.models.result import ResponseResult, parse_reply
+from airflow_gradient.scrub import scrub_text
 
 Parse = Callable[[str], Any]
 
@@ -129,10 +130,7 @@ def _reply(body: Any) -> ResponseResult:
         body = anthropic_message_as_response(body)
     if not isinstance(body, dict) or ("output" not in body and "choices" not in body):
         raise GradientProtocolError("a succeeded batch line has no reply body with 'output' or 'choices'")
-    try:
-        return ResponseResult.model_validate(body)
-    except ValidationError as exc:
-        raise GradientProtocolError(f"a batch reply does not match the documented shape: {exc.errors()[0]['msg']}") from None
+    return parse_reply(body, what="a batch reply")
 
 
 def outcome_of(line: dict[str, Any]) -> ResponseResult | GradientError:
@@ -168,19 +166,16 @@ def row_of(index: int, custom_id: str, outcome: ResponseResult | GradientError, 
     return reply_row(index, custom_id, outcome, parse)
 
 
-def read_result_lines(path: Path, warn: Callable[[str], None]) -> Iterator[tuple[str, ResponseResult | GradientError]]:
-    """``(custom_id, outcome)`` for each line of a downloaded result file; unreadable lines are
-    reported through ``warn`` and passed over (their items end up as missing)."""
-    with path.open("r", encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                line = json.loads(text)
-            except ValueError:
-                warn(f"{path.name} line {number} is not JSON; passed over")
-                continue
-            if not isinstance(line, dict) or line.get("custom_id") in (None, ""):
-                warn(f"{path.name} line {number} has no custom_id; passed over")
-                continue
-            yield str(line["custom_id"]), outcome_of(line)
+def read_result_lines(
+    path: Path, warn: Callable[[str], None], secret: str | None = None
+) -> Iterator[tuple[str, ResponseResult | GradientError]]:
+    """``(custom_id, outcome)`` for each line of a downloaded result file, ``secret`` scrubbed from
+    it (the lines hold what the server answered); unreadable lines are passed over with a warning
+    (:func:`~airflow_gradient.batch.results.iter_jsonl`), lines without a ``custom_id`` are
+    reported through ``warn``; their items end up as missing."""
+    scrub = functools.partial(scrub_text, secret=secret)
+    for number, line in iter_jsonl(path, what="batch job result file", scrub=scrub):
+        if line.get("custom_id") in (None, ""):
+            warn(f"{path.name} line {number} has no custom_id; passed over")
+            continue
+        yield str(line["custom_id"]), outcome_of(line)

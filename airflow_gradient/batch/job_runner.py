@@ -253,8 +253,7 @@ def land_results(
         _, digest, model = items[custom_id]
         row["request_digest"] = digest
         settings.costing.stamp(row, model)
-        await attempt.writer.write(row)
-        attempt.progress.record(row)
+        attempt.progress.record(await attempt.writer.write(row))
 
     def unsent_row(custom_id: str) -> dict[str, Any] | None:
         """The row of an item that was not uploaded, or None: it was, and has no result line."""
@@ -271,7 +270,7 @@ def land_results(
             with tempfile.TemporaryDirectory(prefix="gradient-batch-results-") as tmp:
                 for job in jobs:
                     for path in await _download(hook, job, Path(tmp), log):
-                        for custom_id, outcome in read_result_lines(path, log.warning):
+                        for custom_id, outcome in read_result_lines(path, log.warning, hook.settings.api_key):
                             if custom_id not in items:
                                 log.warning("Batch job %s returned unknown custom_id %r; passed over",
                                             job.batch_id, custom_id)

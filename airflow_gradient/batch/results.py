@@ -1,8 +1,11 @@
 """Results of a batch: the JSONL row of each item, the part files that hold them, resume, manifest.
 
-``output_path`` is a directory (a prefix on object storage). Each attempt of the task writes its own
-part files, ``part-<attempt>-<seq>.jsonl``, and never touches an earlier attempt's: object stores
-cannot append, and a part that is never rewritten cannot be lost by a later crash.
+``output_path`` is a directory (a prefix on object storage). Each writer (one attempt of one task)
+writes its own part files, ``part-<attempt>-<writer>-<seq>.jsonl``, ``<writer>`` a random id, and
+never touches another's: object stores cannot append, a part that is never rewritten cannot be lost
+by a later crash, and two tasks given the same ``output_path`` at once (two map indexes, two runs
+with a fixed path) cannot overwrite each other's rows. Parts are created exclusively where the
+storage allows it (local disk), so a name clash fails loudly instead of truncating a part.
 
 - Local disk: one part per attempt, flushed after every row, so a row is on disk (in the OS page
   cache) as soon as its item completes; a SIGKILL loses nothing that completed.
@@ -13,6 +16,11 @@ cannot append, and a part that is never rewritten cannot be lost by a later cras
 Resume: :meth:`ResultStore.scan` reads every earlier part; an item whose ``custom_id`` has a
 ``succeeded`` row is not sent again. Failed and skipped items are sent again, and their new rows
 supersede the old ones when the results are read back (a ``succeeded`` row is never superseded).
+Every reader goes through :func:`iter_rows`: a line that is not a whole row (the last line of a part
+cut by a kill, even inside a multi-byte character, or a damaged line) is passed over with a warning,
+so its item counts as not done and is sent again.
+
+Rows are written by :func:`encode_row`: always one line of valid UTF-8 JSON (see there).
 
 A row (``status`` is ``succeeded``, ``failed`` or ``skipped``)::
 
@@ -35,18 +43,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_gradient.batch.inputs import id_key
 from airflow_gradient.batch.progress import USAGE_KEYS, add_usage
-from airflow_gradient.exceptions import GradientOutputError
+from airflow_gradient.exceptions import GradientOutputError, GradientProtocolError
 from airflow_gradient.pricing import Spend
 
-PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.jsonl$")
+log = logging.getLogger(__name__)
+
+# part-<attempt>-<writer>-<seq>.jsonl; parts from before writer ids (part-<attempt>-<seq>) still read.
+PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.jsonl$")
 REMOTE_ROWS_PER_PART = 1000
 REMOTE_SECONDS_PER_PART = 15.0
 MAX_ERROR_CHARS = 2000
@@ -123,7 +136,8 @@ def list_parts(path: Any) -> list[Any]:
         children = list(path.iterdir()) if path.exists() else []
     except FileNotFoundError:
         children = []
-    parts = [(m.groups(), child) for child in children if (m := PART_RE.match(child.name))]
+    parts = [((m.group(1), m.group(2) or "", m.group(3)), child)
+             for child in children if (m := PART_RE.match(child.name))]
     return [child for _, child in sorted(parts, key=lambda pair: pair[0])]
 
 
@@ -134,15 +148,68 @@ def part_attempt(part: Any) -> int:
 
 
 def iter_rows(part: Any) -> Iterator[dict[str, Any]]:
-    """The rows of one part; a line cut short by a crash is passed over."""
-    with part.open("r", encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except ValueError:
+    """The rows of one part file, the one reading of part files that resume and readers share.
+
+    The part is read as bytes and each line decoded on its own: a line that is not UTF-8 JSON with
+    a ``custom_id`` is passed over with a warning. The last line cut short by a kill is the expected
+    case; a damaged line elsewhere is treated the same way (its item has no row, so a resume sends
+    it again) rather than making the whole output unreadable.
+    """
+    for number, row in iter_jsonl(part, what="part file"):
+        if "custom_id" in row:
+            yield row
+        else:
+            log.warning("%s line %d has no custom_id; passed over", part, number)
+
+
+def iter_jsonl(
+    path: Any, *, what: str, scrub: Callable[[str], str] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each JSON object line of a JSONL file (an ``ObjectStoragePath``
+    or ``pathlib.Path``); blank lines are skipped, and a line that is not a UTF-8 JSON object is
+    passed over with a warning naming ``what``, the file and the line. ``scrub`` is applied to
+    each line's text first (a file that came from the server: see :mod:`airflow_gradient.scrub`)."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
-            if isinstance(row, dict) and "custom_id" in row:
-                yield row
+            cut = not raw.endswith(b"\n")
+            try:
+                text = raw.decode("utf-8")
+                value = json.loads(scrub(text) if scrub is not None else text)
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                reason = "cut short (the writer was stopped mid-line)" if cut else f"not a JSON row ({exc})"
+                log.warning("%s %s line %d is %s; passed over", what, path, number, reason)
+                continue
+            if isinstance(value, dict):
+                yield number, value
+            else:
+                log.warning("%s %s line %d is a JSON %s, not an object; passed over",
+                            what, path, number, type(value).__name__)
+
+
+def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The row as it is stored, and its JSONL line: valid UTF-8 JSON whatever the reply held.
+
+    A server may send text with lone surrogates (``"\\ud800"`` is valid JSON, not valid Unicode):
+    they become U+FFFD, so the row can be written and read anywhere (files, XCom, PostgreSQL). A
+    row too deeply nested to encode is stored as a failed row of its item instead. Writers return
+    the stored row, and that is the row the batch counts.
+    """
+    try:
+        text = json.dumps(row, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError, TypeError) as exc:
+        error = GradientProtocolError(f"the reply could not be written as JSON: {type(exc).__name__}: {exc}")
+        row = failed_row(row.get("index", -1), str(row.get("custom_id")), error,
+                         attempts=int(row.get("attempts") or 0), latency_s=float(row.get("latency_s") or 0.0))
+        text = json.dumps(row, ensure_ascii=False)
+    if _LONE_SURROGATE.search(text):
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+        row = json.loads(text)
+    return row, text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -206,31 +273,41 @@ class ResultStore:
 
 
 class PartWriter:
-    """Appends rows to the part files of one attempt, rotating them as :class:`ResultStore` says."""
+    """Appends rows to the part files of one attempt, rotating them as :class:`ResultStore` says.
+
+    Its parts carry a random writer id, so no other writer (a concurrent task on the same
+    ``output_path``) ever opens them.
+    """
 
     def __init__(self, store: ResultStore, attempt: int) -> None:
         self.store = store
         self.attempt = attempt
+        self.writer_id = uuid.uuid4().hex[:8]
         self.parts: list[str] = []
         self._file: Any = None
         self._rows = 0
         self._opened = 0.0
 
     def _open(self) -> None:
-        name = f"part-{self.attempt:05d}-{len(self.parts):05d}.jsonl"
-        self._file = (self.store.path / name).open("w", encoding="utf-8")
+        name = f"part-{self.attempt:05d}-{self.writer_id}-{len(self.parts):05d}.jsonl"
+        # "x": never truncate a part that exists. Object stores have no exclusive create; there the
+        # random writer id alone keeps names apart.
+        self._file = (self.store.path / name).open("x" if self.store.local else "w", encoding="utf-8")
         self.parts.append(name)
         self._rows, self._opened = 0, time.monotonic()
 
-    async def write(self, row: dict[str, Any]) -> None:
+    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Append ``row``; returns it as stored (see :func:`encode_row`)."""
         if self._file is None:
             self._open()
-        self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        row, line = encode_row(row)
+        self._file.write(line + "\n")
         self._rows += 1
         if self.store.local:
             self._file.flush()
         elif self.store.rows_per_part and self._rows >= self.store.rows_per_part:
             await self._rotate()
+        return row
 
     async def commit_if_stale(self) -> None:
         """Close the open part when it is older than ``seconds_per_part`` (called periodically)."""
@@ -255,8 +332,11 @@ class MemoryWriter:
         self.rows: list[dict[str, Any]] = []
         self.parts: list[str] = []
 
-    async def write(self, row: dict[str, Any]) -> None:
+    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        # The same encoding as a part file: what goes to XCom is what would have been stored.
+        row = json.loads(encode_row(row)[1])
         self.rows.append(row)
+        return row
 
     async def commit_if_stale(self) -> None:
         return None

@@ -148,9 +148,8 @@ class GradientBatchJobsHook(GradientHook):
 
         def once() -> T:
             client = self.get_conn()
-            with self._transport_errors():
-                response = client.send(self._build(client, call.method, call.path, call.body, None))
-            return self._read(call, response)
+            return self._read(call, self._exchange(client, self._build(client, call.method, call.path, call.body, None),
+                                                   None))
 
         return retrying(once)
 
@@ -159,9 +158,8 @@ class GradientBatchJobsHook(GradientHook):
 
         async def once() -> T:
             client = self.get_async_conn()
-            with self._transport_errors():
-                response = await client.send(self._build(client, call.method, call.path, call.body, None))
-            return self._read(call, response)
+            request = self._build(client, call.method, call.path, call.body, None)
+            return self._read(call, await self._aexchange(client, request, None))
 
         return await retrying(once)
 

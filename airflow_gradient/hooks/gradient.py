@@ -15,7 +15,6 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 from httpx_sse import EventSource
-from pydantic import ValidationError
 from tenacity import RetryCallState
 
 from airflow.sdk import BaseHook
@@ -33,9 +32,11 @@ from airflow_gradient.exceptions import (
 from airflow_gradient.http_errors import error_from_response, request_id_of
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request
-from airflow_gradient.models.result import CallInfo, ResponseResult
+from airflow_gradient.models.result import CallInfo, ResponseResult, parse_reply
 from airflow_gradient.retry import RetryPolicy
+from airflow_gradient.scrub import scrub_text, scrubbed_response
 from airflow_gradient.streaming import StreamDecoder, collect
+from airflow_gradient.transport_errors import DESCRIPTIONS, TRANSPORT_EXCEPTIONS, origin, what_happened
 from airflow_gradient.wait_hints import rate_limit_headers
 
 DEFAULT_BASE_URL = "https://inference.do-ai.run/v1"
@@ -132,7 +133,8 @@ class GradientHook(BaseHook):
     for every request; :meth:`close` / :meth:`aclose` release them.
 
     :param gradient_conn_id: the Airflow connection to use.
-    :param timeout: read timeout in seconds, overriding the connection's.
+    :param timeout: read timeout in seconds, overriding the connection's; it is also the time
+        limit of a whole attempt when a call gives none.
     :param max_retries: retries after the first try, overriding the connection's.
     :param max_connections: size of the connection pool of each client.
     :param async_transport: ``"aiohttp"`` carries the async client's requests over aiohttp's
@@ -285,7 +287,11 @@ class GradientHook(BaseHook):
     ) -> ResponseResult:
         """Send one request and return its parsed reply, retrying per :mod:`airflow_gradient.retry`.
 
-        A request with ``stream=True`` is streamed and its final result returned.
+        ``timeout`` (default: the connection's read timeout) limits each attempt as a whole, from
+        sending to the reply's last byte. A failure once a 2xx status has arrived (the body cut
+        off, or not complete in time) raises :class:`GradientProtocolError` and is not retried: the
+        reply was generated and may be billed. A request with ``stream=True`` is streamed and its
+        final result returned.
         """
         req = self.prepare_request(request)
         if req.stream:
@@ -319,9 +325,7 @@ class GradientHook(BaseHook):
 
     def _send_once(self, body: dict[str, Any], timeout: float | None) -> ResponseResult:
         client = self.get_conn()
-        with self._transport_errors():
-            response = client.send(self._build(client, "POST", "/responses", body, timeout))
-        return self._parse(response)
+        return self._parse(self._exchange(client, self._build(client, "POST", "/responses", body, timeout), timeout))
 
     async def _asend_once(
         self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
@@ -329,11 +333,77 @@ class GradientHook(BaseHook):
         if observer is not None:
             await observer.before_send()
         client = self.get_async_conn()
-        with self._transport_errors():
-            response = await client.send(self._build(client, "POST", "/responses", body, timeout))
+        request = self._build(client, "POST", "/responses", body, timeout)
+        return self._parse(await self._aexchange(client, request, timeout, observer))
+
+    # -- one HTTP attempt ---------------------------------------------------------------------
+    # Every request but a stream's body goes through _exchange / _aexchange: the reply is read whole
+    # within the attempt's time limit, wire failures are named for what they are, and the key is
+    # scrubbed from the reply before anything reads it. A failure after a 2xx status arrived is a
+    # GradientProtocolError (never retried): the reply was generated and may be billed.
+
+    def _attempt_limit(self, timeout: float | None) -> float:
+        return timeout if timeout is not None else self.settings.read_timeout
+
+    def _exchange(self, client: httpx.Client, request: httpx.Request, timeout: float | None) -> httpx.Response:
+        """Send ``request`` and read its whole reply, in at most ``timeout`` seconds (default: the
+        connection's read timeout). httpx's own timeouts bound each read; the total is checked as
+        each piece of the body arrives, so a reply trickled a byte at a time ends at the limit
+        (give or take one read)."""
+        attempt = _Attempt(self._attempt_limit(timeout))
+        with self._transport_errors(attempt):
+            attempt.response = client.send(request, stream=True)
+        return self._read_body(attempt)
+
+    def _read_body(self, attempt: _Attempt) -> httpx.Response:
+        response = attempt.reply
+        try:
+            with self._transport_errors(attempt):
+                for chunk in response.iter_bytes():
+                    attempt.chunks.append(chunk)
+                    if attempt.late() and not attempt.complete():
+                        raise TimeoutError("the attempt's time limit passed")
+        finally:
+            response.close()
+        return self._scrubbed(attempt)
+
+    async def _aexchange(
+        self,
+        client: httpx.AsyncClient,
+        request: httpx.Request,
+        timeout: float | None,
+        observer: CallObserver | None = None,
+    ) -> httpx.Response:
+        """Async :meth:`_exchange`: the whole attempt runs under one deadline; ``observer`` hears
+        of the reply's status as soon as it arrives."""
+        attempt = await self._asend_head(client, request, timeout)
         if observer is not None:
-            observer.on_reply(response.status_code, response.headers)
-        return self._parse(response)
+            observer.on_reply(attempt.reply.status_code, attempt.reply.headers)
+        return await self._aread_body(attempt)
+
+    async def _asend_head(self, client: httpx.AsyncClient, request: httpx.Request, timeout: float | None) -> _Attempt:
+        attempt = _Attempt(self._attempt_limit(timeout))
+        with self._transport_errors(attempt):
+            async with asyncio.timeout(attempt.remaining()):
+                attempt.response = await client.send(request, stream=True)
+        return attempt
+
+    async def _aread_body(self, attempt: _Attempt) -> httpx.Response:
+        response = attempt.reply
+        try:
+            with self._transport_errors(attempt):
+                async with asyncio.timeout(attempt.remaining()):
+                    async for chunk in response.aiter_bytes():
+                        attempt.chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return self._scrubbed(attempt)
+
+    def _scrubbed(self, attempt: _Attempt) -> httpx.Response:
+        return scrubbed_response(attempt.reply, b"".join(attempt.chunks), self.settings.api_key)
+
+    def _scrub(self, text: str) -> str:
+        return scrub_text(text, self.settings.api_key)
 
     # -- streaming ----------------------------------------------------------------------------
     # Only the opening is retried (an error status or a failed connection): once a 200 has begun,
@@ -354,12 +424,12 @@ class GradientHook(BaseHook):
         response = retrying(self._open_stream, body, timeout)
         decoder = _decoder_for(response)
         try:
-            with _broken_stream(decoder):
+            with _broken_stream(decoder, self.settings.api_key):
                 if _is_sse(response):
                     for sse in EventSource(response).iter_sse():
-                        yield from decoder.feed(sse.event, sse.data)
+                        yield from decoder.feed(sse.event, self._scrub(sse.data))
                 else:
-                    yield from decoder.feed_whole(response.read().decode())
+                    yield from decoder.feed_whole(self._scrub(response.read().decode("utf-8", "replace")))
         finally:
             response.close()
         yield _completed(decoder, response, retrying.statistics, started)
@@ -378,13 +448,13 @@ class GradientHook(BaseHook):
         response: httpx.Response = await retrying(self._aopen_stream, body, timeout, observer)
         decoder = _decoder_for(response)
         try:
-            with _broken_stream(decoder):
+            with _broken_stream(decoder, self.settings.api_key):
                 if _is_sse(response):
                     async for sse in EventSource(response).aiter_sse():
-                        for event in decoder.feed(sse.event, sse.data):
+                        for event in decoder.feed(sse.event, self._scrub(sse.data)):
                             yield event
                 else:
-                    for event in decoder.feed_whole((await response.aread()).decode()):
+                    for event in decoder.feed_whole(self._scrub((await response.aread()).decode("utf-8", "replace"))):
                         yield event
         finally:
             await response.aclose()
@@ -399,10 +469,11 @@ class GradientHook(BaseHook):
 
     def _open_stream(self, body: dict[str, Any], timeout: float | None) -> httpx.Response:
         client = self.get_conn()
-        with self._transport_errors():
-            response = client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
-            if _must_read_before_use(response):
-                response.read()
+        attempt = _Attempt(self._attempt_limit(timeout))
+        with self._transport_errors(attempt):
+            attempt.response = client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
+        # An error body, or content that is not a stream, is small: read whole like any reply.
+        response = self._read_body(attempt) if _must_read_before_use(attempt.reply) else attempt.reply
         return self._check_stream_open(response)
 
     async def _aopen_stream(
@@ -411,10 +482,10 @@ class GradientHook(BaseHook):
         if observer is not None:
             await observer.before_send()
         client = self.get_async_conn()
-        with self._transport_errors():
-            response = await client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
-            if _must_read_before_use(response):
-                await response.aread()
+        attempt = await self._asend_head(client, self._build(client, "POST", "/responses", body, timeout), timeout)
+        response = attempt.reply
+        if _must_read_before_use(response):
+            response = await self._aread_body(attempt)
         if observer is not None:
             observer.on_reply(response.status_code, response.headers)
         return self._check_stream_open(response)
@@ -444,20 +515,49 @@ class GradientHook(BaseHook):
         return client.build_request(method, path, **kwargs)
 
     @contextlib.contextmanager
-    def _transport_errors(self) -> Iterator[None]:
-        """httpx's exceptions become ours; the URL is kept, the key is never in them."""
+    def _transport_errors(self, attempt: _Attempt | None = None) -> Iterator[None]:
+        """The exceptions of httpx and of the aiohttp transport become ours, named for what
+        happened (:mod:`airflow_gradient.transport_errors`); the URL is kept, the key scrubbed.
+
+        With ``attempt``: once a 2xx status has arrived, any failure to get the rest of the reply is
+        a :class:`GradientProtocolError`, not retried, since the reply was generated and may be
+        billed.
+        """
         try:
             yield
-        except httpx.TimeoutException as exc:
-            raise GradientTimeoutError(f"request timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise GradientConnectionError(
-                f"cannot reach {self.settings.base_url}: {type(exc).__name__}: {exc}"
-            ) from None
+        except TRANSPORT_EXCEPTIONS as exc:
+            raise self._transport_error(exc, attempt) from None
+
+    def _transport_error(self, exc: BaseException, attempt: _Attempt | None) -> GradientError:
+        event = what_happened(exc)
+        url = self.settings.base_url
+        shown = origin(exc)
+        detail = self._scrub(f"{type(shown).__name__}: {shown}" if str(shown) else type(shown).__name__)
+        response = attempt.response if attempt is not None else None
+        limit = attempt.limit if attempt is not None else None
+        if response is not None and response.status_code < 400:
+            what = (f"not complete within the {limit:g} s time limit of the attempt"
+                    if event == "timeout" else f"{DESCRIPTIONS[event]} ({detail})")
+            expected = response.headers.get("content-length")
+            return GradientProtocolError(
+                f"HTTP {response.status_code} reply broke off after {response.num_bytes_downloaded}"
+                f"{f' of {expected}' if expected else ''} bytes: {what}. The reply was generated and may "
+                "be billed, so it is not sent again",
+                status=response.status_code,
+                request_id=request_id_of(response.headers),
+            )
+        if event == "timeout":
+            within = f" within {limit:g} s" if limit is not None else ""
+            return GradientTimeoutError(f"no complete reply from {url}{within} ({detail})")
+        if event == "not_http":
+            return GradientProtocolError(f"{DESCRIPTIONS[event]} at {url}: {detail}")
+        if event in ("reset", "closed"):
+            return GradientConnectionError(f"{DESCRIPTIONS[event]} at {url} before a reply ({detail})")
+        return GradientConnectionError(f"cannot reach {url}: {detail}")
 
     def _check_status(self, response: httpx.Response) -> None:
         if response.status_code >= 400:
-            raise error_from_response(response, conn_id=self.gradient_conn_id, secret=self.settings.api_key)
+            raise error_from_response(response, conn_id=self.gradient_conn_id)
 
     def _parse(self, response: httpx.Response) -> ResponseResult:
         self._check_status(response)
@@ -473,15 +573,7 @@ class GradientHook(BaseHook):
             raise GradientProtocolError(
                 "reply has neither 'output' nor 'choices'", status=response.status_code, request_id=request_id
             )
-        try:
-            result = ResponseResult.model_validate(data)
-        except ValidationError as exc:
-            raise GradientProtocolError(
-                f"reply does not match the documented shape: {exc.errors(include_url=False)[0]['msg']} "
-                f"at {'.'.join(map(str, exc.errors()[0]['loc']))}",
-                status=response.status_code,
-                request_id=request_id,
-            ) from None
+        result = parse_reply(data, status=response.status_code, request_id=request_id)
         result._call = CallInfo(request_id=request_id, rate_limit_headers=rate_limit_headers(response.headers))
         return result
 
@@ -498,8 +590,7 @@ class GradientHook(BaseHook):
     def list_models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``: the models the key may use. Bills nothing."""
         client = self.get_conn()
-        with self._transport_errors():
-            response = client.send(self._build(client, "GET", "/models", None, None))
+        response = self._exchange(client, self._build(client, "GET", "/models", None, None), None)
         self._check_status(response)
         data = _json_object(response, request_id_of(response.headers))
         models = data.get("data")
@@ -528,7 +619,7 @@ def _json_object(response: httpx.Response, request_id: str | None) -> dict[str, 
         )
     try:
         data = response.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what Python reads
         raise GradientProtocolError(
             f"HTTP {response.status_code} reply is not valid JSON: {exc}",
             status=response.status_code,
@@ -562,16 +653,45 @@ def _decoder_for(response: httpx.Response) -> StreamDecoder:
 
 
 @contextlib.contextmanager
-def _broken_stream(decoder: StreamDecoder) -> Iterator[None]:
+def _broken_stream(decoder: StreamDecoder, secret: str) -> Iterator[None]:
     """A connection lost after a 200 began is a protocol error: never retried, maybe billed."""
     try:
         yield
-    except httpx.TransportError as exc:
+    except TRANSPORT_EXCEPTIONS as exc:
         raise GradientProtocolError(
-            f"stream broke off after {decoder.frames} frames: {type(exc).__name__}: {exc}",
+            f"stream broke off after {decoder.frames} frames: {DESCRIPTIONS[what_happened(exc)]} "
+            f"({type(exc).__name__}: {scrub_text(str(exc), secret)})",
             status=decoder.status,
             request_id=decoder.request_id,
         ) from None
+
+
+@dataclass
+class _Attempt:
+    """One HTTP attempt under way: its time limit, the reply once its status arrived, the body so far."""
+
+    limit: float
+    started: float = field(default_factory=time.monotonic)
+    response: httpx.Response | None = None
+    chunks: list[bytes] = field(default_factory=list)
+
+    def remaining(self) -> float:
+        return max(self.limit - (time.monotonic() - self.started), 0.0)
+
+    def late(self) -> bool:
+        return self.remaining() <= 0.0
+
+    @property
+    def reply(self) -> httpx.Response:
+        """The reply, once its status line and headers arrived."""
+        if self.response is None:
+            raise RuntimeError("no reply has arrived yet")
+        return self.response
+
+    def complete(self) -> bool:
+        """Whether the body is whole by its ``Content-Length`` (false when it has none)."""
+        expected = self.reply.headers.get("content-length", "")
+        return expected.isdigit() and self.reply.num_bytes_downloaded >= int(expected)
 
 
 def _completed(

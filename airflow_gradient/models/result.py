@@ -4,14 +4,22 @@ Parses the Responses ``output[]`` array (``message`` items with text parts, bare
 ``function_call`` and ``reasoning`` items) and the chat-style ``choices[]`` array; ``created`` or
 ``created_at``; usage with cached, reasoning and tool-output token details (chat-style
 ``prompt_tokens``/``completion_tokens`` too). Unknown fields are kept, never rejected.
+
+:func:`parse_reply` is the one way from a reply body to a :class:`ResponseResult`: whatever the body
+holds, it returns a result or raises :class:`~airflow_gradient.exceptions.GradientProtocolError`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from airflow_gradient.exceptions import GradientProtocolError
+
+# Token counts are JSON integers; "5" is a malformed reply, not a count to guess at.
+Count = Annotated[int, Field(strict=True)]
 
 
 class _Open(BaseModel):
@@ -19,20 +27,20 @@ class _Open(BaseModel):
 
 
 class InputTokensDetails(_Open):
-    cached_tokens: int = 0
+    cached_tokens: Count = 0
 
 
 class OutputTokensDetails(_Open):
-    reasoning_tokens: int = 0
-    tool_output_tokens: int = 0
+    reasoning_tokens: Count = 0
+    tool_output_tokens: Count = 0
 
 
 class Usage(_Open):
     """Token usage of one response."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    total_tokens: Count = 0
     input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
     output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
 
@@ -48,8 +56,9 @@ class Usage(_Open):
                               ("output_tokens_details", "completion_tokens_details")):
             if data.get(key) is None:
                 data[key] = data.get(chat_key) or {}
-        if not data.get("total_tokens"):
-            data["total_tokens"] = (data["input_tokens"] or 0) + (data["output_tokens"] or 0)
+        counts = (data["input_tokens"] or 0, data["output_tokens"] or 0)
+        if not data.get("total_tokens") and all(type(count) is int for count in counts):
+            data["total_tokens"] = sum(counts)
         return data
 
     @property
@@ -152,6 +161,9 @@ class ToolCall(BaseModel):
             parsed, error = (json.loads(raw) if raw.strip() else {}), None
         except ValueError as exc:
             parsed, error = None, f"arguments of {name!r} are not valid JSON: {exc}"
+        except RecursionError:
+            # Valid JSON nested past what Python can read: no model writes that, a broken server might.
+            raise GradientProtocolError(f"arguments of function call {name!r} are nested too deeply to read") from None
         return cls(call_id=call_id or "", name=name or "", arguments_json=raw, arguments=parsed,
                    arguments_error=error)
 
@@ -301,3 +313,24 @@ class ResponseResult(_Open):
         if include_raw:
             out["raw"] = self.model_dump(mode="json", exclude_none=True)
         return out
+
+
+def parse_reply(
+    data: Any, *, what: str = "reply", status: int | None = None, request_id: str | None = None
+) -> ResponseResult:
+    """``data`` (a decoded reply body) as a :class:`ResponseResult`; anything malformed, down to
+    the function-call arguments, raises :class:`GradientProtocolError` naming ``what`` and where."""
+    try:
+        result = ResponseResult.model_validate(data)
+        result.tool_calls  # read the arguments now, so that a reply fails here or never
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(map(str, first["loc"])) or "top level"
+        raise GradientProtocolError(f"{what} does not match the documented shape: {first['msg']} at {where}",
+                                    status=status, request_id=request_id) from None
+    except GradientProtocolError as exc:
+        raise GradientProtocolError(f"{what}: {exc}", status=status, request_id=request_id) from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise GradientProtocolError(f"{what} could not be read: {type(exc).__name__}: {exc}",
+                                    status=status, request_id=request_id) from None
+    return result

@@ -65,7 +65,10 @@ class GradientBaseOperator(BaseOperator):
     :param request_params: any other documented parameter (``max_tokens``, ``logprobs``,
         ``top_logprobs``, ``max_tool_calls``, ``parallel_tool_calls``, ``service_tier``, ``store``,
         ``modalities``, ``max_output_tokens_per_message``, ``usage``, ``meta``, ``extra_body``).
-    :param request_timeout: read timeout of each HTTP attempt, seconds; default: the connection's.
+    :param request_timeout: time limit of each HTTP attempt, seconds, from sending the request to
+        the last byte of the reply: a reply trickled a byte at a time ends at the limit. A retry
+        gets the limit anew. Default: the connection's ``timeout`` extra (600 s). A streamed reply
+        (``stream=True``) is not bounded as a whole: the limit applies to each read of it.
     :param max_retries: retries of a failed request; default: the connection's (2).
     :param prices: US dollars per million tokens per model, ``{"model-id": {"input": ...,
         "cached_input": ..., "output": ...}}``; default: the connection's ``prices`` extra. With a
