@@ -15,7 +15,7 @@ on it. ``write_digest`` turns the rows into a markdown digest next to them.
 
 Against the bundled emulator (``make demo`` does all of this)::
 
-    python -m airflow_gradient.emulator --port 8000 &
+    python -m airflow_gradient.testing.emulator --port 8000 &
     export AIRFLOW_CONN_GRADIENT_DEFAULT='{"conn_type": "gradient", "password": "any-key",
         "host": "http://127.0.0.1:8000/v1", "extra": {"model": "emulated-model"}}'
     airflow dags test summarise_documents                                  # in-task batch
