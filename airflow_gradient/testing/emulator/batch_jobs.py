@@ -1,6 +1,6 @@
 """Emulated Batch Inference: ``/v1/batches`` with presigned-style upload and download URLs.
 
-Routes (``batch-inference-facts.md``): ``POST /v1/batches/files``, ``PUT /_storage/uploads/{file_id}``
+Routes (``docs/api-notes.md#files-and-endpoints``): ``POST /v1/batches/files``, ``PUT /_storage/uploads/{file_id}``
 (the "presigned" URL: refuses an Authorization header, a content type other than
 ``application/octet-stream``, a chunked body, a bad signature or an expired link), ``POST /v1/batches`` (idempotent
 on ``request_id``), ``GET /v1/batches``, ``GET /v1/batches/{id}``, ``GET /v1/batches/{id}/results``

@@ -1,6 +1,6 @@
 """What the emulated Batch Inference service writes: result lines, and jobs in either JSON shape.
 
-Result lines come in the two native formats of ``batch-inference-facts.md``. Each answered line
+Result lines come in the two native formats of ``docs/api-notes.md#output-lines``. Each answered line
 is the :class:`~airflow_gradient.testing.emulator.reply.Reply` that ``/v1/responses`` would give for the
 same request, so a batch job and an in-task batch land the same text and usage.
 
