@@ -66,6 +66,12 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Max retries",
                         "schema": {"type": ["integer", "null"], "default": 2, "minimum": 0},
                     },
+                    "prices": {
+                        "label": "Prices (USD per million tokens)",
+                        "schema": {"type": ["object", "null"]},
+                        "description": 'Per model: {"model-id": {"input": 0.65, "cached_input": 0.3, '
+                        '"output": 0.65, "batch_discount": 0.5}} (example numbers); no price, no cost shown',
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "login"],

@@ -31,6 +31,7 @@ import httpx
 
 from bench.chaos import bench_chaos
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
+from bench.reuse import bench_reuse, bench_reuse_rss
 from bench.single_request import bench_single
 
 KEY = "bench-key"
@@ -324,7 +325,8 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
     return out
 
 
-BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise")
+BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
+           "reuse", "reuse-rss")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -333,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--chaos-latency", type=float, default=1.0, help="emulator latency of the chaos bench, s")
     parser.add_argument("--chaos-concurrency", type=int, default=64, help="max_concurrency of the chaos bench")
+    parser.add_argument("--reuse-concurrency", type=int, default=50,
+                        help="max_concurrency of the reuse bench (10,000 x 200 ms / 50 = a 40 s first run)")
     parser.add_argument("--rss-child", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
@@ -390,6 +394,13 @@ def main(argv: list[str] | None = None) -> None:
                 results["rise"] = bench_rise(emu, tmp, run_ours, 200 if quick else 400)
                 _show("limit raised 120 -> 600/min mid-batch: seconds to 80 % of the new limit (goal <= 10 s)",
                       results["rise"])
+            if "reuse" in chosen:
+                results["reuse"] = bench_reuse(emu, tmp, 1000 if quick else 10_000, 0.2, args.reuse_concurrency)
+                _show("second run with 1 % changed, reuse_results_from (goal: sends 1 %, every row, <= 5 % "
+                      "of the first run's wall time)", results["reuse"])
+            if "reuse-rss" in chosen:
+                results["reuse-rss"] = bench_reuse_rss(tmp, 100_000 if quick else 1_000_000)
+                _show("scanning 1 million earlier rows (goal: well under 100 MB)", results["reuse-rss"])
     finally:
         emu.close()
     print("\nSUMMARY")

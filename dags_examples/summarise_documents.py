@@ -11,15 +11,25 @@ The ``mode`` parameter picks how they are summarised, with the same arguments ei
 
 Both append one row per document to ``output_path``, resume without paying twice, and update the
 ``document_summaries`` Asset with the counts and token usage, so a downstream DAG can be scheduled
-on it. ``write_digest`` turns the rows into a markdown digest next to them.
+on it. ``write_digest`` turns the rows into a markdown digest next to them, with what the run cost.
+
+Most documents do not change from one night to the next: ``reuse_results_from`` names the earlier
+runs' outputs (a glob), and a document whose whole request is the same as one answered there is
+not sent again; its row is copied, marked ``"reused": true``. The digest says how many were reused
+and what that saved. Costs need prices: the connection's ``prices`` extra (or a ``prices``
+argument), in US dollars per million tokens; without them the cost shows as unknown.
 
 Against the bundled emulator (``make demo`` does all of this)::
 
     python -m airflow_gradient.testing.emulator --port 8000 &
     export AIRFLOW_CONN_GRADIENT_DEFAULT='{"conn_type": "gradient", "password": "any-key",
-        "host": "http://127.0.0.1:8000/v1", "extra": {"model": "emulated-model"}}'
+        "host": "http://127.0.0.1:8000/v1", "extra": {"model": "emulated-model",
+        "prices": {"emulated-model": {"input": 0.65, "output": 0.65, "batch_discount": 0.5}}}}'
     airflow dags test summarise_documents                                  # in-task batch
     airflow dags test summarise_documents -c '{"mode": "batch_job"}'       # Batch Inference job
+    airflow dags test summarise_documents -c '{"reuse": false}'            # send every document
+
+(The prices above are example numbers, not DigitalOcean's.)
 """
 
 from __future__ import annotations
@@ -42,12 +52,28 @@ SUFFIXES = (".txt", ".md")
 
 SUMMARIES = Asset(name="document_summaries", uri=f"file://{OUTPUT_ROOT}/summarise_documents/")
 
+
+def run_cost(manifest: dict) -> str:
+    """What the run cost and what reuse saved, in words (``None`` means no price is known)."""
+    usage, reused = manifest["usage"], manifest["reused"]
+    cost = "cost unknown (no prices)" if manifest["cost_usd"] is None else f"cost ${manifest['cost_usd']:.6f}"
+    line = f"{usage['input_tokens']} input and {usage['output_tokens']} output tokens, {cost}"
+    if reused["items"]:
+        saved = reused["cost_usd_saved"]
+        line += (f"; {reused['items']} documents reused from earlier runs, saving "
+                 f"{reused['tokens_saved']} tokens" + (f" and ${saved:.6f}" if saved is not None else ""))
+    return line
+
+
 with DAG(
     "summarise_documents",
     schedule="@daily",
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
-    params={"mode": Param("in_task", enum=["in_task", "batch_job"])},
+    params={
+        "mode": Param("in_task", enum=["in_task", "batch_job"]),
+        "reuse": Param(True, type="boolean", description="reuse the rows of earlier runs' identical requests"),
+    },
     tags=["gradient", "batch"],
 ) as dag:
 
@@ -75,6 +101,10 @@ with DAG(
         instructions="You write short, factual summaries.",
         max_output_tokens=120,
         output_path=f"{OUTPUT_ROOT}/summarise_documents/{{{{ run_id }}}}/summaries/",
+        # Every earlier run's rows (a glob: the first run matches none). Keep a week of runs, or
+        # name last night's output, to bound what is read.
+        reuse_results_from=(f"{{% if params.reuse %}}{OUTPUT_ROOT}/summarise_documents/*/summaries/"
+                            "{% endif %}"),
         output_asset=SUMMARIES,
         max_failed_fraction=0.05,
         retries=2,
@@ -90,9 +120,8 @@ with DAG(
         for row in rows:
             summary = row["output_text"] if row["status"] == "succeeded" else f"_({row['status']})_"
             lines += [f"## {row['custom_id']}", "", summary.strip(), ""]
-        usage = manifest["usage"]
-        lines.append(f"_{manifest['counts']}; {usage['input_tokens']} input and "
-                     f"{usage['output_tokens']} output tokens._")
+        print(f"This run: {run_cost(manifest)}")
+        lines.append(f"_{manifest['counts']}; {run_cost(manifest)}._")
         digest = ObjectStoragePath(manifest["output_path"]).parent / "digest.md"
         digest.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return str(digest)

@@ -50,8 +50,9 @@ def test_in_task_mode_writes_rows_digest_and_asset_event(gradient_conn) -> None:
 
 def test_batch_job_mode_is_deferred_and_lands_the_same_rows(jobs, deferrals, monkeypatch) -> None:
     monkeypatch.setenv("GRADIENT_POLL_INTERVAL", "0.02")
-    job_run = run_dag(example_dag("summarise_documents"), conf={"mode": "batch_job"})
-    in_task_run = run_dag(example_dag("summarise_documents"))
+    # Without reuse: the two ways must each answer every document themselves.
+    job_run = run_dag(example_dag("summarise_documents"), conf={"mode": "batch_job", "reuse": False})
+    in_task_run = run_dag(example_dag("summarise_documents"), conf={"reuse": False})
 
     assert task_states(job_run)["summarise_job"] == "success"
     assert task_states(job_run)["summarise"] == "skipped"

@@ -141,9 +141,11 @@ def test_paces_from_headers_and_pauses_the_batch_on_429(gradient_conn, tmp_path)
     log = [r for r in gradient_conn.log if r.path == "/v1/responses"]
     assert [r.status for r in log].count(429) == 1
     # Once the first replies told the limit, requests arrive no faster than 98 % of 10 per second.
+    # Measured over five gaps at a time: one request's arrival can lag on a loaded machine, which
+    # shortens the next gap without the pace being any faster.
     paced = [r.t for r in log[9:]]
-    gaps = [b - a for a, b in zip(paced, paced[1:])]
-    assert len(gaps) >= 14 and min(gaps) >= 0.1 * 0.95
+    spans = [b - a for a, b in zip(paced, paced[5:])]
+    assert len(spans) >= 10 and min(spans) >= 5 * 0.1 * 0.95
     limited = next(r for r in log if r.status == 429)
     after = [r.t for r in log if r.t > limited.t]
     # The 429's Retry-After paused the whole batch, not only the item that got it.

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import httpx
 
 from airflow_gradient import arguments
-from airflow_gradient.batch.inputs import BatchItem
+from airflow_gradient.batch.inputs import BatchItem, estimate_token_split
 from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.progress import BatchProgress
 from airflow_gradient.batch.results import failed_row, reply_row, skipped_row
@@ -39,6 +39,7 @@ from airflow_gradient.exceptions import (
     GradientPaymentError,
     GradientTimeoutError,
 )
+from airflow_gradient.pricing import CostBudget, Costing
 
 FEED_CHUNK = 256
 TICK_S = 1.0
@@ -164,6 +165,8 @@ class BatchEngine:
         *,
         parse: Callable[[str], Any] | None = None,
         log: logging.Logger | Any = None,
+        costing: Costing = Costing(),
+        cost_budget: CostBudget | None = None,
     ) -> None:
         self.hooks = hooks
         self.limiter = limiter
@@ -171,6 +174,8 @@ class BatchEngine:
         self.settings = settings
         self.parse = parse
         self.log = log or logging.getLogger(__name__)
+        self.costing = costing
+        self.cost_budget = cost_budget
         self._tokens_in_flight = 0
         self._budget_reached = False
         # A refused key or missing billing fails every item alike: once seen, nothing more is sent.
@@ -193,13 +198,23 @@ class BatchEngine:
 
     async def _worker(self, hook: Any, feeder: _Feeder, progress: BatchProgress) -> None:
         while (item := await feeder.next()) is not None:
-            if self._account_refused is not None:
+            if item.reused is not None:
+                row = item.reused
+            elif self._account_refused is not None:
                 row = failed_row(item.index, item.custom_id, self._account_refused, attempts=0, latency_s=0.0)
             elif self._over_budget(item, progress):
                 row = skipped_row(item.index, item.custom_id,
                                   f"token budget max_total_tokens={self.settings.max_total_tokens} reached")
+            elif not self._within_cost_budget(item, progress):
+                row = skipped_row(item.index, item.custom_id, self.cost_budget.reason)  # type: ignore[union-attr]
             else:
-                row = await self._send(hook, item, progress)
+                try:
+                    row = await self._send(hook, item, progress)
+                finally:
+                    if self.cost_budget is not None:
+                        self.cost_budget.release(item.index)
+            row["request_digest"] = item.digest
+            self.costing.stamp(row, item.request.model)
             await self.writer.write(row)
             progress.record(row)
 
@@ -212,6 +227,20 @@ class BatchEngine:
                 self.log.warning("Token budget of %d reached (%d used or in flight): the remaining "
                                  "items are skipped", budget, used)
         return self._budget_reached
+
+    def _within_cost_budget(self, item: BatchItem, progress: BatchProgress) -> bool:
+        budget = self.cost_budget
+        if budget is None:
+            return True
+        was_reached = budget.reached
+        estimate = budget.estimate(item.request.model, *estimate_token_split(item.request))
+        if budget.admit(item.index, estimate, progress.spend.priced_usd):
+            return True
+        if not was_reached:
+            self.log.warning("Cost budget of $%g reached ($%.4f spent, items in flight included): the "
+                             "remaining items are skipped", budget.limit,
+                             budget.spent_before + progress.spend.priced_usd)
+        return False
 
     async def _send(self, hook: Any, item: BatchItem, progress: BatchProgress) -> dict[str, Any]:
         calls = _ItemCalls(self.limiter, self._slots, lambda: self._account_refused, item.estimated_tokens, progress)

@@ -33,6 +33,7 @@ CHARS_PER_TOKEN = 4
 # Output tokens assumed for an item without max_output_tokens; usage corrects it afterwards.
 DEFAULT_OUTPUT_TOKENS_ESTIMATE = 256
 HASH_ID_CHARS = 24
+DIGEST_BYTES = 16
 
 Renderer = Callable[[Mapping[str, Any]], str]
 
@@ -45,6 +46,11 @@ class BatchItem:
     custom_id: str
     request: ResponseRequest
     estimated_tokens: int
+    # request_digest() of the request: rows carry it, so that a later run can reuse them.
+    digest: str = ""
+    # The row of an identical request that succeeded in an earlier run (reuse_results_from):
+    # the item is not sent, this row is written instead.
+    reused: dict[str, Any] | None = None
 
 
 def id_key(custom_id: str) -> int:
@@ -52,20 +58,35 @@ def id_key(custom_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big")
 
 
+def _canonical(wire: dict[str, Any]) -> bytes:
+    return json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def request_hash_id(wire: dict[str, Any]) -> str:
     """The id of an item that has none: a hash of its rendered request, stable across runs."""
-    canonical = json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "h-" + hashlib.sha256(canonical.encode()).hexdigest()[:HASH_ID_CHARS]
+    return "h-" + hashlib.sha256(_canonical(wire)).hexdigest()[:HASH_ID_CHARS]
 
 
-def estimate_tokens(request: ResponseRequest) -> int:
-    """Tokens the request will probably cost (input and output), before any reply says."""
+def request_digest(wire: dict[str, Any]) -> str:
+    """The digest of a whole request (model, every parameter, instructions, input): 32 hex
+    characters of BLAKE2b over its canonical JSON. Two requests with the same digest get the same
+    kind of answer, so a succeeded row of one may stand for the other (``reuse_results_from``)."""
+    return hashlib.blake2b(_canonical(wire), digest_size=DIGEST_BYTES).hexdigest()
+
+
+def estimate_token_split(request: ResponseRequest) -> tuple[int, int]:
+    """Input and output tokens the request will probably cost, before any reply says."""
     text = request.input if isinstance(request.input, str) else json.dumps(
         [item.model_dump(exclude_none=True) for item in request.input]
     )
     chars = len(text) + len(request.instructions or "")
     output = request.max_output_tokens or DEFAULT_OUTPUT_TOKENS_ESTIMATE
-    return chars // CHARS_PER_TOKEN + 1 + output
+    return chars // CHARS_PER_TOKEN + 1, output
+
+
+def estimate_tokens(request: ResponseRequest) -> int:
+    """Tokens the request will probably cost (input and output), before any reply says."""
+    return sum(estimate_token_split(request))
 
 
 def iter_rows(path: Any) -> Iterator[dict[str, Any]]:
@@ -233,10 +254,13 @@ class BatchInputs:
             ) from None
 
     def __iter__(self) -> Iterator[BatchItem]:
-        for index, spec in enumerate(self._specs()):
-            yield self._item(index, spec)
+        return self._items(digest=True)
 
-    def _item(self, index: int, spec: dict[str, Any]) -> BatchItem:
+    def _items(self, *, digest: bool) -> Iterator[BatchItem]:
+        for index, spec in enumerate(self._specs()):
+            yield self._item(index, spec, digest=digest)
+
+    def _item(self, index: int, spec: dict[str, Any], *, digest: bool = True) -> BatchItem:
         custom_id = spec.pop("custom_id", None)
         if custom_id is not None and not (isinstance(custom_id, (str, int)) and str(custom_id)):
             raise GradientRequestInvalid(
@@ -255,15 +279,23 @@ class BatchInputs:
                 "in the connection's extras",
                 [(f"item[{index}].model", "missing")],
             )
+        wire = request.to_wire() if custom_id is None or digest else {}
         if custom_id is None:
-            custom_id = request_hash_id(request.to_wire())
-        return BatchItem(index, str(custom_id), request, estimate_tokens(request))
+            custom_id = request_hash_id(wire)
+        # Validation does not need the digest, a third of the cost of building an item.
+        return BatchItem(index, str(custom_id), request, estimate_tokens(request),
+                         request_digest(wire) if digest else "")
 
-    def validate(self) -> int:
-        """Build every item once: raise on the first invalid one or duplicate id; return the count."""
+    def validate(self, check: Callable[[BatchItem], None] | None = None) -> int:
+        """Build every item once: raise on the first invalid one or duplicate id; return the count.
+
+        :param check: also called with each item; it may raise ``GradientRequestInvalid``.
+        """
         seen: set[int] = set()
         count = 0
-        for item in self:
+        for item in self._items(digest=False):
+            if check is not None:
+                check(item)
             key = id_key(item.custom_id)
             # Two different ids may share a 64-bit digest: a rescan tells a real duplicate.
             if key in seen and (first := next(o.index for o in self if o.custom_id == item.custom_id)) < item.index:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_gradient import arguments
-from airflow_gradient.batch.inputs import BatchInputs
+from airflow_gradient.batch.inputs import BatchInputs, BatchItem, estimate_token_split, id_key
 from airflow_gradient.batch.job_files import (
     PROVIDERS,
     FileLimits,
@@ -37,11 +37,13 @@ from airflow_gradient.batch.job_files import (
 from airflow_gradient.batch.job_ledger import JobLedger, JobRecord, LedgerStore, Round, request_id
 from airflow_gradient.batch.job_output import Parse, missing_item_error, read_result_lines, row_of
 from airflow_gradient.batch.job_watch import JobWatch
-from airflow_gradient.batch.results import scan_output
+from airflow_gradient.batch.results import ResumeState, scan_output, skipped_row
+from airflow_gradient.batch.reuse import ReuseIndex
 from airflow_gradient.batch.runner import BatchAttempt, prepare_batch
 from airflow_gradient.exceptions import GradientAPIError, GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.models.batch_job import BatchJob
+from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
 
 # The completion windows Gradient documents for a job: only "24h".
 COMPLETION_WINDOWS = ("24h",)
@@ -56,12 +58,56 @@ class JobSettings:
     completion_window: str = "24h"
     metadata: dict[str, str] | None = None
     limits: FileLimits = field(default_factory=FileLimits)
+    # Not part of the digest: they decide which items are sent, and the digest covers every item.
+    costing: Costing = field(default_factory=lambda: Costing(batch=True))
+    max_cost_usd: float | None = None
+    reuse_results_from: Any = None
 
     def __post_init__(self) -> None:
         # Checked before any file is uploaded: Gradient would refuse them only at the job's creation.
         arguments.one_of("provider", self.provider, PROVIDERS)
         arguments.one_of("completion_window", self.completion_window, COMPLETION_WINDOWS)
         arguments.optional(arguments.string_pairs, "job_metadata", self.metadata)
+
+
+@dataclass
+class _Plan:
+    """Which items are not uploaded: answered by an earlier run (``reuse``), or past the budget.
+
+    Submitting and landing build the same plan from the same rows, so that landing knows why an
+    item has no result line without anything kept in between."""
+
+    reuse: ReuseIndex | None
+    over_budget: set[int] = field(default_factory=set)
+
+    def sends(self, item: BatchItem, state: ResumeState) -> bool:
+        return not state.is_done(item.custom_id) and id_key(item.custom_id) not in self.over_budget \
+            and (self.reuse is None or self.reuse.row_for(item.index, item.custom_id, item.digest) is None)
+
+
+def _plan(inputs: BatchInputs, state: ResumeState, settings: JobSettings, log: Any) -> _Plan:
+    """Scan ``reuse_results_from``; with ``max_cost_usd``, the items whose estimates pass it."""
+    plan = _Plan(ReuseIndex.scan(settings.reuse_results_from, log))
+    if settings.max_cost_usd is None:
+        return plan
+    # No reply corrects the estimates while a job runs: the budget holds what the job may cost.
+    budget = CostBudget(settings.max_cost_usd, settings.costing, spent_before=state.spend.priced_usd)
+    for item in inputs:
+        if plan.sends(item, state) and not budget.admit(
+            item.index, budget.estimate(item.request.model, *estimate_token_split(item.request)), 0.0
+        ):
+            plan.over_budget.add(id_key(item.custom_id))
+    if plan.over_budget:
+        log.warning("Cost budget of $%g: %d items are not sent (their rows will say so)",
+                    settings.max_cost_usd, len(plan.over_budget))
+    return plan
+
+
+def _budget_check(settings: JobSettings) -> Callable[[BatchItem], None] | None:
+    if settings.max_cost_usd is None:
+        return None
+    return lambda item: require_prices_for_budget(settings.max_cost_usd, settings.costing.prices,
+                                                  item.request.model)
 
 
 def submit_jobs(
@@ -81,13 +127,18 @@ def submit_jobs(
     and no ``output_path`` (:func:`~airflow_gradient.batch.runner.prepare_batch`).
     """
     log = log or logging.getLogger(__name__)
-    _, state, _ = prepare_batch(inputs, output_path)
+    _, state, _ = prepare_batch(inputs, output_path, check=_budget_check(settings))
+    plan = _plan(inputs, state, settings, log)
     ledgers = LedgerStore(output_path)
     with tempfile.TemporaryDirectory(prefix="gradient-batch-job-") as tmp:
-        written = write_input_files(
-            inputs, Path(tmp), provider=settings.provider, endpoint=settings.endpoint, limits=settings.limits,
-            skip=lambda item: state.is_done(item.custom_id),
-        )
+        try:
+            written = write_input_files(
+                inputs, Path(tmp), provider=settings.provider, endpoint=settings.endpoint, limits=settings.limits,
+                skip=lambda item: not plan.sends(item, state),
+            )
+        finally:
+            if plan.reuse is not None:
+                plan.reuse.close()
         ledger, current, reattached = _round(ledgers, written, task, settings, log)
         if current is None:
             log.info("Every item already has a succeeded row: no batch job is needed")
@@ -179,19 +230,40 @@ def land_results(
     output_path: Any = None,
     parse: Parse | None = None,
     log: logging.Logger | Any = None,
+    settings: JobSettings = JobSettings(),
 ) -> dict[str, Any]:
-    """Download the finished jobs' results, write one row per item, return the manifest."""
+    """Download the finished jobs' results, write one row per item, return the manifest.
+
+    ``settings`` must be those the jobs were submitted with: items that were not uploaded because
+    an earlier run answered them get that run's row, those past ``max_cost_usd`` a skipped row.
+    """
     log = log or logging.getLogger(__name__)
     started = time.monotonic()
     store, state = scan_output(output_path)
-    index_of = {item.custom_id: item.index for item in inputs}
-    already = sum(1 for custom_id in index_of if state.is_done(custom_id))
-    attempt = BatchAttempt(output_path, store, state, total=len(index_of), already=already, started=started)
+    plan = _plan(inputs, state, settings, log)
+    # Per item what its row needs: index, request digest, model (one shared string per model).
+    items = {item.custom_id: (item.index, item.digest, item.request.model) for item in inputs}
+    already = sum(1 for custom_id in items if state.is_done(custom_id))
+    attempt = BatchAttempt(output_path, store, state, total=len(items), already=already, started=started)
 
     async def write(custom_id: str, outcome: Any) -> None:
-        row = row_of(index_of[custom_id], custom_id, outcome, parse)
+        await write_row(custom_id, row_of(items[custom_id][0], custom_id, outcome, parse))
+
+    async def write_row(custom_id: str, row: dict[str, Any]) -> None:
+        _, digest, model = items[custom_id]
+        row["request_digest"] = digest
+        settings.costing.stamp(row, model)
         await attempt.writer.write(row)
         attempt.progress.record(row)
+
+    def unsent_row(custom_id: str) -> dict[str, Any] | None:
+        """The row of an item that was not uploaded, or None: it was, and has no result line."""
+        index, digest, _ = items[custom_id]
+        if plan.reuse is not None and (reused := plan.reuse.row_for(index, custom_id, digest)) is not None:
+            return reused
+        if id_key(custom_id) in plan.over_budget:
+            return skipped_row(index, custom_id, f"cost budget max_cost_usd={settings.max_cost_usd:g} reached")
+        return None
 
     async def main() -> None:
         seen: set[str] = set()
@@ -200,19 +272,24 @@ def land_results(
                 for job in jobs:
                     for path in await _download(hook, job, Path(tmp), log):
                         for custom_id, outcome in read_result_lines(path, log.warning):
-                            if custom_id not in index_of:
+                            if custom_id not in items:
                                 log.warning("Batch job %s returned unknown custom_id %r; passed over",
                                             job.batch_id, custom_id)
                             elif custom_id not in seen and not state.is_done(custom_id):
                                 seen.add(custom_id)
                                 await write(custom_id, outcome)
             missing_error = missing_item_error(*_job_end(jobs))
-            for custom_id in index_of:
+            for custom_id in items:
                 if custom_id not in seen and not state.is_done(custom_id):
-                    await write(custom_id, missing_error)
+                    if (row := unsent_row(custom_id)) is not None:
+                        await write_row(custom_id, row)
+                    else:
+                        await write(custom_id, missing_error)
         finally:
             # Runs on errors too: the rows written so far reach storage.
             await attempt.writer.close()
+            if plan.reuse is not None:
+                plan.reuse.close()
 
     asyncio.run(main())
     usage = attempt.usage()

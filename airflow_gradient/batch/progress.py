@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_gradient.pricing import Spend
+
 USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 
 
@@ -14,6 +16,13 @@ def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def add_usage(totals: dict[str, int], row: dict[str, Any]) -> None:
+    """Add a row's token usage to ``totals`` (the keys of :data:`USAGE_KEYS`)."""
+    for key, value in (row.get("usage") or {}).items():
+        if key in totals:
+            totals[key] += value
 
 
 @dataclass
@@ -29,6 +38,11 @@ class BatchProgress:
     retries: int = 0
     rate_limited: int = 0
     usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
+    # What the rows sent cost; reused rows (copied from an earlier run) are counted apart.
+    spend: Spend = field(default_factory=Spend)
+    reused: int = 0
+    reused_usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
+    reused_spend: Spend = field(default_factory=Spend)
 
     @property
     def done(self) -> int:
@@ -43,10 +57,14 @@ class BatchProgress:
             self.failed += 1
         else:
             self.skipped += 1
+        if row.get("reused"):
+            self.reused += 1
+            add_usage(self.reused_usage, row)
+            self.reused_spend.add_row(row)
+            return
         self.retries += max(row.get("attempts", 0) - 1, 0)
-        for key, value in (row.get("usage") or {}).items():
-            if key in self.usage:
-                self.usage[key] += value
+        add_usage(self.usage, row)
+        self.spend.add_row(row)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -59,5 +77,7 @@ class BatchProgress:
         return (
             f"batch: {self.done}/{self.total} done ({self.succeeded} succeeded, {self.failed} failed, "
             f"{self.skipped} skipped), {self.requests_sent / elapsed:.1f} req/s, "
-            f"{self.usage['total_tokens']:,} tokens, {self.rate_limited} x 429, ETA {eta}, pacing: {pacing}"
+            f"{self.usage['total_tokens']:,} tokens, {self.rate_limited} x 429, {self.spend.describe()}, "
+            + (f"{self.reused} reused, " if self.reused else "")
+            + f"ETA {eta}, pacing: {pacing}"
         )

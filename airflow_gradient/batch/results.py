@@ -21,7 +21,12 @@ A row (``status`` is ``succeeded``, ``failed`` or ``skipped``)::
      "usage": {"input_tokens", "output_tokens", "total_tokens", "cached_tokens",
                "reasoning_tokens", "tool_output_tokens"},
      "response_id": "resp_...", "model": "...", "attempts": 1, "latency_s": 0.21, "error": null,
-     "parsed": {...}}   # "parsed" only when the batch has an output schema
+     "parsed": {...},   # "parsed" only when the batch has an output schema
+     "request_digest": "<32 hex>", "cost_usd": 0.00042}   # cost_usd only when the price is known
+
+``request_digest`` (:func:`~airflow_gradient.batch.inputs.request_digest`) lets a later run reuse
+the row; a row copied from an earlier run (:mod:`~airflow_gradient.batch.reuse`) adds
+``"reused": true`` and ``"reused_from"``.
 
 ``error`` is ``{"type": "GradientServerError", "status": 500, "message": "..."}`` on failed rows.
 """
@@ -37,8 +42,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_gradient.batch.inputs import id_key
-from airflow_gradient.batch.progress import USAGE_KEYS
+from airflow_gradient.batch.progress import USAGE_KEYS, add_usage
 from airflow_gradient.exceptions import GradientOutputError
+from airflow_gradient.pricing import Spend
 
 PART_RE = re.compile(r"^part-(\d{5})-(\d{5})\.jsonl$")
 REMOTE_ROWS_PER_PART = 1000
@@ -146,6 +152,12 @@ class ResumeState:
     attempt: int = 1
     done: set[int] = field(default_factory=set)
     usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
+    # What every row earlier tries sent cost (failed ones with usage included), for max_cost_usd;
+    # the rows they copied from earlier runs (reuse_results_from) are counted apart.
+    spend: Spend = field(default_factory=Spend)
+    reused: int = 0
+    reused_usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
+    reused_spend: Spend = field(default_factory=Spend)
 
     def is_done(self, custom_id: str) -> bool:
         return bool(self.done) and id_key(custom_id) in self.done
@@ -173,6 +185,14 @@ class ResultStore:
             state.attempt = max(state.attempt, part_attempt(part) + 1)
             for row in iter_rows(part):
                 key = id_key(str(row["custom_id"]))
+                if row.get("reused"):
+                    if row.get("status") == "succeeded" and key not in state.done:
+                        state.done.add(key)
+                        state.reused += 1
+                        add_usage(state.reused_usage, row)
+                        state.reused_spend.add_row(row)
+                    continue
+                state.spend.add_row(row)
                 if row.get("status") == "succeeded" and key not in state.done:
                     state.done.add(key)
                     for name in USAGE_KEYS:

@@ -18,9 +18,10 @@ from typing import Any
 
 from airflow_gradient import arguments
 from airflow_gradient.batch.engine import BatchEngine, EngineSettings
-from airflow_gradient.batch.inputs import BatchInputs
+from airflow_gradient.batch.inputs import BatchInputs, BatchItem
 from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.progress import BatchProgress
+from airflow_gradient.batch.reuse import ReuseIndex
 from airflow_gradient.batch.results import (
     MemoryWriter,
     ResultStore,
@@ -31,6 +32,7 @@ from airflow_gradient.batch.results import (
 )
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
 
 # Without output_path the rows travel in XCom (the metadata database): keep that small.
 XCOM_MAX_ITEMS = 1000
@@ -56,19 +58,21 @@ def pool_hooks(gradient_conn_id: str, max_concurrency: int, max_retries: int | N
     return hooks
 
 
-def prepare_batch(inputs: BatchInputs, output_path: Any) -> tuple[ResultStore | None, ResumeState, int]:
+def prepare_batch(
+    inputs: BatchInputs, output_path: Any, *, check: Callable[[BatchItem], None] | None = None
+) -> tuple[ResultStore | None, ResumeState, int]:
     """Read earlier attempts' rows, validate every item; return the store, the resume state and
     the count.
 
     Raises :class:`GradientRequestInvalid` when ``output_path`` cannot be written, an item is
-    invalid, ids repeat, or the batch has more than :data:`XCOM_MAX_ITEMS` items and no
-    ``output_path``.
+    invalid (or ``check`` refuses it), ids repeat, or the batch has more than
+    :data:`XCOM_MAX_ITEMS` items and no ``output_path``.
     """
     if output_path is not None:
         # Before any reply is paid for: a location that refuses the rows would discard them.
         arguments.writable_directory("output_path", output_path)
     store, state = scan_output(output_path)
-    total = inputs.validate()
+    total = inputs.validate(check)
     if store is None and total > XCOM_MAX_ITEMS:
         raise GradientRequestInvalid(
             f"invalid batch: {total} items is more than the {XCOM_MAX_ITEMS} whose results may go to "
@@ -99,8 +103,17 @@ class BatchAttempt:
         self.writer = store.writer(state.attempt) if store is not None else MemoryWriter()
 
     def usage(self) -> dict[str, int]:
-        """The tokens of every succeeded row, earlier attempts' included."""
+        """The tokens of every succeeded row, earlier attempts' included (reused rows are not)."""
         return {key: self.state.usage[key] + self.progress.usage[key] for key in self.progress.usage}
+
+    def reused(self) -> dict[str, Any]:
+        """The items copied from earlier runs (``reuse_results_from``) and what they saved."""
+        state, progress = self.state, self.progress
+        return {
+            "items": state.reused + progress.reused,
+            "tokens_saved": state.reused_usage["total_tokens"] + progress.reused_usage["total_tokens"],
+            "cost_usd_saved": (state.reused_spend + progress.reused_spend).cost_usd,
+        }
 
     def manifest(self, requests: dict[str, int], **extra: Any) -> dict[str, Any]:
         """The manifest, with the rows under ``results`` when they are in memory."""
@@ -112,6 +125,9 @@ class BatchAttempt:
             counts={"succeeded": self.already + progress.succeeded, "failed": progress.failed,
                     "skipped": progress.skipped},
             usage=self.usage(),
+            # Every row sent by any try of this run (failed ones with usage included); None: unknown.
+            cost_usd=(self.state.spend + progress.spend).cost_usd,
+            reused=self.reused(),
             requests=requests,
             wall_time_s=time.monotonic() - self.started,
             resumed=self.already,
@@ -132,28 +148,42 @@ def run_batch(
     output_path: Any = None,
     parse: Callable[[str], Any] | None = None,
     log: logging.Logger | Any = None,
+    costing: Costing = Costing(),
+    max_cost_usd: float | None = None,
+    reuse_results_from: Any = None,
 ) -> dict[str, Any]:
     """Run the batch and return its manifest (with the rows under ``results`` when in memory).
 
     Raises :class:`GradientRequestInvalid` before sending anything when an item is invalid, ids
-    repeat, or the batch has more than :data:`XCOM_MAX_ITEMS` items and no ``output_path``.
+    repeat, the batch has more than :data:`XCOM_MAX_ITEMS` items and no ``output_path``, an item's
+    model has no price while ``max_cost_usd`` is set, or a ``reuse_results_from`` location does
+    not exist.
     """
     log = log or logging.getLogger(__name__)
     started = time.monotonic()
-    store, state, total = prepare_batch(inputs, output_path)
+    check = (lambda item: require_prices_for_budget(max_cost_usd, costing.prices, item.request.model)) \
+        if max_cost_usd is not None else None
+    store, state, total = prepare_batch(inputs, output_path, check=check)
+    reuse = ReuseIndex.scan(reuse_results_from, log)
     already = sum(1 for item in inputs if state.is_done(item.custom_id)) if state.done else 0
     if already:
         log.info("Resuming: %d of %d items succeeded in earlier attempts and are not sent again", already, total)
     attempt = BatchAttempt(output_path, store, state, total=total, already=already, started=started)
     progress, writer = attempt.progress, attempt.writer
-    engine = BatchEngine(hooks, limiter, writer, settings, parse=parse, log=log)
+    budget = (CostBudget(max_cost_usd, costing, spent_before=state.spend.priced_usd)
+              if max_cost_usd is not None else None)
+    engine = BatchEngine(hooks, limiter, writer, settings, parse=parse, log=log, costing=costing,
+                         cost_budget=budget)
+    pending = (i for i in inputs if not state.is_done(i.custom_id))
 
     async def main() -> None:
         try:
-            await engine.run((i for i in inputs if not state.is_done(i.custom_id)), progress)
+            await engine.run(reuse.attach(pending) if reuse is not None else pending, progress)
         finally:
             # Runs on errors and cancellation too: the rows written so far reach storage.
             await writer.close()
+            if reuse is not None:
+                reuse.close()
             for hook in hooks:
                 await hook.aclose()
 

@@ -45,6 +45,9 @@ DEFAULT_READ_TIMEOUT_S = 600.0
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_CONNECTIONS = 100
 USER_AGENT = f"airflow-gradient/{__version__} httpx/{httpx.__version__}"
+# The numbers are an example of the shape, not anyone's price list.
+PLACEHOLDER_EXTRA = ('{"model": "llama3.3-70b-instruct", "prices": {"llama3.3-70b-instruct": '
+                     '{"input": 0.65, "cached_input": 0.3, "output": 0.65}}}')
 T = TypeVar("T")
 
 
@@ -68,6 +71,8 @@ class GradientSettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
     max_retry_wait: float = 60.0
+    # The ``prices`` extra as stored; validated where it is used (:mod:`airflow_gradient.pricing`).
+    prices: Any = None
 
 
 def _extras_of(conn_id: str, conn: Any) -> dict[str, Any]:
@@ -119,7 +124,8 @@ class GradientHook(BaseHook):
 
     The Airflow connection holds the model access key in its password, the base URL in its host
     (default ``https://inference.do-ai.run/v1``) and, in its extras, ``model`` (the default model),
-    ``timeout`` (read timeout, seconds), ``connect_timeout`` and ``max_retries``. No environment
+    ``timeout`` (read timeout, seconds), ``connect_timeout``, ``max_retries`` and ``prices`` (US
+    dollars per million tokens per model, see :mod:`airflow_gradient.pricing`). No environment
     variable ever replaces the connection's key.
 
     One pooled ``httpx.Client`` and one ``httpx.AsyncClient`` are created on first use and reused
@@ -166,7 +172,7 @@ class GradientHook(BaseHook):
         return {
             "hidden_fields": ["schema", "port", "login"],
             "relabeling": {"host": "Base URL", "password": "Model access key"},
-            "placeholders": {"host": DEFAULT_BASE_URL, "extra": '{"model": "llama3.3-70b-instruct"}'},
+            "placeholders": {"host": DEFAULT_BASE_URL, "extra": PLACEHOLDER_EXTRA},
         }
 
     # -- connection ---------------------------------------------------------------------------
@@ -194,6 +200,7 @@ class GradientHook(BaseHook):
                 read_timeout=_extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT_S, arguments.positive_number),
                 max_retries=_extra_number(extra, "max_retries", DEFAULT_MAX_RETRIES, arguments.non_negative_int),
                 max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
+                prices=extra.get("prices"),
             )
         except GradientArgumentError as exc:
             # The value is quoted to help; a key pasted into the wrong field is not.

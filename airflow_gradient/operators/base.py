@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import arguments
 from airflow_gradient.exceptions import GradientConfigError, GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.pricing import Prices, resolve_prices
 
 if TYPE_CHECKING:
     from airflow_gradient.structured import OutputSchema
@@ -66,6 +67,9 @@ class GradientBaseOperator(BaseOperator):
         ``modalities``, ``max_output_tokens_per_message``, ``usage``, ``meta``, ``extra_body``).
     :param request_timeout: read timeout of each HTTP attempt, seconds; default: the connection's.
     :param max_retries: retries of a failed request; default: the connection's (2).
+    :param prices: US dollars per million tokens per model, ``{"model-id": {"input": ...,
+        "cached_input": ..., "output": ...}}``; default: the connection's ``prices`` extra. With a
+        price for the model, results carry ``cost_usd`` (see ``docs/cost-and-reuse.md``).
     """
 
     template_fields: tuple[str, ...] = (*_NAMED_PARAMS, "request_params")
@@ -91,6 +95,7 @@ class GradientBaseOperator(BaseOperator):
         request_params: dict[str, Any] | None = None,
         request_timeout: float | None = None,
         max_retries: int | None = None,
+        prices: dict[str, dict[str, float]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,6 +118,8 @@ class GradientBaseOperator(BaseOperator):
             self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
             self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
             self.max_retries = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
+            Prices.parse(prices)  # refused as soon as the DAG is parsed; kept as given
+        self.prices = prices
 
     @cached_property
     def hook(self) -> GradientHook:
@@ -138,6 +145,11 @@ class GradientBaseOperator(BaseOperator):
                 )
             params["response_format"] = schema.response_format()
         return params
+
+    def prices_in_force(self) -> Prices | None:
+        """``prices``, else the connection's ``prices`` extra; raises ``GradientRequestInvalid``
+        naming ``prices`` when the value is malformed."""
+        return resolve_prices(self.prices, self.hook.settings.prices)
 
     def on_kill(self) -> None:
         # Best effort: the task is going away; closing the pool frees its sockets now.

@@ -18,6 +18,7 @@ from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, failure_message, pool_
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
+from airflow_gradient.pricing import Costing
 from airflow_gradient.structured import OutputSchema
 
 
@@ -63,6 +64,14 @@ class GradientBatchOperator(GradientBaseOperator):
     :param tokens_per_minute: the account's token limit, when known.
     :param max_total_tokens: token budget: once it would be passed, no item is sent and the rest are
         reported as skipped.
+    :param max_cost_usd: dollar budget of the batch, every try of the task together: items are
+        sent while what was spent, what is in flight and the next item's estimate stay within it;
+        the rest are skipped rows. Needs a price (``prices``) for every item's model.
+    :param reuse_results_from: earlier output locations (an ``output_path`` of an earlier run, a
+        glob such as ``s3://bucket/summaries/*/``, or a list). Templated. An item whose whole
+        request (model, every parameter, instructions, input) succeeded there is not sent: the
+        earlier row is copied into this run's output with ``"reused": true``. A location that
+        does not exist fails the task before anything is sent (a glob may match nothing).
     :param max_failed_fraction: fraction of items allowed to fail (default 0); above it the task
         fails, after every row is written.
     :param item_timeout: seconds allowed for one item, retries included.
@@ -79,12 +88,15 @@ class GradientBatchOperator(GradientBaseOperator):
 
     The XCom value is the manifest: ``output_path``, ``parts``, ``total``, ``counts`` (succeeded,
     failed, skipped), ``usage`` (input, output, total, cached, reasoning tokens), ``requests``
-    (sent, retries, rate_limited), ``wall_time_s``, ``resumed``, ``attempt``, ``pacing``, and
-    ``results`` when there is no ``output_path``. Read the rows with
+    (sent, retries, rate_limited), ``wall_time_s``, ``resumed``, ``attempt``, ``pacing``,
+    ``cost_usd`` (every row sent by any try; ``None`` when a model has no price), ``reused``
+    (``items``, ``tokens_saved``, ``cost_usd_saved``), and ``results`` when there is no
+    ``output_path``. Read the rows with
     :func:`airflow_gradient.read_results`.
     """
 
-    template_fields = ("inputs", "rows", "rows_path", "output_path", *GradientBaseOperator.template_fields)
+    template_fields = ("inputs", "rows", "rows_path", "output_path", "reuse_results_from",
+                       *GradientBaseOperator.template_fields)
     template_fields_renderers = {**GradientBaseOperator.template_fields_renderers, "inputs": "json", "rows": "json"}
     xcom_max_items = XCOM_MAX_ITEMS
 
@@ -101,6 +113,8 @@ class GradientBatchOperator(GradientBaseOperator):
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         max_total_tokens: int | None = None,
+        max_cost_usd: float | None = None,
+        reuse_results_from: str | ObjectStoragePath | list[str | ObjectStoragePath] | None = None,
         max_failed_fraction: float = 0.0,
         item_timeout: float | None = None,
         progress_interval: float = 10.0,
@@ -123,6 +137,8 @@ class GradientBatchOperator(GradientBaseOperator):
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.max_total_tokens = max_total_tokens
+        self.max_cost_usd = max_cost_usd
+        self.reuse_results_from = reuse_results_from
         self.max_failed_fraction = max_failed_fraction
         self.item_timeout = item_timeout
         self.progress_interval = progress_interval
@@ -135,6 +151,7 @@ class GradientBatchOperator(GradientBaseOperator):
             arguments.optional(arguments.positive_number, "requests_per_minute", requests_per_minute)
             arguments.optional(arguments.positive_number, "tokens_per_minute", tokens_per_minute)
             arguments.fraction("max_failed_fraction", max_failed_fraction)
+            arguments.optional(arguments.non_negative_number, "max_cost_usd", max_cost_usd)
             arguments.optional(arguments.instance, "rate_limiter", rate_limiter, RateLimiter,
                                "a RateLimiter (acquire, on_reply, on_usage, pacing)")
             self._engine_settings()
@@ -192,13 +209,19 @@ class GradientBatchOperator(GradientBaseOperator):
             raise AirflowException(message)
         if self.output_asset is not None:
             context["outlet_events"][self.output_asset].extra.update(
-                {key: manifest[key] for key in ("output_path", "counts", "usage") if key in manifest}
+                {key: manifest[key] for key in ("output_path", "counts", "usage", "cost_usd", "reused") if key in manifest}
             )
         return manifest
+
+    def _costing(self, *, batch: bool = False) -> tuple[Costing, float | None]:
+        """The prices in force (raises ``GradientRequestInvalid`` naming ``prices``) and ``max_cost_usd``."""
+        max_cost_usd = None if self.max_cost_usd is None else float(self.max_cost_usd)
+        return Costing(self.prices_in_force(), batch=batch), max_cost_usd
 
     def execute(self, context: Context) -> dict[str, Any]:
         with fails_for_good():
             inputs, parse = self._inputs(context)
+            costing, max_cost_usd = self._costing()
             manifest = run_batch(
                 hooks=self.pool_hooks,
                 inputs=inputs,
@@ -207,6 +230,9 @@ class GradientBatchOperator(GradientBaseOperator):
                 output_path=_storage_path("output_path", self.output_path),
                 parse=parse,
                 log=self.log,
+                costing=costing,
+                max_cost_usd=max_cost_usd,
+                reuse_results_from=self.reuse_results_from,
             )
         return self._finish(context, manifest, "Batch manifest")
 

@@ -17,6 +17,7 @@ from airflow_gradient.exceptions import GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch import GradientBatchOperator, _storage_path
+from airflow_gradient.pricing import Costing
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
 # The completion window is 24 h; a job still running after that is expired by Gradient anyway.
@@ -31,6 +32,9 @@ class GradientBatchJobOperator(GradientBatchOperator):
     switching between the two is one class name. The in-task pacing arguments
     (``max_concurrency``, ``requests_per_minute``, ``tokens_per_minute``, ``max_total_tokens``,
     ``item_timeout``, ``rate_limiter``) are accepted and unused: Gradient paces its own jobs.
+    ``reuse_results_from`` works the same (reused items are not uploaded); ``max_cost_usd`` is
+    applied to the estimates before upload (no reply corrects them while a job runs), the rows'
+    ``cost_usd`` take off the model's ``batch_discount`` from ``prices``.
 
     The task validates every item, writes the JSONL input (split into several jobs above
     ``max_requests_per_file`` requests or ``max_bytes_per_file`` bytes), uploads it, creates the
@@ -100,7 +104,7 @@ class GradientBatchJobOperator(GradientBatchOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         with fails_for_good():
-            settings = self._job_settings(metadata=self.job_metadata)
+            settings = self._job_settings(metadata=self.job_metadata, run=True)
             inputs, _ = self._inputs(context)
             jobs = submit_jobs(
                 self.hook,
@@ -131,12 +135,19 @@ class GradientBatchJobOperator(GradientBatchOperator):
             outcome = wait_for_jobs(self.hook, watch, self.log)
         return self.execute_complete(context, outcome)
 
-    def _job_settings(self, metadata: dict[str, str] | None) -> JobSettings:
+    def _job_settings(self, metadata: dict[str, str] | None, *, run: bool = False) -> JobSettings:
+        """What the jobs are asked to do, the same when submitting and when landing. ``run``: with
+        the prices, ``max_cost_usd`` and ``reuse_results_from``, known once the task runs (the
+        prices may come from the connection)."""
+        costing, max_cost_usd = self._costing(batch=True) if run else (Costing(batch=True), None)
         return JobSettings(
             provider=self.provider,
             completion_window=self.completion_window,
             metadata=metadata,
             limits=FileLimits(self.max_requests_per_file, self.max_bytes_per_file),
+            costing=costing,
+            max_cost_usd=max_cost_usd,
+            reuse_results_from=self.reuse_results_from if run else None,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +158,9 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 self._cancel_jobs("the timeout passed")
             if event["status"] != "done":
                 raise AirflowException(event["message"])
-            inputs, parse = self._inputs(context)
+            with fails_for_good():
+                inputs, parse = self._inputs(context)
+                settings = self._job_settings(metadata=self.job_metadata, run=True)
             manifest = land_results(
                 self.hook,
                 inputs,
@@ -155,6 +168,7 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 output_path=_storage_path("output_path", self.output_path),
                 parse=parse,
                 log=self.log,
+                settings=settings,
             )
         finally:
             self.hook.close()

@@ -11,6 +11,7 @@ from airflow_gradient.conversation import Conversation
 from airflow_gradient.models.request import ResponseRequest
 from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
+from airflow_gradient.pricing import cost_usd
 from airflow_gradient.streaming import collect
 from airflow_gradient.structured import OutputSchema, SchemaLike, ask_structured
 from airflow_gradient.tool_loop import DEFAULT_MAX_TOOL_ROUNDS, ToolFunctions, run_tool_loop, tool_definitions
@@ -21,7 +22,8 @@ class GradientResponseOperator(GradientBaseOperator):
 
     The XCom value holds ``id``, ``model``, ``status``, ``output_text``, ``tool_calls``
     (``{call_id, name, arguments}``, arguments parsed from JSON), ``finish_reason``, ``usage``
-    (input, output, total, cached, reasoning and tool-output tokens) and ``try_number``.
+    (input, output, total, cached, reasoning and tool-output tokens), ``cost_usd`` (US dollars, from
+    ``prices``; ``None`` when the model has no price) and ``try_number``.
 
     A request that breaks a documented rule fails the task before anything is sent, naming the
     field; such a task is not retried, since the same input would fail the same way.
@@ -78,6 +80,7 @@ class GradientResponseOperator(GradientBaseOperator):
             schema = OutputSchema.of(self.output_schema)
             request = self.hook.prepare_request({"input": self.input, **self._params(schema)})
             self.hook.settings  # noqa: B018 - reads and checks the connection before anything is sent
+            prices = self.prices_in_force()
         chat = Conversation(self._send)
         ask = (partial(run_tool_loop, chat.ask, functions=self.tool_functions, max_rounds=self.max_tool_rounds)
                if self.tool_functions else chat.ask)
@@ -95,6 +98,10 @@ class GradientResponseOperator(GradientBaseOperator):
             usage["output_tokens"], usage["reasoning_tokens"], result.finish_reason, result.call.attempts,
         )
         out = result.to_xcom(include_raw=self.include_raw)
+        # Unknown (no price for the model) is None, never 0.
+        out["cost_usd"] = cost_usd(out["usage"], result.model, prices, request_model=request.model)
+        if out["cost_usd"] is not None:
+            self.log.info("Cost: $%.6f", out["cost_usd"])
         out["try_number"] = context["ti"].try_number
         if schema:
             out["parsed"] = parsed
