@@ -1,6 +1,6 @@
 """From an HTTP error reply to a typed :mod:`airflow_gradient.exceptions` error.
 
-Error bodies come in several shapes across the stack (``wire-facts.md``); all are read:
+Error bodies come in several shapes across the stack (``docs/api-notes.md#error-bodies``); all are read:
 
 - DigitalOcean: ``{"id": "too_many_requests", "message": "...", "request_id": "..."}``
 - OpenAI / vLLM: ``{"error": {"message", "type", "param", "code"}}``

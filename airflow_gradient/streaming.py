@@ -2,7 +2,7 @@
 
 Sans-IO: :class:`StreamDecoder` is fed the ``(event, data)`` of each SSE frame (httpx-sse splits
 the bytes) and knows nothing of sockets, so the sync and async transports share it. The framing is
-detected per frame, because gateways differ (``wire-facts.md``):
+detected per frame, because gateways differ (``docs/api-notes.md#streaming-framings``):
 
 - typed events: ``{"type": "response.output_text.delta", ...}`` ... ``response.completed``, no ``[DONE]``;
 - chat-style chunks: ``{"object": "response.chunk", "choices": [{"delta": ...}]}``, a usage chunk

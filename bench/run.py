@@ -4,7 +4,7 @@
     .venv/bin/python -m bench --quick    # smaller sizes, for a smoke run
     .venv/bin/python -m bench --only ideal,openai
 
-The emulator runs in its own process (``python -m airflow_gradient.emulator``), so that the client
+The emulator runs in its own process (``python -m airflow_gradient.testing.emulator``), so that the client
 and the server do not share one interpreter. The in-task batch is driven through
 :func:`airflow_gradient.batch.run_batch`, the code the operator's ``execute`` calls; the ``.expand``
 comparison runs both DAGs through ``airflow dags test``.
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Emulator:
-    """``python -m airflow_gradient.emulator`` in a child process, driven over its HTTP controls."""
+    """``python -m airflow_gradient.testing.emulator`` in a child process, driven over its HTTP controls."""
 
     def __init__(self) -> None:
         with socket.socket() as probe:
@@ -51,7 +51,8 @@ class Emulator:
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "airflow_gradient.emulator", "--port", str(self.port), "--api-key", KEY],
+            [sys.executable, "-m", "airflow_gradient.testing.emulator",
+             "--port", str(self.port), "--api-key", KEY],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.control = httpx.Client(base_url=self.url, timeout=60)

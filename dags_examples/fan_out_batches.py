@@ -11,7 +11,7 @@ Create the pool once (2 slots: two shards at a time)::
 
 Against the bundled emulator::
 
-    python -m airflow_gradient.emulator --port 8000 &
+    python -m airflow_gradient.testing.emulator --port 8000 &
     export AIRFLOW_CONN_GRADIENT_DEFAULT='{"conn_type": "gradient", "password": "any-key",
         "host": "http://127.0.0.1:8000/v1", "extra": {"model": "emulated-model"}}'
     airflow dags test fan_out_batches

@@ -14,7 +14,7 @@ Set the connection once, never a key in code::
 Against the bundled emulator instead of the real service (it answers with JSON that fits the
 schema: strings are the start of the prompt, numbers 1)::
 
-    python -m airflow_gradient.emulator --port 8000 &
+    python -m airflow_gradient.testing.emulator --port 8000 &
     export AIRFLOW_CONN_GRADIENT_DEFAULT='{"conn_type": "gradient", "password": "any-key",
         "host": "http://127.0.0.1:8000/v1", "extra": {"model": "emulated-model"}}'
     airflow dags test structured_extraction

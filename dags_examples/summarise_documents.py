@@ -21,7 +21,7 @@ argument), in US dollars per million tokens; without them the cost shows as unkn
 
 Against the bundled emulator (``make demo`` does all of this)::
 
-    python -m airflow_gradient.emulator --port 8000 &
+    python -m airflow_gradient.testing.emulator --port 8000 &
     export AIRFLOW_CONN_GRADIENT_DEFAULT='{"conn_type": "gradient", "password": "any-key",
         "host": "http://127.0.0.1:8000/v1", "extra": {"model": "emulated-model",
         "prices": {"emulated-model": {"input": 0.65, "output": 0.65, "batch_discount": 0.5}}}}'

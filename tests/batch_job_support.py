@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from airflow_gradient.emulator.batch_jobs import BatchJobStore
 from airflow_gradient.testing import GradientEmulator
+from airflow_gradient.testing.emulator.batch_jobs import BatchJobStore
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
 # Fields that say how a row was obtained, not what the model answered.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from airflow_gradient import read_results
-from airflow_gradient.emulator.generate import reply_text
+from airflow_gradient.testing.emulator.generate import reply_text
 from tests.batch_job_support import answers, deferrals, jobs  # noqa: F401  (fixtures)
 from tests.conftest import example_dag, run_dag, task_states, xcom_value
 

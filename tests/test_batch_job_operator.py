@@ -17,8 +17,8 @@ import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.emulator.generate import reply_text
 from airflow_gradient.operators.batch_job import GradientBatchJobOperator
+from airflow_gradient.testing.emulator.generate import reply_text
 from tests.batch_job_support import answers, deferrals, jobs, task_context  # noqa: F401  (fixtures)
 from tests.conftest import run_dag, task_states, xcom_value
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 
 from airflow.sdk import DAG, task
-from airflow_gradient.emulator.generate import reply_text
+from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import run_dag, task_states, xcom_value
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")

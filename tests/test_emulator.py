@@ -17,12 +17,12 @@ import httpx
 import openai
 import pytest
 
-from airflow_gradient.emulator import FAULT_NAMES, MODELS, count_tokens, reply_text
-from airflow_gradient.emulator.__main__ import build_parser
-from airflow_gradient.emulator.config import EmulatorConfig
-from airflow_gradient.emulator.ratelimit import SlidingWindow
 from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.testing import GradientEmulator, gradient_emulator  # noqa: F401 - fixture
+from airflow_gradient.testing.emulator import FAULT_NAMES, MODELS, count_tokens, reply_text
+from airflow_gradient.testing.emulator.__main__ import build_parser
+from airflow_gradient.testing.emulator.config import EmulatorConfig
+from airflow_gradient.testing.emulator.ratelimit import SlidingWindow
 
 MODEL = "test-model"
 Frames = list[tuple[str | None, str]]
@@ -673,8 +673,8 @@ def test_cli_serves_until_terminated(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "airflow_gradient.emulator", "--port", str(port), "--api-key", "cli-key",
-               "--rpm-limit", "7"]
+    command = [sys.executable, "-m", "airflow_gradient.testing.emulator",
+               "--port", str(port), "--api-key", "cli-key", "--rpm-limit", "7"]
     with (tmp_path / "stderr.txt").open("w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from airflow_gradient.emulator.generate import STRUCTURED_STRING_CHARS
+from airflow_gradient.testing.emulator.generate import STRUCTURED_STRING_CHARS
 from tests.conftest import load_example, run_dag, task_states, xcom_value
 
 

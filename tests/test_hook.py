@@ -22,8 +22,8 @@ from airflow_gradient import (
     GradientServerError,
     GradientTimeoutError,
 )
-from airflow_gradient.emulator.generate import reply_text
 from airflow_gradient.hooks.gradient import DEFAULT_BASE_URL, USER_AGENT, _base_url_of
+from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, conn_env
 
 RESPONSES = "/v1/responses"

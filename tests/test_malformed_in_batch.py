@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from airflow_gradient import read_results
-from airflow_gradient.emulator.generate import reply_text
 from airflow_gradient.models.result import ContentPart, ResponseResult
+from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, conn_env
 from tests.test_batch_operator import run_batch_task
 

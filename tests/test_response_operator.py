@@ -8,7 +8,7 @@ import pytest
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientResponseOperator
-from airflow_gradient.emulator.generate import reply_text
+from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, run_dag, task_states, xcom_value
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")

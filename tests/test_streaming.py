@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientHook, GradientResponseOperator
-from airflow_gradient.emulator.generate import reply_text
 from airflow_gradient.exceptions import GradientProtocolError
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.streaming import StreamDecoder, collect
+from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, run_dag, xcom_value
 
 # -- the parser, on bytes as a server would send them ------------------------------------------

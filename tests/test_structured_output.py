@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientHook, GradientResponseOperator
-from airflow_gradient.emulator.generate import STRUCTURED_STRING_CHARS, input_tokens
 from airflow_gradient.exceptions import GradientOutputError, GradientRequestInvalid
 from airflow_gradient.models.request import ResponseRequest
 from airflow_gradient.structured import OutputSchema, ask_structured
+from airflow_gradient.testing.emulator.generate import STRUCTURED_STRING_CHARS, input_tokens
 from tests.conftest import run_dag, task_states, xcom_value
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")

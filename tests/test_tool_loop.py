@@ -11,8 +11,8 @@ import pytest
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientHook, GradientResponseOperator
-from airflow_gradient.emulator.generate import input_tokens
 from airflow_gradient.models.request import ResponseRequest
+from airflow_gradient.testing.emulator.generate import input_tokens
 from airflow_gradient import GradientToolLoopError
 from airflow_gradient.tool_loop import run_tool_loop, tool_definitions
 from tests.conftest import run_dag, task_states, xcom_value

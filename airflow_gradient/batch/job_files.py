@@ -1,6 +1,6 @@
 """The JSONL input files of provider-side batch jobs, split to fit Gradient's per-file limits.
 
-One line per item, in the provider's format (``batch-inference-facts.md``):
+One line per item, in the provider's format (``docs/api-notes.md#files-and-endpoints``):
 
 - ``openai``: ``{"custom_id", "method": "POST", "url": "/v1/responses", "body": {...}}``
 - ``anthropic``: ``{"custom_id", "params": {...}}``

@@ -1,6 +1,6 @@
 """GradientBatchJobsHook: Gradient's provider-side Batch Inference jobs (``/v1/batches``).
 
-The flow (``batch-inference-facts.md``): ask for an upload URL (``POST /batches/files``), PUT the
+The flow (``docs/api-notes.md#files-and-endpoints``): ask for an upload URL (``POST /batches/files``), PUT the
 JSONL there, create the job (``POST /batches``, idempotent on ``request_id``), watch it
 (``GET /batches/{id}``), fetch short-lived links to its result files (``GET .../results``) and
 download them; ``POST .../cancel`` stops it.

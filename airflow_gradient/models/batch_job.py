@@ -1,6 +1,6 @@
 """The wire models of Gradient Batch Inference jobs (``/v1/batches``), in both shapes seen.
 
-The sources disagree (``batch-inference-facts.md``), so every model reads both:
+The sources disagree (``docs/api-notes.md#two-json-shapes``), so every model reads both:
 
 - the OpenAPI spec: a Batch with ``batch_id``, ``input_file_id``, ``output_file_id``,
   ``error_file_id``; a list ``{data, first_id, last_id, has_more}``; results

@@ -1,4 +1,4 @@
-"""``python -m airflow_gradient.emulator --port 8000 --latency 0.2 --rpm-limit 300 ...``
+"""``python -m airflow_gradient.testing.emulator --port 8000 --latency 0.2 --rpm-limit 300 ...``
 
 Every :class:`EmulatorConfig` field is a flag of the same name, dashes for underscores. Prints the
 base URL, then serves until Ctrl-C (or SIGTERM).
@@ -15,9 +15,9 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_gradient.emulator.config import EmulatorConfig
-from airflow_gradient.emulator.server import EmulatorServer
-from airflow_gradient.emulator.state import EmulatorState
+from airflow_gradient.testing.emulator.config import EmulatorConfig
+from airflow_gradient.testing.emulator.server import EmulatorServer
+from airflow_gradient.testing.emulator.state import EmulatorState
 
 
 def _flag_kwargs(annotation: Any) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def _flag_kwargs(annotation: Any) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_gradient.emulator",
+        prog="python -m airflow_gradient.testing.emulator",
         description="Offline emulator of DigitalOcean Gradient serverless inference.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")

@@ -8,8 +8,8 @@ import time
 
 import uvicorn
 
-from airflow_gradient.emulator.app import create_app
-from airflow_gradient.emulator.state import EmulatorState
+from airflow_gradient.testing.emulator.app import create_app
+from airflow_gradient.testing.emulator.state import EmulatorState
 
 STARTUP_TIMEOUT_S = 15.0
 

@@ -1,7 +1,7 @@
 """What the emulated Batch Inference service writes: result lines, and jobs in either JSON shape.
 
-Result lines come in the two native formats of ``batch-inference-facts.md``. Each answered line
-is the :class:`~airflow_gradient.emulator.reply.Reply` that ``/v1/responses`` would give for the
+Result lines come in the two native formats of ``docs/api-notes.md#output-lines``. Each answered line
+is the :class:`~airflow_gradient.testing.emulator.reply.Reply` that ``/v1/responses`` would give for the
 same request, so a batch job and an in-task batch land the same text and usage.
 
 - ``openai``: ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``;
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from airflow_gradient.emulator.faults import openai_error
-from airflow_gradient.emulator.reply import Reply
+from airflow_gradient.testing.emulator.faults import openai_error
+from airflow_gradient.testing.emulator.reply import Reply
 
 OutputFormat = Literal["openai", "anthropic"]
 ResponseShape = Literal["spec", "godo"]

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from airflow_gradient.emulator import EmulatorConfig, EmulatorServer, EmulatorState, RequestRecord
+from airflow_gradient.testing.emulator import EmulatorConfig, EmulatorServer, EmulatorState, RequestRecord
 
 __all__ = ["EmulatorConfig", "GradientEmulator", "RequestRecord", "connection_env", "gradient_emulator"]
 
@@ -105,7 +105,8 @@ class GradientEmulator:
         )
 
     def generated_counts(self) -> dict[str, int]:
-        """Successful generations per prompt key (see :func:`airflow_gradient.emulator.prompt_key`)."""
+        """Successful generations per prompt key (see
+        :func:`airflow_gradient.testing.emulator.prompt_key`)."""
         return self.state.generated_counts()
 
     def connection_env(

@@ -40,10 +40,10 @@ from typing import Any
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from airflow_gradient.emulator.config import RANDOM_FAULT_FIELDS, EmulatorConfig
-from airflow_gradient.emulator.generate import directive
-from airflow_gradient.emulator.reply import Reply
-from airflow_gradient.emulator.streaming import framing_for
+from airflow_gradient.testing.emulator.config import RANDOM_FAULT_FIELDS, EmulatorConfig
+from airflow_gradient.testing.emulator.generate import directive
+from airflow_gradient.testing.emulator.reply import Reply
+from airflow_gradient.testing.emulator.streaming import framing_for
 
 FAULT_HEADER = "x-emulator-fault"
 FRAMING_HEADER = "x-emulator-framing"

@@ -21,9 +21,11 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from airflow_gradient.emulator.batch_jobs import batch_jobs_router
-from airflow_gradient.emulator.config import EmulatorConfig
-from airflow_gradient.emulator.faults import (
+from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.models.request import ResponseRequest, build_request
+from airflow_gradient.testing.emulator.batch_jobs import batch_jobs_router
+from airflow_gradient.testing.emulator.config import EmulatorConfig
+from airflow_gradient.testing.emulator.faults import (
     DropResponse,
     FaultContext,
     do_error,
@@ -34,13 +36,11 @@ from airflow_gradient.emulator.faults import (
     requested_fault,
     requested_framing,
 )
-from airflow_gradient.emulator.generate import plan_reply, prompt_key, rate_limit_cost
-from airflow_gradient.emulator.ratelimit import Verdict
-from airflow_gradient.emulator.reply import Reply
-from airflow_gradient.emulator.state import EmulatorState, RequestRecord
-from airflow_gradient.emulator.streaming import paced, plan_stream
-from airflow_gradient.exceptions import GradientRequestInvalid
-from airflow_gradient.models.request import ResponseRequest, build_request
+from airflow_gradient.testing.emulator.generate import plan_reply, prompt_key, rate_limit_cost
+from airflow_gradient.testing.emulator.ratelimit import Verdict
+from airflow_gradient.testing.emulator.reply import Reply
+from airflow_gradient.testing.emulator.state import EmulatorState, RequestRecord
+from airflow_gradient.testing.emulator.streaming import paced, plan_stream
 
 MODELS: tuple[str, ...] = ("llama3.3-70b-instruct", "openai-gpt-oss-120b", "deepseek-r1-distill-llama-70b")
 MODELS_CREATED = 1_735_689_600

@@ -1,6 +1,6 @@
 """``stream: true`` replies: one sequence of build steps, serialised in three SSE framings.
 
-:func:`steps` walks a :class:`~airflow_gradient.emulator.reply.Reply` as a model would produce
+:func:`steps` walks a :class:`~airflow_gradient.testing.emulator.reply.Reply` as a model would produce
 it (start, then per item: start, one delta per word, done; then finish). Each framing turns a step
 into frames:
 
@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from airflow_gradient.emulator.reply import Reply
+from airflow_gradient.testing.emulator.reply import Reply
 
 KEEP_ALIVE = ": keep-alive\n\n"
 DONE = "data: [DONE]\n\n"

@@ -1,6 +1,6 @@
 """Emulated Batch Inference: ``/v1/batches`` with presigned-style upload and download URLs.
 
-Routes (``batch-inference-facts.md``): ``POST /v1/batches/files``, ``PUT /_storage/uploads/{file_id}``
+Routes (``docs/api-notes.md#files-and-endpoints``): ``POST /v1/batches/files``, ``PUT /_storage/uploads/{file_id}``
 (the "presigned" URL: refuses an Authorization header, a content type other than
 ``application/octet-stream``, a chunked body, a bad signature or an expired link), ``POST /v1/batches`` (idempotent
 on ``request_id``), ``GET /v1/batches``, ``GET /v1/batches/{id}``, ``GET /v1/batches/{id}/results``
@@ -34,7 +34,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
-from airflow_gradient.emulator.batch_output import (
+from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.models.request import build_request
+from airflow_gradient.testing.emulator.batch_output import (
     LineOutcome,
     OutputFormat,
     ResponseShape,
@@ -44,11 +46,9 @@ from airflow_gradient.emulator.batch_output import (
     list_json,
     results_json,
 )
-from airflow_gradient.emulator.faults import do_error
-from airflow_gradient.emulator.generate import directive, plan_reply
-from airflow_gradient.emulator.state import EmulatorState
-from airflow_gradient.exceptions import GradientRequestInvalid
-from airflow_gradient.models.request import build_request
+from airflow_gradient.testing.emulator.faults import do_error
+from airflow_gradient.testing.emulator.generate import directive, plan_reply
+from airflow_gradient.testing.emulator.state import EmulatorState
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 UPLOAD_TYPE = "application/octet-stream"

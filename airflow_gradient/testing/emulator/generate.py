@@ -6,7 +6,7 @@ importable by tests to compute what the emulator will answer::
     prompt_key(request)        the text of the request (string input, or the last user message)
     reply_text(key, n)         f"Echo: {key}", cut to n words when n is given
     count_tokens(text)         whitespace-separated words, at least 1
-    plan_reply(request, ...)   the whole :class:`~airflow_gradient.emulator.reply.Reply`
+    plan_reply(request, ...)   the whole :class:`~airflow_gradient.testing.emulator.reply.Reply`
 
 Directives in the prompt steer generation: ``[[tool_args:{...}]]`` replaces a tool call's
 arguments (raw text, may be invalid JSON; it ends at the first ``]]``), ``[[json:bad]]`` makes
@@ -20,7 +20,6 @@ import json
 import re
 from typing import Any
 
-from airflow_gradient.emulator.reply import Reply, ReplyItem
 from airflow_gradient.models.request import (
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -30,6 +29,7 @@ from airflow_gradient.models.request import (
     ResponseRequest,
     Tool,
 )
+from airflow_gradient.testing.emulator.reply import Reply, ReplyItem
 
 _DIRECTIVE = re.compile(r"\[\[(\w+):(.*?)\]\]", re.S)
 STRUCTURED_STRING_CHARS = 40

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_gradient.emulator.config import EmulatorConfig
-from airflow_gradient.emulator.ratelimit import SlidingWindow, Verdict
+from airflow_gradient.testing.emulator.config import EmulatorConfig
+from airflow_gradient.testing.emulator.ratelimit import SlidingWindow, Verdict
 
 
 @dataclass
