@@ -208,12 +208,23 @@ def redis_client_kwargs(redis_conn_id: str) -> dict[str, Any]:
             f"rate_limit_store={redis_conn_id!r} needs the Redis provider: pip install "
             f"'airflow-gradient[cluster]' ({exc})"
         ) from None
+    hook = RedisHook(redis_conn_id)
     try:
-        sync = RedisHook(redis_conn_id).get_conn()
+        conn = hook.get_connection(redis_conn_id)
+        sync = hook.get_conn()
     except Exception as exc:  # a missing connection, a bad extra: say which connection
         raise GradientRateLimitStoreError(
             f"rate_limit_store={redis_conn_id!r}: cannot read that Redis connection: {type(exc).__name__}: {exc}"
         ) from None
+    schema = (conn.schema or "").strip("/")
+    if schema and str(conn.extra_dejson.get("db", "")) != schema:
+        # redis://host:6379/3 reads as schema "3", which the Redis provider ignores: database 0 would
+        # silently be shared with whatever else uses it.
+        raise GradientRateLimitStoreError(
+            f"rate_limit_store={redis_conn_id!r}: the connection's path/schema {schema!r} is not a Redis "
+            f"database for the Redis provider; put the database number in the extra 'db' "
+            f"(e.g. redis://host:6379?db={schema})"
+        )
     if not hasattr(sync, "connection_pool"):
         raise GradientRateLimitStoreError(
             f"rate_limit_store={redis_conn_id!r}: Redis in cluster mode is not supported; use a single "
@@ -230,12 +241,27 @@ def redis_client_kwargs(redis_conn_id: str) -> dict[str, Any]:
     return kwargs
 
 
+def async_client(kwargs: dict[str, Any]) -> redis.asyncio.Redis:
+    """A ``redis.asyncio.Redis`` for :func:`redis_client_kwargs`, made in the loop that uses it.
+
+    One immediate retry (a pooled connection Redis closed), no backoff: a lost Redis must reach the
+    limiter's fallback within a request, not after redis-py's seconds of backoff.
+    """
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return redis.asyncio.Redis(**kwargs, retry=Retry(NoBackoff(), 1))
+
+
 def check_reachable(redis_conn_id: str, kwargs: dict[str, Any]) -> None:
     """``PING`` the store once, now: raises :class:`GradientRateLimitStoreError` naming the
     connection when it does not answer (a batch must not start without the pace it shares)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    client = redis.Redis(**kwargs)
+    client = redis.Redis(**kwargs, retry=Retry(NoBackoff(), 0))
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -35,6 +35,7 @@ from airflow_gradient.batch.pace_store import (
     Reservation,
     SharedPace,
     account_digest,
+    async_client,
     check_reachable,
     redis_client_kwargs,
 )
@@ -499,11 +500,5 @@ def limiter_for(
         return AdaptiveRateLimiter(requests_per_minute, tokens_per_minute)
     kwargs = redis_client_kwargs(store)
     check_reachable(store, kwargs)
-
-    def client() -> Any:
-        import redis.asyncio
-
-        return redis.asyncio.Redis(**kwargs)
-
-    return SharedRateLimiter(client, account_digest(settings.base_url, settings.api_key), requests_per_minute,
+    return SharedRateLimiter(lambda: async_client(kwargs), account_digest(settings.base_url, settings.api_key), requests_per_minute,
                              tokens_per_minute, store_name=store)
