@@ -103,7 +103,8 @@ def test_reservations_from_several_clients_never_overlap() -> None:
 def _pace(rpm: float):
     from airflow_gradient.batch.pace_store import DerivedPace
 
-    return DerivedPace(requests_per_minute=rpm, tokens_per_minute=None, pause_until=0.0, source="configured")
+    return DerivedPace(requests_per_minute=rpm, tokens_per_minute=None, token_burst=0.0, pause_until=0.0,
+                       source="configured")
 
 
 # -- the rules, through Redis ----------------------------------------------------------------------
@@ -139,6 +140,45 @@ def test_rules_applied_through_redis_agree_with_the_in_memory_limiter(configured
             assert limiter.pacing().requests_per_minute == pytest.approx(alone.pacing().requests_per_minute)
             assert limiter.pacing().tokens_per_minute == pytest.approx(alone.pacing().tokens_per_minute)
         assert reader.pacing().paused_s > 0 and alone.pacing().paused_s > 0  # the 429's pause is shared
+
+
+def test_a_probed_limit_found_through_redis_is_the_one_found_in_memory() -> None:
+    """A run of header-less 429s, applied by the store's update and by PaceState directly, at the
+    same times: the same limit found, the same ceiling after."""
+    import redis.asyncio
+
+    from airflow_gradient.batch.pace_rules import PaceState
+    from airflow_gradient.batch.shared_pacing import _applied, _Event, _joined
+
+    start = time.time() - 100.0  # on Redis's clock, in its past: every event keeps its own time
+    events = []
+    for i in range(20):
+        events += [_Event(True, None, {}, 10, start + i * 0.2), _Event(False, 200, {}, 10, start + i * 0.2 + 0.05)]
+    for i in range(5):
+        events += [_Event(True, None, {}, 10, start + 4.0 + i * 0.01),
+                   _Event(False, 429, {"retry-after": "1"}, 10, start + 4.05 + i * 0.01)]
+    alone = PaceState(configured_tpm=1e6)
+    for e in events:
+        if e.sent:
+            alone.on_send(e.tokens, e.at)
+        else:
+            alone.on_reply(e.status, e.headers, e.tokens, now=e.at, now_wall=e.at, rand=0.5)
+    assert alone.probe_limit is not None  # the run was seen and cut the pace
+
+    with redis_database(3):
+        async def main() -> dict:
+            store = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=3), "probe")
+            await store.update(lambda state, now: _joined(state, None, 1e6, now))
+            await store.update(lambda state, now: _applied(state, events, 0.0, now, rand=lambda: 0.5))
+            stored = json.loads(await store.client.hget(store.key, "state"))
+            await store.client.aclose()
+            return stored
+
+        shared = PaceState.from_dict(asyncio.run(main()))
+    later = start + 30.0
+    assert shared.probe_limit == pytest.approx(alone.probe_limit)
+    assert shared.ceiling(later) == alone.ceiling(later)
+    assert (shared.rate_limited, shared.cuts, shared.in_flight_requests) == (alone.rate_limited, alone.cuts, 0)
 
 
 def test_state_expires_and_its_key_never_holds_the_api_key() -> None:
@@ -307,7 +347,7 @@ def test_redis_lost_mid_batch_loses_no_row(emulator, monkeypatch, tmp_path, capl
     assert manifest["requests"]["rate_limited"] == 0
     lost = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(lost) == 1 and "no item is lost" in lost[0].getMessage()
-    assert limiter.losses == 1 and "alone" in manifest["pacing"]
+    assert limiter.losses == 1 and "alone" in manifest["pacing"]["source"]
 
 
 def test_shares_again_once_redis_answers(monkeypatch, caplog) -> None:
@@ -355,7 +395,8 @@ def test_batch_operator_shares_its_pace_through_the_connection_extra(emulator, m
         assert task_states(run)["b"] == "success"
         manifest = xcom_value(run, "b")
         assert manifest["counts"]["succeeded"] == 12 and manifest["requests"]["rate_limited"] == 0
-        assert "shared via pace_store" in manifest["pacing"]
+        assert manifest["pacing"]["source"] == "headers, shared via pace_store"
+        assert manifest["pacing"]["requests_per_minute"] == 600 * 0.98
         client = redis_client(4)
         digest = account_digest(emulator.base_url, TEST_KEY)
         stored_pace = float(client.hget(f"{KEY_PREFIX}{{{digest}}}", "rpm"))

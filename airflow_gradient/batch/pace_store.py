@@ -2,10 +2,10 @@
 
 Two keys per account, in one Redis Cluster hash slot (the ``{digest}`` tag)::
 
-    gradient:pace:{digest}        hash: "state" (the pacing rules' state, JSON), and what the
+    gradient:pace:{digest}        hash: "state" (the pacing rules' PaceState, JSON), and what the
                                   reservation script reads from it: "rpm", "tpm" (the pace, per
-                                  minute; empty when unknown), "pause_until" (Redis time, s),
-                                  "source", "version"
+                                  minute; empty when unknown), "tok_burst", "pause_until" (Redis
+                                  time, s; the pause or the spent budget), "source", "version"
     gradient:pace:{digest}:gcra   hash: "req", "tok": the theoretical arrival times (GCRA) of the
                                   next request and token, Redis time
 
@@ -48,8 +48,9 @@ KEY_PREFIX = "gradient:pace:"
 RESERVE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local s = redis.call('HMGET', KEYS[1], 'rpm', 'tpm', 'pause_until', 'source', 'version')
+local s = redis.call('HMGET', KEYS[1], 'rpm', 'tpm', 'pause_until', 'source', 'version', 'tok_burst')
 local rpm, tpm, pause = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]) or 0
+local burst = tonumber(s[6]) or 0
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local req_at, tok_at = now, now
 if pause <= now then
@@ -59,8 +60,11 @@ if pause <= now then
     redis.call('HSET', KEYS[2], 'req', string.format('%.6f', req_at + n * 60 / rpm))
   end
   if tpm and tpm > 0 and m > 0 then
-    tok_at = math.max(tonumber(g[2]) or 0, now)
-    redis.call('HSET', KEYS[2], 'tok', string.format('%.6f', tok_at + m * 60 / tpm))
+    -- PaceState.wait_s/on_send: a bucket of `burst` tokens, a request larger than it as a full one
+    local per_token = 60 / tpm
+    local next_at = tonumber(g[2]) or 0
+    tok_at = now + math.max(math.max(next_at - now, 0) - (burst - math.min(m, burst)) * per_token, 0)
+    redis.call('HSET', KEYS[2], 'tok', string.format('%.6f', math.max(next_at, tok_at) + m * per_token))
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
@@ -113,6 +117,7 @@ class DerivedPace:
 
     requests_per_minute: float | None
     tokens_per_minute: float | None
+    token_burst: float
     pause_until: float
     source: str
 
@@ -173,6 +178,7 @@ class PaceStore:
                         "state": json.dumps(state, separators=(",", ":")),
                         "rpm": _field(derived.requests_per_minute),
                         "tpm": _field(derived.tokens_per_minute),
+                        "tok_burst": f"{derived.token_burst:.3f}",
                         "pause_until": f"{derived.pause_until:.6f}",
                         "source": derived.source,
                         "version": version,
