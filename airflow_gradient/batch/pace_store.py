@@ -234,7 +234,7 @@ def redis_client_kwargs(redis_conn_id: str) -> dict[str, Any]:
     if not hasattr(sync, "connection_pool"):
         raise GradientRateLimitStoreError(
             f"rate_limit_store={redis_conn_id!r}: Redis in cluster mode is not supported; use a single "
-            "Redis (or a Sentinel-managed primary) for the rate-limit store"
+            "Redis for the rate-limit store"
         )
     pool = sync.connection_pool
     accepted = set(inspect.signature(redis.asyncio.Redis.__init__).parameters) - {"self", "connection_pool", "retry"}

@@ -77,10 +77,14 @@ def _state(stored: dict[str, Any] | None) -> PaceState:
 def _joined(stored: dict[str, Any] | None, rpm: float | None, tpm: float | None,
             now: float) -> tuple[dict[str, Any], DerivedPace]:
     """A task joins with the limits it was told: the lowest told limit wins."""
-    state = _state(stored)
+    state = _join(_state(stored), rpm, tpm)
+    return state.to_dict(), derive(state, now)
+
+
+def _join(state: PaceState, rpm: float | None, tpm: float | None) -> PaceState:
     state.configured_rpm = _lowest(state.configured_rpm, rpm)
     state.configured_tpm = _lowest(state.configured_tpm, tpm)
-    return state.to_dict(), derive(state, now)
+    return state
 
 
 def _lowest(*values: float | None) -> float | None:
@@ -115,8 +119,10 @@ class _Event:
 
 
 def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float, now: float,
+             limits: tuple[float | None, float | None] = (None, None),
              rand: Callable[[], float] = random.random) -> tuple[dict[str, Any], DerivedPace]:
-    state = _state(stored)
+    # Joined again each time: the state may have expired, or Redis restarted empty, since this task joined.
+    state = _join(_state(stored), *limits)
     for event in events:
         # Each event at its own time on Redis's clock (never in Redis's future).
         at = min(event.at + offset, now)
@@ -406,7 +412,7 @@ class SharedRateLimiter:
             offset = self._offset
             assert self._store is not None
             try:
-                pace = await self._store.update(lambda state, now: _applied(state, events, offset, now))
+                pace = await self._store.update(lambda state, now: _applied(state, events, offset, now, self._configured))
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
