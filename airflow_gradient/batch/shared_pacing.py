@@ -140,7 +140,9 @@ def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float,
 class _Lease:
     """Reserved slots not yet handed out, on the local monotonic clock."""
 
-    version: int = -1
+    # The pace the slots were reserved at: a new pace (not merely a new version of the state,
+    # which every flush makes) voids them.
+    pace: tuple[float | None, float | None] = (None, None)
     requests: int = 0
     request_at: float = 0.0
     request_step: float = 0.0
@@ -150,7 +152,7 @@ class _Lease:
 
     def take(self, tokens: float, pace: SharedPace) -> float | None:
         """The local time of the next slot for a request of ``tokens``; None when more must be reserved."""
-        if self.version != pace.version:
+        if self.pace != (pace.requests_per_minute, pace.tokens_per_minute):
             return None
         if pace.requests_per_minute and self.requests < 1:
             return None
@@ -371,7 +373,7 @@ class SharedRateLimiter:
     def _lease_of(self, reservation: Reservation) -> _Lease:
         pace = reservation.pace
         return _Lease(
-            version=pace.version,
+            pace=(pace.requests_per_minute, pace.tokens_per_minute),
             requests=reservation.requests,
             request_at=reservation.requests_at - self._offset,
             request_step=60.0 / pace.requests_per_minute if pace.requests_per_minute else 0.0,
