@@ -48,6 +48,8 @@ from airflow_gradient.batch.pacing import AdaptiveRateLimiter, Pacing, RateLimit
 from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX
 
 if TYPE_CHECKING:
+    import redis.asyncio
+
     from airflow_gradient.hooks.gradient import GradientSettings
 
 # A round trip reserves this many seconds of the pace at once (at least one slot)...
@@ -202,7 +204,7 @@ class SharedRateLimiter:
 
     def __init__(
         self,
-        client_factory: Callable[[], Any],
+        client_factory: Callable[[], redis.asyncio.Redis],
         digest: str,
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
@@ -289,9 +291,8 @@ class SharedRateLimiter:
     async def aclose(self) -> None:
         """Apply the sends and replies not yet applied, then close the Redis client."""
         self._closed = True
-        for task in (self._reconnect,):
-            if task is not None:
-                task.cancel()
+        if self._reconnect is not None:
+            self._reconnect.cancel()
         if self._fallback is None and self._store is not None:
             try:
                 self._urgent.set()
