@@ -147,9 +147,8 @@ def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float,
 class _Lease:
     """Reserved slots not yet handed out, on the local monotonic clock."""
 
-    # The pace the slots were reserved at: a new pace (not merely a new version of the state,
-    # which every flush makes) voids them.
-    pace: tuple[float | None, float | None] = (None, None)
+    # Slots hold when the pace changes: they were reserved at the pace of their time and span at
+    # most LEASE_S, and a probed pace changes at every flush. A pause is checked before each take.
     requests: int = 0
     request_at: float = 0.0
     request_step: float = 0.0
@@ -159,8 +158,6 @@ class _Lease:
 
     def take(self, tokens: float, pace: SharedPace) -> float | None:
         """The local time of the next slot for a request of ``tokens``; None when more must be reserved."""
-        if self.pace != (pace.requests_per_minute, pace.tokens_per_minute):
-            return None
         if pace.requests_per_minute and self.requests < 1:
             return None
         if pace.tokens_per_minute and self.tokens < tokens:
@@ -386,7 +383,6 @@ class SharedRateLimiter:
     def _lease_of(self, reservation: Reservation) -> _Lease:
         pace = reservation.pace
         return _Lease(
-            pace=(pace.requests_per_minute, pace.tokens_per_minute),
             requests=reservation.requests,
             request_at=reservation.requests_at - self._offset,
             request_step=60.0 / pace.requests_per_minute if pace.requests_per_minute else 0.0,
