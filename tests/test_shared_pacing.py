@@ -89,7 +89,12 @@ def test_reservations_from_several_clients_never_overlap() -> None:
             stores = [PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=2), "slots")
                       for _ in range(4)]
             await stores[0].update(lambda state, now: ({}, _pace(600.0)))
-            results = await asyncio.gather(*(s.reserve(1, 0) for s in stores for _ in range(25)))
+            results = await asyncio.gather(*(s.reserve(1, 0, horizon_s=30.0) for s in stores for _ in range(25)))
+            assert all(r.reserved for r in results)
+            # Beyond the default horizon nothing is reserved: the answer says when the next slot is.
+            beyond = await stores[0].reserve(1, 0)
+            assert not beyond.reserved
+            assert beyond.starts_at == pytest.approx(max(r.requests_at for r in results) + 0.1, abs=1e-5)
             for store in stores:
                 await store.client.aclose()
             return sorted(r.requests_at for r in results)

@@ -15,7 +15,8 @@ expire :data:`STATE_TTL_S` after their last use.
 - :meth:`PaceStore.reserve` is the hot path: one Lua script, one round trip. It reserves ``n``
   request slots and ``m`` tokens at the stored pace (GCRA: no read-modify-write race, no burst)
   and answers when the first slot begins, in Redis time; the caller sleeps until then. During a
-  pause it reserves nothing and says until when.
+  pause, or when the next slot is further ahead than :data:`RESERVE_HORIZON_S`, it reserves
+  nothing and says when to ask again: slots are never queued far ahead at a pace that may change.
 - :meth:`PaceStore.update` applies the pacing rules (Python, :mod:`~airflow_gradient.batch.pace_rules`)
   to the stored state under optimistic concurrency (``WATCH``/``MULTI``/``EXEC``, retried when
   another worker wrote first), and stores the pace the rules derive, for the script to read.
@@ -42,6 +43,8 @@ STATE_TTL_S = 900.0
 # Short: a Redis that stops answering must be noticed within a request or two, not after minutes.
 SOCKET_TIMEOUT_S = 2.0
 UPDATE_TRIES = 20
+# Slots are reserved at most this far ahead, so that a new pace (a cut, a rise) applies within it.
+RESERVE_HORIZON_S = 0.25
 KEY_PREFIX = "gradient:pace:"
 
 # KEYS: state, gcra. ARGV: requests, tokens, ttl_ms. Returns strings (Lua numbers become integers).
@@ -51,26 +54,33 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local s = redis.call('HMGET', KEYS[1], 'rpm', 'tpm', 'pause_until', 'source', 'version', 'tok_burst')
 local rpm, tpm, pause = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]) or 0
 local burst = tonumber(s[6]) or 0
-local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
-local req_at, tok_at = now, now
+local n, m, horizon = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+local req_at, tok_at, reserved = now, now, 0
 if pause <= now then
   local g = redis.call('HMGET', KEYS[2], 'req', 'tok')
-  if rpm and rpm > 0 and n > 0 then
-    req_at = math.max(tonumber(g[1]) or 0, now)
-    redis.call('HSET', KEYS[2], 'req', string.format('%.6f', req_at + n * 60 / rpm))
-  end
+  local next_req, next_tok = tonumber(g[1]) or 0, tonumber(g[2]) or 0
+  local per_token = 0
+  if rpm and rpm > 0 and n > 0 then req_at = math.max(next_req, now) end
   if tpm and tpm > 0 and m > 0 then
     -- PaceState.wait_s/on_send: a bucket of `burst` tokens, a request larger than it as a full one
-    local per_token = 60 / tpm
-    local next_at = tonumber(g[2]) or 0
-    tok_at = now + math.max(math.max(next_at - now, 0) - (burst - math.min(m, burst)) * per_token, 0)
-    redis.call('HSET', KEYS[2], 'tok', string.format('%.6f', math.max(next_at, tok_at) + m * per_token))
+    per_token = 60 / tpm
+    tok_at = now + math.max(math.max(next_tok - now, 0) - (burst - math.min(m, burst)) * per_token, 0)
+  end
+  -- Never further ahead than the horizon: a change of pace reaches every slot not yet reserved.
+  if math.max(req_at, tok_at) - now <= horizon then
+    reserved = 1
+    if rpm and rpm > 0 and n > 0 then
+      redis.call('HSET', KEYS[2], 'req', string.format('%.6f', req_at + n * 60 / rpm))
+    end
+    if per_token > 0 then
+      redis.call('HSET', KEYS[2], 'tok', string.format('%.6f', math.max(next_tok, tok_at) + m * per_token))
+    end
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {string.format('%.6f', now), string.format('%.6f', req_at), string.format('%.6f', tok_at),
-        s[1] or '', s[2] or '', string.format('%.6f', pause), s[4] or '', s[5] or '0'}
+        s[1] or '', s[2] or '', string.format('%.6f', pause), s[4] or '', s[5] or '0', reserved}
 """
 
 
@@ -98,17 +108,20 @@ class SharedPace:
 @dataclass(frozen=True)
 class Reservation:
     """What :meth:`PaceStore.reserve` reserved: ``requests`` slots from ``requests_at`` and
-    ``tokens`` from ``tokens_at`` (Redis time), at the pace in ``pace``; nothing while paused."""
+    ``tokens`` from ``tokens_at`` (Redis time), at the pace in ``pace``. Nothing (``reserved``
+    false) while paused, or when the first slot would begin beyond the horizon."""
 
     pace: SharedPace
     requests: int
     requests_at: float
     tokens: float
     tokens_at: float
+    reserved: bool
 
     @property
-    def reserved(self) -> bool:
-        return self.pace.pause_until <= self.pace.now
+    def starts_at(self) -> float:
+        """When the first slot begins (or would, when nothing was reserved), Redis time."""
+        return max(self.requests_at, self.tokens_at, self.pace.pause_until)
 
 
 @dataclass(frozen=True)
@@ -147,14 +160,16 @@ class PaceStore:
         self.ttl_ms = int(ttl_s * 1000)
         self._reserve = client.register_script(RESERVE_LUA)
 
-    async def reserve(self, requests: int, tokens: float) -> Reservation:
-        """Reserve ``requests`` slots and ``tokens`` tokens at the stored pace, in one round trip."""
-        raw = await self._reserve(keys=[self.key, self.gcra_key], args=[requests, f"{tokens:.3f}", self.ttl_ms])
-        now, req_at, tok_at, rpm, tpm, pause, source, version = (
+    async def reserve(self, requests: int, tokens: float, horizon_s: float = RESERVE_HORIZON_S) -> Reservation:
+        """Reserve ``requests`` slots and ``tokens`` tokens at the stored pace, in one round trip,
+        when the first slot begins within ``horizon_s``; else reserve nothing and say when it would."""
+        raw = await self._reserve(keys=[self.key, self.gcra_key],
+                                  args=[requests, f"{tokens:.3f}", self.ttl_ms, f"{horizon_s:.6f}"])
+        now, req_at, tok_at, rpm, tpm, pause, source, version, reserved = (
             v.decode() if isinstance(v, bytes) else v for v in raw
         )
         pace = SharedPace(float(now), _number(rpm), _number(tpm), float(pause), source, int(version or 0))
-        return Reservation(pace, requests, float(req_at), tokens, float(tok_at))
+        return Reservation(pace, requests, float(req_at), tokens, float(tok_at), bool(int(reserved)))
 
     async def read(self) -> SharedPace:
         """The stored pace: a reservation of nothing."""

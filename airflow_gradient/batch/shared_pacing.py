@@ -6,9 +6,12 @@ key shares one budget of requests and tokens per minute, one learnt limit and on
 :func:`limiter_for` picks a batch's limiter: the ``rate_limiter=`` argument, else the shared one
 when the Gradient connection names a ``rate_limit_store``, else the in-memory one.
 
-- Sending: a slot is reserved in Redis (one Lua round trip) ahead of time and slept for locally.
-  At high rates a round trip reserves a small block of slots (:data:`LEASE_S` worth of the pace, at
-  most :data:`MAX_LEASE`), handed out locally at the pace. While no limit is known there is nothing
+- Sending: a slot is reserved in Redis (one Lua round trip) ahead of time and slept for locally;
+  requests of one task take their turn first come, first served, as in memory. At high rates a
+  round trip reserves a small block of slots (:data:`LEASE_S` worth of the pace, at most
+  :data:`MAX_LEASE`), handed out locally at the pace. Slots are never reserved further ahead than
+  :data:`~airflow_gradient.batch.pace_store.RESERVE_HORIZON_S`, so a new pace (a probe's cut or
+  rise) applies to every later request at once. While no limit is known there is nothing
   to reserve: sending checks the pause locally, refreshed from Redis every :data:`REFRESH_S`.
 - Feedback: sends and replies are queued and applied to the stored
   :class:`~airflow_gradient.batch.pace_rules.PaceState` by its own transitions (one owner of every
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.pace_store import (
     DerivedPace,
+    RESERVE_HORIZON_S,
     PaceStore,
     Reservation,
     SharedPace,
@@ -224,7 +228,7 @@ class SharedRateLimiter:
         self._flusher: asyncio.Task[None] | None = None
         self._last_flush = float("-inf")
         self._urgent = asyncio.Event()
-        self._renewing: asyncio.Future[None] | None = None
+        self._turn = asyncio.Lock()
         self._start_lock = asyncio.Lock()
         self._share = _Share()
         self._started_at = clock()
@@ -320,6 +324,25 @@ class SharedRateLimiter:
         if self._store is None:
             await self.start()
         while True:
+            # First come, first served, one at a time (as in memory): only the first in line
+            # reserves or waits for the horizon; the slot itself is slept for outside the line.
+            async with self._turn:
+                at = await self._next_slot(tokens)
+            if at is None:
+                return  # unpaced
+            now = self._clock()
+            if at > now:
+                await asyncio.sleep(at - now)
+            if self._clock() - at <= LATE_S:
+                return
+            # The slot went by while this task was busy (a stalled loop, a slow wake-up): sent now,
+            # the request would land in the server's window with the next slots' requests. It takes
+            # a new slot; the one missed is lost to everyone, never sent twice.
+            self.late_slots += 1
+
+    async def _next_slot(self, tokens: int) -> float | None:
+        """The local time of this request's slot, or None while no limit is known."""
+        while True:
             now = self._clock()
             pace = self._pace
             assert pace is not None
@@ -332,23 +355,18 @@ class SharedRateLimiter:
                 if now - self._pace_read_at > REFRESH_S:
                     await self._renew(0, 0)  # someone may have learnt a limit, or paused
                     continue
-                return
+                return None
             amount = max(tokens + self._token_debt, 0.0) if pace.tokens_per_minute else 0.0
             at = self._lease.take(amount, pace)
-            if at is None:
-                await self._renew(*self._lease_size(amount, pace))
-                continue
-            if pace.tokens_per_minute:
-                self._token_debt = 0.0
-            if at > now:
-                await asyncio.sleep(at - now)
-            if self._clock() - at > LATE_S:
-                # The slot went by while this task was busy (a stalled loop, a slow wake-up): sent
-                # now, the request would land in the server's window with the next slots' requests.
-                # It takes a new slot; the one missed is lost to everyone, never sent twice.
-                self.late_slots += 1
-                continue
-            return
+            if at is not None:
+                if pace.tokens_per_minute:
+                    self._token_debt = 0.0
+                return at
+            reservation = await self._renew(*self._lease_size(amount, pace))
+            if not reservation.reserved and reservation.pace.pause_until <= reservation.pace.now:
+                # The next slot is beyond the horizon: ask again when it comes within it.
+                wait = reservation.starts_at - RESERVE_HORIZON_S - self._offset - self._clock()
+                await asyncio.sleep(min(max(wait, 0.0), REFRESH_S))
 
     def _lease_size(self, tokens: float, pace: SharedPace) -> tuple[int, float]:
         requests = 0
@@ -359,26 +377,15 @@ class SharedRateLimiter:
             token_amount = max(tokens, min(pace.tokens_per_minute / 60.0 * LEASE_S, tokens * MAX_LEASE))
         return requests, token_amount
 
-    async def _renew(self, requests: int, tokens: float) -> None:
-        """Reserve a new lease; concurrent callers share one round trip."""
-        if self._renewing is not None:
-            await asyncio.shield(self._renewing)
-            return
-        self._renewing = asyncio.get_running_loop().create_future()
-        try:
-            assert self._store is not None
-            before = self._clock()
-            reservation = await self._store.reserve(requests, tokens)
-            self._remember(reservation.pace, (before + self._clock()) / 2)
-            if reservation.reserved and (requests or tokens):
-                self._lease = self._lease_of(reservation)
-            self._renewing.set_result(None)
-        except BaseException as exc:
-            self._renewing.set_exception(exc)
-            self._renewing.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
-            raise
-        finally:
-            self._renewing = None
+    async def _renew(self, requests: int, tokens: float) -> Reservation:
+        """Reserve a new lease (called by the first in line only)."""
+        assert self._store is not None
+        before = self._clock()
+        reservation = await self._store.reserve(requests, tokens)
+        self._remember(reservation.pace, (before + self._clock()) / 2)
+        if reservation.reserved and (requests or tokens):
+            self._lease = self._lease_of(reservation)
+        return reservation
 
     def _lease_of(self, reservation: Reservation) -> _Lease:
         pace = reservation.pace
