@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
                 _show("K=4 tasks (processes) on one 600/min account, each told the limit: in-memory vs Redis "
                       "(goal with Redis: within 3 %, 0 x 429)", results["shared_k4"])
             if "shared_cost" in chosen:
-                results["shared_cost"] = bench_shared_cost(emu, tmp, 500 if quick else 2000)
+                results["shared_cost"] = bench_shared_cost(emu, tmp, 500 if quick else 2000, rounds=3 if quick else 5)
                 _show("one task at zero latency, Redis limiter vs in-memory: throughput (goal >= 0.8x)",
                       results["shared_cost"])
     finally:
