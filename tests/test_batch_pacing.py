@@ -136,3 +136,24 @@ def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_con
     assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) > 0
     assert manifest["pacing"] == {"requests_per_minute": None, "tokens_per_minute": None, "source": "unpaced",
                                   "description": "unpaced"}
+
+
+def test_operator_follows_a_limit_raised_mid_batch(gradient_conn, tmp_path) -> None:
+    import threading
+
+    from tests.test_batch_operator import run_batch_task
+
+    gradient_conn.configure(rpm_limit=120, latency=0.02)
+
+    def raise_the_limit() -> None:
+        if gradient_conn.wait_for_requests(6, timeout=60):
+            gradient_conn.configure(rpm_limit=600)  # another client on the key finished
+
+    raiser = threading.Thread(target=raise_the_limit, daemon=True)
+    raiser.start()
+    _, state, manifest = run_batch_task("pace_rise", inputs=[f"rise {i}" for i in range(30)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=4, max_output_tokens=10)
+    raiser.join()
+    assert state == "success" and manifest["counts"]["succeeded"] == 30
+    assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) == 0
+    assert manifest["pacing"]["source"] == "headers" and manifest["pacing"]["requests_per_minute"] == 600 * 0.98

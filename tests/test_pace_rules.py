@@ -7,7 +7,17 @@ import json
 import pytest
 
 from airflow_gradient.batch.pace_rules import (
-    BETA, CHANGE_HOLD_S, CUBIC_C, EROSION, MIN_PAUSE_S, PLATEAU_EROSION, PROBE_HOLD_S, RUN_LENGTH, SAFETY, PaceState,
+    BETA,
+    CHANGE_HOLD_S,
+    CUBIC_C,
+    EROSION,
+    MIN_PAUSE_S,
+    PLATEAU_EROSION,
+    PROBE_HOLD_S,
+    RESET_MARGIN_S,
+    RUN_LENGTH,
+    SAFETY,
+    PaceState,
 )
 from tests.pace_simulation import WALL, Simulation
 
@@ -31,9 +41,11 @@ def test_state_is_json_scalars_and_round_trips() -> None:
     state = PaceState(configured_rpm=300)
     send(state, 0.0)
     reply(state, 429, 0.1, {"retry-after": "2"})
-    data = json.loads(json.dumps(state.to_dict()))
+    data = json.loads(json.dumps(state.to_dict(), allow_nan=False))  # strict JSON: no Infinity
     assert all(isinstance(v, (int, float, str)) or v is None for v in data.values())
     assert PaceState.from_dict(data) == state
+    probed = Simulation(limit=lambda t: 5).run(10).state  # every field set: a cut, a probe, a pause
+    assert probed.cuts and PaceState.from_dict(json.loads(json.dumps(probed.to_dict(), allow_nan=False))) == probed
 
 
 def test_unpaced_until_told_and_configured_spacing() -> None:
@@ -67,7 +79,7 @@ def test_spent_budget_waits_for_the_reset() -> None:
     state = PaceState()
     send(state, 0.0)
     reply(state, 200, 0.1, quota(1000, 0, 5, 0.1))
-    assert state.wait_s(1, 0.1) == pytest.approx(5)
+    assert state.wait_s(1, 0.1) == pytest.approx(5 + RESET_MARGIN_S)
     assert state.wait_s(1, 5.2) == 0
 
 

@@ -75,7 +75,7 @@ next_request_at / _tokens   GCRA: when the next request / token may go at the cu
 probe_limit                 the request limit (per minute) found by probing, or None
 probe_epoch_at              the origin ``t = 0`` of the probe curve
 probe_hold_until            the probed rate stays at ``probe_limit`` until then (after a fall back)
-probe_changed_at            when a 429 last changed the probe (cut, fall back, erosion)
+probe_changed_at            when a 429 last changed the probe (cut, fall back, erosion), or None
 period_start / _admitted    the probe's measurement: since when, and how many requests succeeded
 cut_span_s                  the span (elapsed + hint) the last cut measured over
 probe_window_s              the longest wait a run of 429s asked for: the server's window, roughly
@@ -90,13 +90,18 @@ rate_limited                429 replies seen; isolated_429s: of which isolated; 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_gradient.retry import backoff_seconds
-from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX, hint_jitter, lowered, reset_seconds, retry_after_seconds
+from airflow_gradient.wait_hints import (
+    RATE_LIMIT_HEADER_PREFIX,
+    hint_jitter,
+    lowered,
+    reset_seconds,
+    retry_after_seconds,
+)
 
 SAFETY = 0.98
 """Requests and tokens go at this fraction of the ceiling."""
@@ -104,9 +109,11 @@ TOKEN_BURST = 1 - SAFETY
 """Tokens that may go at once, as a fraction of a minute's tokens (a sliding 60 s window on the
 server sees at most ``TOKEN_BURST + SAFETY`` of the limit)."""
 MIN_PAUSE_S = 1.0
+RESET_MARGIN_S = 0.05
 """The shortest pause after a quota 429 (DigitalOcean: wait at least 1 s)."""
-LATE_SLACK = 0.05
-MAX_LATE_SLACK_S = 0.002
+LATE_SLACK_S = 0.02
+"""How late a request may be and still keep the schedule (at most half an interval): 2 % of a 1 s
+window, the SAFETY margin."""
 RUN_LENGTH = 4
 RUN_SPAN_S = 5.0
 RUN_RATIO = 0.35
@@ -184,7 +191,7 @@ class PaceState:
     probe_limit: float | None = None
     probe_epoch_at: float = 0.0
     probe_hold_until: float = 0.0
-    probe_changed_at: float = -math.inf
+    probe_changed_at: float | None = None
     probe_window_s: float = 0.0
     cut_span_s: float = 0.0
     period_start: float | None = None
@@ -263,10 +270,10 @@ class PaceState:
         ceiling = self.ceiling(now)
         if ceiling.requests_per_minute:
             interval = 60.0 / (ceiling.requests_per_minute * SAFETY)
-            # A request woken a little late (timers are) keeps the schedule, but never goes early:
-            # even a 1 s window on the server never sees more than the limit.
-            slack = min(LATE_SLACK * interval, MAX_LATE_SLACK_S)
-            self.next_request_at = max(self.next_request_at, now - slack) + interval
+            # A request woken a little late (timers are, more so on a busy worker) keeps the
+            # schedule, so the pace is not lost to lateness; never early, so that even a 1 s window
+            # on the server sees at most SAFETY of the limit plus LATE_SLACK_S, within the limit.
+            self.next_request_at = max(self.next_request_at, now - min(LATE_SLACK_S, interval / 2)) + interval
         if ceiling.tokens_per_minute:
             self.next_tokens_at = max(self.next_tokens_at, now) + tokens * 60.0 / (ceiling.tokens_per_minute * SAFETY)
         self.in_flight_requests += 1
@@ -318,12 +325,15 @@ class PaceState:
             self.header_rpm = requests.limit
         if token_quota.limit:
             self.header_tpm = token_quota.limit
+        # Reset times come rounded (to the millisecond, or the second): a margin keeps the first
+        # request after a reset from arriving a hair before it.
         if requests.remaining is not None:
             self.remaining_requests = requests.remaining
-            self.reset_requests_at = now + requests.reset_s if requests.reset_s is not None else None
+            self.reset_requests_at = now + requests.reset_s + RESET_MARGIN_S if requests.reset_s is not None else None
         if token_quota.remaining is not None:
             self.remaining_tokens = token_quota.remaining
-            self.reset_tokens_at = now + token_quota.reset_s if token_quota.reset_s is not None else None
+            self.reset_tokens_at = (now + token_quota.reset_s + RESET_MARGIN_S
+                                    if token_quota.reset_s is not None else None)
 
     def _expire_budgets(self, now: float) -> None:
         if self.reset_requests_at is not None and now >= self.reset_requests_at:
@@ -373,7 +383,8 @@ class PaceState:
         if not run:
             self.isolated_429s += 1
         # 429s of requests sent before the last change of pace or pause say nothing new.
-        if self.paused_until > now or now < self.probe_changed_at + CHANGE_HOLD_S:
+        changed = self.probe_changed_at
+        if self.paused_until > now or (changed is not None and now < changed + CHANGE_HOLD_S):
             return
         if run:
             self._run(hint, now, rand)
