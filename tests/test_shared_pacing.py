@@ -88,7 +88,7 @@ def test_reservations_from_several_clients_never_overlap() -> None:
         async def main() -> list[float]:
             stores = [PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=2), "slots")
                       for _ in range(4)]
-            await stores[0].update(lambda state, now: ({}, _pace(600.0)))
+            await stores[0].update(lambda state, now, in_flight: ({}, _pace(600.0)))
             results = await asyncio.gather(*(s.reserve(1, 0, horizon_s=30.0) for s in stores for _ in range(25)))
             assert all(r.reserved for r in results)
             # Beyond the default horizon nothing is reserved: the answer says when the next slot is.
@@ -173,8 +173,8 @@ def test_a_probed_limit_found_through_redis_is_the_one_found_in_memory() -> None
     with redis_database(3):
         async def main() -> dict:
             store = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=3), "probe")
-            await store.update(lambda state, now: _joined(state, None, 1e6, now))
-            await store.update(lambda state, now: _applied(state, events, 0.0, now, rand=lambda: 0.5))
+            await store.update(lambda state, now, in_flight: _joined(state, None, 1e6, now, in_flight))
+            await store.update(lambda state, now, in_flight: _applied(state, events, 0.0, now, in_flight, rand=lambda: 0.5))
             stored = json.loads(await store.client.hget(store.key, "state"))
             await store.client.aclose()
             return stored
@@ -184,6 +184,35 @@ def test_a_probed_limit_found_through_redis_is_the_one_found_in_memory() -> None
     assert shared.probe_limit == pytest.approx(alone.probe_limit)
     assert shared.ceiling(later) == alone.ceiling(later)
     assert (shared.rate_limited, shared.cuts, shared.in_flight_requests) == (alone.rate_limited, alone.cuts, 0)
+
+
+def test_a_dead_task_stops_holding_the_budget(monkeypatch) -> None:
+    """Requests in flight count per live task: a task that reported them and died (SIGKILL) stops
+    counting after IN_FLIGHT_TTL_S, a task that ends counts none."""
+    import redis.asyncio
+
+    from airflow_gradient.batch import pace_store
+    from airflow_gradient.batch.pace_store import InFlight
+    from airflow_gradient.batch.shared_pacing import _joined
+
+    seen: list[InFlight] = []
+
+    def record(state, now, in_flight):
+        seen.append(in_flight)
+        return _joined(state, 600.0, None, now, in_flight)
+
+    with redis_database(2):
+        async def main() -> None:
+            store = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=2), "dead")
+            await store.update(record, "killed", InFlight(16, 1600.0))
+            await store.update(record, "alive", InFlight(3, 300.0))
+            await store.update(record, "alive", InFlight(0, 0.0))  # the live task ended
+            monkeypatch.setattr(pace_store, "IN_FLIGHT_TTL_S", 0.0)
+            await store.update(record)
+            await store.client.aclose()
+
+        asyncio.run(main())
+    assert seen == [InFlight(16, 1600.0), InFlight(19, 1900.0), InFlight(16, 1600.0), InFlight(0, 0.0)]
 
 
 def test_state_expires_and_its_key_never_holds_the_api_key() -> None:

@@ -5,7 +5,8 @@ Two keys per account, in one Redis Cluster hash slot (the ``{digest}`` tag)::
     gradient:pace:{digest}        hash: "state" (the pacing rules' PaceState, JSON), and what the
                                   reservation script reads from it: "rpm", "tpm" (the pace, per
                                   minute; empty when unknown), "tok_burst", "pause_until" (Redis
-                                  time, s; the pause or the spent budget), "source", "version"
+                                  time, s; the pause or the spent budget), "source", "version",
+                                  "in_flight" (each live task's requests in flight, JSON)
     gradient:pace:{digest}:gcra   hash: "req", "tok": the theoretical arrival times (GCRA) of the
                                   next request and token, Redis time
 
@@ -43,6 +44,8 @@ STATE_TTL_S = 900.0
 # Short: a Redis that stops answering must be noticed within a request or two, not after minutes.
 SOCKET_TIMEOUT_S = 2.0
 UPDATE_TRIES = 20
+# A task's count of requests in flight stops counting this long after it last reported it.
+IN_FLIGHT_TTL_S = 30.0
 # Slots are reserved at most this far ahead, so that a new pace (a cut, a rise) applies within it.
 RESERVE_HORIZON_S = 0.25
 KEY_PREFIX = "gradient:pace:"
@@ -136,7 +139,15 @@ class DerivedPace:
 
 
 # The rules, as the store calls them: (stored state or None, Redis time) -> (new state, its pace).
-Transition = Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], DerivedPace]]
+Transition = Callable[[dict[str, Any] | None, float, "InFlight"], tuple[dict[str, Any], DerivedPace]]
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """Requests (and their estimated tokens) in flight: of one task, or of all live ones."""
+
+    requests: float = 0.0
+    tokens: float = 0.0
 
 
 def _number(value: bytes | str | None) -> float | None:
@@ -175,22 +186,35 @@ class PaceStore:
         """The stored pace: a reservation of nothing."""
         return (await self.reserve(0, 0)).pace
 
-    async def update(self, transition: Transition) -> SharedPace:
-        """Apply ``transition`` to the stored state atomically; returns the pace it derived."""
+    async def update(self, transition: Transition, task: str = "", in_flight: InFlight = InFlight()) -> SharedPace:
+        """Apply ``transition`` to the stored state atomically; returns the pace it derived.
+
+        ``task`` reports its ``in_flight`` requests; the transition gets the sum over the tasks that
+        reported within :data:`IN_FLIGHT_TTL_S`. A task that died (SIGKILL, a lost worker) stops
+        counting then, instead of holding the account's budget for ever.
+        """
         from redis.exceptions import WatchError
 
         async with self.client.pipeline(transaction=True) as pipe:
             for _ in range(UPDATE_TRIES):
                 try:
                     await pipe.watch(self.key)
-                    raw, stored_version = await pipe.hmget(self.key, "state", "version")
+                    raw, stored_version, raw_tasks = await pipe.hmget(self.key, "state", "version", "in_flight")
                     seconds, micros = await pipe.time()
                     now = seconds + micros / 1e6
                     version = int(stored_version or 0) + 1
-                    state, derived = transition(json.loads(raw) if raw else None, now)
+                    tasks = {name: entry for name, entry in (json.loads(raw_tasks) if raw_tasks else {}).items()
+                             if entry[2] >= now - IN_FLIGHT_TTL_S}
+                    if task:
+                        tasks[task] = [in_flight.requests, in_flight.tokens, now]
+                        if not in_flight.requests:
+                            del tasks[task]
+                    total = InFlight(sum(e[0] for e in tasks.values()), sum(e[1] for e in tasks.values()))
+                    state, derived = transition(json.loads(raw) if raw else None, now, total)
                     pipe.multi()
                     pipe.hset(self.key, mapping={
                         "state": json.dumps(state, separators=(",", ":")),
+                        "in_flight": json.dumps(tasks, separators=(",", ":")),
                         "rpm": _field(derived.requests_per_minute),
                         "tpm": _field(derived.tokens_per_minute),
                         "tok_burst": f"{derived.token_burst:.3f}",

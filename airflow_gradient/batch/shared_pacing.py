@@ -31,14 +31,16 @@ import dataclasses
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.pace_store import (
-    DerivedPace,
     RESERVE_HORIZON_S,
+    DerivedPace,
+    InFlight,
     PaceStore,
     Reservation,
     SharedPace,
@@ -85,11 +87,19 @@ def _state(stored: dict[str, Any] | None) -> PaceState:
     return PaceState.from_dict(stored) if stored else PaceState()
 
 
-def _joined(stored: dict[str, Any] | None, rpm: float | None, tpm: float | None,
-            now: float) -> tuple[dict[str, Any], DerivedPace]:
+def _joined(stored: dict[str, Any] | None, rpm: float | None, tpm: float | None, now: float,
+            in_flight: InFlight) -> tuple[dict[str, Any], DerivedPace]:
     """A task joins with the limits it was told: the lowest told limit wins."""
-    state = _join(_state(stored), rpm, tpm)
+    state = _with_in_flight(_join(_state(stored), rpm, tpm), in_flight)
     return state.to_dict(), derive(state, now)
+
+
+def _with_in_flight(state: PaceState, in_flight: InFlight) -> PaceState:
+    # The live tasks' own counts, not the sum of every send and reply ever applied: a task that
+    # died with requests in flight would hold the budget (remaining minus in flight) for ever.
+    state.in_flight_requests = int(in_flight.requests)
+    state.in_flight_tokens = in_flight.tokens
+    return state
 
 
 def _join(state: PaceState, rpm: float | None, tpm: float | None) -> PaceState:
@@ -130,7 +140,7 @@ class _Event:
 
 
 def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float, now: float,
-             limits: tuple[float | None, float | None] = (None, None),
+             in_flight: InFlight | None = None, limits: tuple[float | None, float | None] = (None, None),
              rand: Callable[[], float] = random.random) -> tuple[dict[str, Any], DerivedPace]:
     # Joined again each time: the state may have expired, or Redis restarted empty, since this task joined.
     state = _join(_state(stored), *limits)
@@ -141,6 +151,8 @@ def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float,
             state.on_send(event.tokens, at)
         else:
             state.on_reply(event.status, event.headers, event.tokens, now=at, now_wall=at, rand=rand())
+    if in_flight is not None:
+        _with_in_flight(state, in_flight)
     return state.to_dict(), derive(state, now)
 
 
@@ -237,6 +249,8 @@ class SharedRateLimiter:
         self._closed = False
         self.losses = 0
         self.late_slots = 0
+        self._task = uuid.uuid4().hex[:12]
+        self._in_flight = [0, 0.0]  # this task's requests (and tokens) in flight, acquired shared
 
     # -- the protocol --------------------------------------------------------------------------
 
@@ -247,6 +261,8 @@ class SharedRateLimiter:
                 now = self._clock()
                 self._share.add(now)
                 self._events.append(_Event(True, None, {}, tokens, now))
+                self._in_flight[0] += 1
+                self._in_flight[1] += tokens
                 return
             except Exception as exc:  # any failure of the store: never of the batch
                 if not _is_store_error(exc):
@@ -259,6 +275,8 @@ class SharedRateLimiter:
         if self._fallback is not None:
             self._fallback.on_reply(status, headers, tokens)
             return
+        self._in_flight[0] = max(self._in_flight[0] - 1, 0)
+        self._in_flight[1] = max(self._in_flight[1] - tokens, 0.0)
         if status == 429:
             self._token_debt -= tokens  # a refused request used no tokens
         kept = {k.lower(): v for k, v in headers.items()
@@ -297,8 +315,10 @@ class SharedRateLimiter:
         if self._fallback is None and self._store is not None:
             try:
                 self._urgent.set()
-                if self._flusher is not None:
+                if self._flushing():
                     await self._flusher
+                self._in_flight = [0, 0.0]  # the batch is over: this task no longer counts
+                await self._flush(force=True)
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
@@ -313,15 +333,18 @@ class SharedRateLimiter:
     async def start(self) -> None:
         """Connect and join the shared pace with the configured limits (once)."""
         async with self._start_lock:
-            if self._store is not None:
+            if self._pace is not None:
                 return
-            store = PaceStore(self._client_factory(), self._digest)
+            # Kept even if joining fails: the reconnection after a loss goes through it.
+            if self._store is None:
+                self._store = PaceStore(self._client_factory(), self._digest)
+            store = self._store
             rpm, tpm = self._configured
-            self._remember(await store.update(lambda state, now: _joined(state, rpm, tpm, now)), self._clock())
-            self._store = store
+            self._remember(await store.update(lambda state, now, in_flight: _joined(state, rpm, tpm, now, in_flight)),
+                           self._clock())
 
     async def _acquire_shared(self, tokens: int) -> None:
-        if self._store is None:
+        if self._pace is None:
             await self.start()
         while True:
             # First come, first served, one at a time (as in memory): only the first in line
@@ -430,7 +453,10 @@ class SharedRateLimiter:
             offset = self._offset
             assert self._store is not None
             try:
-                pace = await self._store.update(lambda state, now: _applied(state, events, offset, now, self._configured))
+                pace = await self._store.update(
+                    lambda state, now, in_flight: _applied(state, events, offset, now, in_flight, self._configured),
+                    self._task, InFlight(*self._in_flight),
+                )
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
@@ -454,6 +480,7 @@ class SharedRateLimiter:
         configured_rpm, configured_tpm = self._configured
         self._fallback = AdaptiveRateLimiter(rpm or configured_rpm, tpm or configured_tpm)
         self._events.clear()
+        self._in_flight = [0, 0.0]  # from here replies go to the fallback
         self._lease = _Lease()
         self.losses += 1
         log.warning(
@@ -471,7 +498,7 @@ class SharedRateLimiter:
                 assert self._store is not None
                 await self._store.client.ping()
                 rpm, tpm = self._configured
-                pace = await self._store.update(lambda state, now: _joined(state, rpm, tpm, now))
+                pace = await self._store.update(lambda state, now, in_flight: _joined(state, rpm, tpm, now, in_flight))
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
