@@ -8,6 +8,19 @@ from airflow_gradient._version import __version__
 
 _HOOK = "airflow_gradient.hooks.gradient.GradientHook"
 
+# The Gradient connection form, as Airflow's UI reads it; GradientHook.get_ui_field_behaviour
+# returns the same (this is its one owner, importable without importing the hook).
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "login"],
+    "relabeling": {"host": "Base URL", "password": "Model access key"},
+    "placeholders": {
+        "host": "https://inference.do-ai.run/v1",
+        "extra": '{"model": "llama3.3-70b-instruct", "prices": {"llama3.3-70b-instruct": '
+        '{"input": 0.65, "cached_input": 0.3, "output": 0.65}}}',
+        "rate_limit_store": "redis_default",
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
@@ -72,12 +85,14 @@ def get_provider_info() -> dict[str, Any]:
                         "description": 'Per model: {"model-id": {"input": 0.65, "cached_input": 0.3, '
                         '"output": 0.65, "batch_discount": 0.5}} (example numbers); no price, no cost shown',
                     },
+                    "rate_limit_store": {
+                        "label": "Rate limit store (Redis connection id)",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "An Airflow connection of type redis: every batch task using this "
+                        "Gradient connection then shares one pace for the account (docs: Scaling out)",
+                    },
                 },
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "Base URL", "password": "Model access key"},
-                    "placeholders": {"host": "https://inference.do-ai.run/v1"},
-                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
     }

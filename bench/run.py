@@ -32,6 +32,7 @@ import httpx
 from bench.chaos import bench_chaos
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.reuse import bench_reuse, bench_reuse_rss
+from bench.shared_pacing import bench_shared_cost, bench_shared_k4
 from bench.single_request import bench_single
 
 KEY = "bench-key"
@@ -131,6 +132,7 @@ def run_ours(
     requests_per_minute: float | None = None,
     max_output_tokens: int = 20,
     max_retries: int | None = None,
+    limiter: Any = None,
 ) -> dict[str, Any]:
     """One batch through the operator's code path; returns its manifest."""
     from airflow.sdk import ObjectStoragePath
@@ -150,7 +152,7 @@ def run_ours(
     return run_batch(
         hooks=pool_hooks("gradient_default", concurrency, max_retries),
         inputs=inputs,
-        limiter=AdaptiveRateLimiter(requests_per_minute),
+        limiter=limiter or AdaptiveRateLimiter(requests_per_minute),
         settings=EngineSettings(max_concurrency=concurrency, progress_interval=30),
         output_path=ObjectStoragePath(out_dir),
     )
@@ -326,7 +328,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
 
 
 BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
-           "reuse", "reuse-rss")
+           "reuse", "reuse-rss", "shared_k4", "shared_cost")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -401,6 +403,14 @@ def main(argv: list[str] | None = None) -> None:
             if "reuse-rss" in chosen:
                 results["reuse-rss"] = bench_reuse_rss(tmp, 100_000 if quick else 1_000_000)
                 _show("scanning 1 million earlier rows (goal: well under 100 MB)", results["reuse-rss"])
+            if "shared_k4" in chosen:
+                results["shared_k4"] = bench_shared_k4(emu, tmp, 30 if quick else 200)
+                _show("K=4 tasks (processes) on one 600/min account, each told the limit: in-memory vs Redis "
+                      "(goal with Redis: within 3 %, 0 x 429)", results["shared_k4"])
+            if "shared_cost" in chosen:
+                results["shared_cost"] = bench_shared_cost(emu, tmp, 500 if quick else 2000, rounds=3 if quick else 5)
+                _show("one task at zero latency, Redis limiter vs in-memory: throughput (goal >= 0.8x)",
+                      results["shared_cost"])
     finally:
         emu.close()
     print("\nSUMMARY")

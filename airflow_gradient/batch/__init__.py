@@ -4,6 +4,9 @@ One job per module, in the order data flows:
 
 - :mod:`~airflow_gradient.batch.inputs`: items from lists, rows or a file; validation; ``custom_id``
 - :mod:`~airflow_gradient.batch.pacing`: the rate limiter interface and the adaptive in-task limiter
+- :mod:`~airflow_gradient.batch.shared_pacing`: the limiter shared by every task on an account
+  (its state in Redis, :mod:`~airflow_gradient.batch.pace_store`), and :func:`limiter_for`, which
+  picks a batch's limiter
 - :mod:`~airflow_gradient.batch.engine`: concurrent sending, budget, one row per item
 - :mod:`~airflow_gradient.batch.results`: the row schema, part files, resume, the manifest
 - :mod:`~airflow_gradient.batch.reader`: reading results back downstream
@@ -19,6 +22,7 @@ from airflow_gradient.batch.inputs import BatchInputs, BatchItem
 from airflow_gradient.batch.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
 from airflow_gradient.batch.reader import read_results
 from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, run_batch
+from airflow_gradient.batch.shared_pacing import SharedRateLimiter, limiter_for
 
 __all__ = [
     "XCOM_MAX_ITEMS",
@@ -29,6 +33,8 @@ __all__ = [
     "EngineSettings",
     "Pacing",
     "RateLimiter",
+    "SharedRateLimiter",
+    "limiter_for",
     "read_results",
     "run_batch",
 ]

@@ -47,8 +47,6 @@ DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_CONNECTIONS = 100
 USER_AGENT = f"airflow-gradient/{__version__} httpx/{httpx.__version__}"
 # The numbers are an example of the shape, not anyone's price list.
-PLACEHOLDER_EXTRA = ('{"model": "llama3.3-70b-instruct", "prices": {"llama3.3-70b-instruct": '
-                     '{"input": 0.65, "cached_input": 0.3, "output": 0.65}}}')
 T = TypeVar("T")
 
 
@@ -74,6 +72,7 @@ class GradientSettings:
     max_retry_wait: float = 60.0
     # The ``prices`` extra as stored; validated where it is used (:mod:`airflow_gradient.pricing`).
     prices: Any = None
+    rate_limit_store: str | None = None
 
 
 def _extras_of(conn_id: str, conn: Any) -> dict[str, Any]:
@@ -125,8 +124,10 @@ class GradientHook(BaseHook):
 
     The Airflow connection holds the model access key in its password, the base URL in its host
     (default ``https://inference.do-ai.run/v1``) and, in its extras, ``model`` (the default model),
-    ``timeout`` (read timeout, seconds), ``connect_timeout``, ``max_retries`` and ``prices`` (US
-    dollars per million tokens per model, see :mod:`airflow_gradient.pricing`). No environment
+    ``timeout`` (read timeout, seconds), ``connect_timeout``, ``max_retries``, ``prices`` (US
+    dollars per million tokens per model, see :mod:`airflow_gradient.pricing`) and
+    ``rate_limit_store`` (the id of an Airflow connection of type ``redis`` through which batch
+    tasks on this account share their pace; see ``docs/scaling-out.md``). No environment
     variable ever replaces the connection's key.
 
     One pooled ``httpx.Client`` and one ``httpx.AsyncClient`` are created on first use and reused
@@ -171,11 +172,9 @@ class GradientHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "Base URL", "password": "Model access key"},
-            "placeholders": {"host": DEFAULT_BASE_URL, "extra": PLACEHOLDER_EXTRA},
-        }
+        from airflow_gradient.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -203,6 +202,7 @@ class GradientHook(BaseHook):
                 max_retries=_extra_number(extra, "max_retries", DEFAULT_MAX_RETRIES, arguments.non_negative_int),
                 max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
                 prices=extra.get("prices"),
+                rate_limit_store=str(extra.get("rate_limit_store") or "").strip() or None,
             )
         except GradientArgumentError as exc:
             # The value is quoted to help; a key pasted into the wrong field is not.

@@ -1,0 +1,545 @@
+"""Shared pacing: one account's pace held in Redis, so that every task on that account shares it.
+
+:class:`SharedRateLimiter` is a :class:`~airflow_gradient.batch.pacing.RateLimiter` whose state is
+in a :class:`~airflow_gradient.batch.pace_store.PaceStore`: every task using the same base URL and
+key shares one budget of requests and tokens per minute, one learnt limit and one 429 pause.
+:func:`limiter_for` picks a batch's limiter: the ``rate_limiter=`` argument, else the shared one
+when the Gradient connection names a ``rate_limit_store``, else the in-memory one.
+
+- Sending: a slot is reserved in Redis (one Lua round trip) ahead of time and slept for locally;
+  requests of one task take their turn first come, first served, as in memory. At high rates a
+  round trip reserves a small block of slots (:data:`LEASE_S` worth of the pace, at most
+  :data:`MAX_LEASE`), handed out locally at the pace. Slots are never reserved further ahead than
+  :data:`~airflow_gradient.batch.pace_store.RESERVE_HORIZON_S`, so a new pace (a probe's cut or
+  rise) applies to every later request at once. While no limit is known there is nothing
+  to reserve: sending checks the pause locally, refreshed from Redis every :data:`REFRESH_S`.
+- Feedback: sends and replies are queued and applied to the stored
+  :class:`~airflow_gradient.batch.pace_rules.PaceState` by its own transitions (one owner of every
+  rule: ceilings, budget, pauses, probing), in one atomic update per flush, at most every
+  :data:`FLUSH_S`, at once for a 429. What the script reads (pace, pause) is derived from that state
+  by the same rules. While the pace is probed (it rises with time), it is derived again every
+  :data:`REFRESH_S` even without replies.
+- Redis lost mid-batch: nothing is lost and the batch goes on, paced in memory at this task's
+  share of the last known pace (at most half), with one warning; it reconnects with backoff and
+  shares again once Redis answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_gradient.batch.pace_store import (
+    RESERVE_HORIZON_S,
+    DerivedPace,
+    InFlight,
+    PaceStore,
+    Reservation,
+    SharedPace,
+    account_digest,
+    async_client,
+    check_reachable,
+    redis_client_kwargs,
+)
+from airflow_gradient.batch.pace_rules import SAFETY, TOKEN_BURST, PaceState
+from airflow_gradient.batch.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
+from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from airflow_gradient.hooks.gradient import GradientSettings
+
+# A round trip reserves this many seconds of the pace at once (at least one slot)...
+LEASE_S = 0.05
+# ...but never more than this many slots: unused ones are lost to the other workers.
+MAX_LEASE = 32
+REFRESH_S = 0.5
+# A request whose slot passed longer ago than this takes a new slot rather than go late: sends then
+# never bunch by more than this, so a 60 s window on the server sees at most LATE_S more of the
+# pace than the pace (at 98 %, a quarter second adds 0.4 %: far below the limit). Less would drop
+# more slots when a worker is merely busy.
+LATE_S = 0.25
+FLUSH_S = 0.1
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
+# Redis lost: this task paces alone at its recent share of the pace, never more than this of it.
+FALLBACK_MAX_SHARE = 0.5
+FALLBACK_MIN_SHARE = 0.05
+_KEPT_HEADERS = ("retry-after", "retry-after-ms")
+
+log = logging.getLogger(__name__)
+
+
+# -- the rules, as the store applies them ----------------------------------------------------------
+# Every rule is PaceState's (batch/pace_rules.py); ``now`` is Redis time, a unix time, so it serves
+# as ``now_wall`` too. What is the store's own: how the limits several tasks were told combine.
+
+
+def _state(stored: dict[str, Any] | None) -> PaceState:
+    return PaceState.from_dict(stored) if stored else PaceState()
+
+
+def _joined(stored: dict[str, Any] | None, rpm: float | None, tpm: float | None, now: float,
+            in_flight: InFlight) -> tuple[dict[str, Any], DerivedPace]:
+    """A task joins with the limits it was told: the lowest told limit wins."""
+    state = _with_in_flight(_join(_state(stored), rpm, tpm), in_flight)
+    return state.to_dict(), derive(state, now)
+
+
+def _with_in_flight(state: PaceState, in_flight: InFlight) -> PaceState:
+    # The live tasks' own counts, not the sum of every send and reply ever applied: a task that
+    # died with requests in flight would hold the budget (remaining minus in flight) for ever.
+    state.in_flight_requests = int(in_flight.requests)
+    state.in_flight_tokens = in_flight.tokens
+    return state
+
+
+def _join(state: PaceState, rpm: float | None, tpm: float | None) -> PaceState:
+    state.configured_rpm = _lowest(state.configured_rpm, rpm)
+    state.configured_tpm = _lowest(state.configured_tpm, tpm)
+    return state
+
+
+def _lowest(*values: float | None) -> float | None:
+    known = [v for v in values if v]
+    return min(known) if known else None
+
+
+def derive(state: PaceState, now: float) -> DerivedPace:
+    """What the reservation script needs of a state: the pace, and until when nothing may go."""
+    ceiling = state.ceiling(now)
+    # wait_s with the GCRA times at ``now`` is the state's other waits: the pause and the budget.
+    # The GCRA itself is the script's, on the shared reservation times.
+    blocked = dataclasses.replace(state, next_request_at=now, next_tokens_at=now).wait_s(1, now)
+    return DerivedPace(
+        requests_per_minute=ceiling.requests_per_minute * SAFETY if ceiling.requests_per_minute else None,
+        tokens_per_minute=ceiling.tokens_per_minute * SAFETY if ceiling.tokens_per_minute else None,
+        token_burst=TOKEN_BURST * ceiling.tokens_per_minute if ceiling.tokens_per_minute else 0.0,
+        pause_until=now + blocked,
+        source=ceiling.source,
+    )
+
+
+@dataclass
+class _Event:
+    """A send (``status`` unused) or a reply (``status`` None: no reply came), at local time ``at``."""
+
+    sent: bool
+    status: int | None
+    headers: dict[str, str]
+    tokens: float
+    at: float
+
+
+def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float, now: float,
+             in_flight: InFlight | None = None, limits: tuple[float | None, float | None] = (None, None),
+             rand: Callable[[], float] = random.random) -> tuple[dict[str, Any], DerivedPace]:
+    # Joined again each time: the state may have expired, or Redis restarted empty, since this task joined.
+    state = _join(_state(stored), *limits)
+    for event in events:
+        # Each event at its own time on Redis's clock (never in Redis's future).
+        at = min(event.at + offset, now)
+        if event.sent:
+            state.on_send(event.tokens, at)
+        else:
+            state.on_reply(event.status, event.headers, event.tokens, now=at, now_wall=at, rand=rand())
+    if in_flight is not None:
+        _with_in_flight(state, in_flight)
+    return state.to_dict(), derive(state, now)
+
+
+# -- the limiter -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Lease:
+    """Reserved slots not yet handed out, on the local monotonic clock."""
+
+    # Slots hold when the pace changes: they were reserved at the pace of their time and span at
+    # most LEASE_S, and a probed pace changes at every flush. A pause is checked before each take.
+    requests: int = 0
+    request_at: float = 0.0
+    request_step: float = 0.0
+    tokens: float = 0.0
+    token_at: float = 0.0
+    token_step: float = 0.0
+
+    def take(self, tokens: float, pace: SharedPace) -> float | None:
+        """The local time of the next slot for a request of ``tokens``; None when more must be reserved."""
+        if pace.requests_per_minute and self.requests < 1:
+            return None
+        if pace.tokens_per_minute and self.tokens < tokens:
+            return None
+        at = 0.0
+        if pace.requests_per_minute:
+            at, self.request_at, self.requests = self.request_at, self.request_at + self.request_step, self.requests - 1
+        if pace.tokens_per_minute:
+            at = max(at, self.token_at)
+            self.token_at += tokens * self.token_step
+            self.tokens -= tokens
+        return at
+
+
+@dataclass
+class _Share:
+    """This task's recent acquisitions, to estimate its share of the pace."""
+
+    times: deque[float] = field(default_factory=deque)
+
+    def add(self, now: float) -> None:
+        self.times.append(now)
+        while self.times and self.times[0] < now - 60.0:
+            self.times.popleft()
+
+    def of(self, per_minute: float, now: float, started: float) -> float:
+        span = min(60.0, max(now - started, 1.0))
+        share = len(self.times) / (per_minute * span / 60.0)
+        return min(max(share, FALLBACK_MIN_SHARE), FALLBACK_MAX_SHARE)
+
+
+class SharedRateLimiter:
+    """A :class:`RateLimiter` whose pace lives in Redis, shared by every task on one account.
+
+    :param client_factory: makes a ``redis.asyncio.Redis`` (called inside the running event loop).
+    :param digest: the account, :func:`~airflow_gradient.batch.pace_store.account_digest`.
+    :param requests_per_minute: the account's request limit, when known (headers may lower it).
+    :param tokens_per_minute: the account's token limit, when known.
+    :param store_name: what to call the store in log lines (the Redis connection id).
+    """
+
+    def __init__(
+        self,
+        client_factory: Callable[[], redis.asyncio.Redis],
+        digest: str,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        *,
+        store_name: str = "redis",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client_factory = client_factory
+        self._digest = digest
+        self._configured = (requests_per_minute, tokens_per_minute)
+        self._store_name = store_name
+        self._clock = clock
+        self._store: PaceStore | None = None
+        self._pace: SharedPace | None = None
+        self._offset = 0.0  # Redis time minus local monotonic time
+        self._pace_read_at = float("-inf")
+        self._lease = _Lease()
+        self._token_debt = 0.0
+        self._events: list[_Event] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_flush = float("-inf")
+        self._urgent = asyncio.Event()
+        self._turn = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
+        self._share = _Share()
+        self._started_at = clock()
+        self._fallback: AdaptiveRateLimiter | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closed = False
+        self.losses = 0
+        self.late_slots = 0
+        self._task = uuid.uuid4().hex[:12]
+        self._in_flight = [0, 0.0]  # this task's requests (and tokens) in flight, acquired shared
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    async def acquire(self, tokens: int) -> None:
+        if self._fallback is None:
+            try:
+                await self._acquire_shared(tokens)
+                now = self._clock()
+                self._share.add(now)
+                self._events.append(_Event(True, None, {}, tokens, now))
+                self._in_flight[0] += 1
+                self._in_flight[1] += tokens
+                return
+            except Exception as exc:  # any failure of the store: never of the batch
+                if not _is_store_error(exc):
+                    raise
+                self._lose(exc)
+        assert self._fallback is not None
+        await self._fallback.acquire(tokens)
+
+    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> None:
+        if self._fallback is not None:
+            self._fallback.on_reply(status, headers, tokens)
+            return
+        self._in_flight[0] = max(self._in_flight[0] - 1, 0)
+        self._in_flight[1] = max(self._in_flight[1] - tokens, 0.0)
+        if status == 429:
+            self._token_debt -= tokens  # a refused request used no tokens
+        kept = {k.lower(): v for k, v in headers.items()
+                if k.lower().startswith(RATE_LIMIT_HEADER_PREFIX) or k.lower() in _KEPT_HEADERS}
+        self._events.append(_Event(False, status, kept, tokens, self._clock()))
+        if status == 429:
+            self._urgent.set()
+        if not self._flushing():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    def _flushing(self) -> bool:
+        return self._flusher is not None and not self._flusher.done()
+
+    def on_usage(self, estimated: int, actual: int) -> None:
+        if self._fallback is not None:
+            self._fallback.on_usage(estimated, actual)
+        else:
+            self._token_debt += actual - estimated
+
+    def pacing(self) -> Pacing:
+        if self._fallback is not None:
+            alone = self._fallback.pacing()
+            return Pacing(alone.requests_per_minute, alone.tokens_per_minute,
+                          f"{alone.source}, alone: {self._store_name} unreachable", alone.paused_s)
+        pace = self._pace
+        if pace is None or pace.unpaced:
+            return Pacing(None, None, "unpaced", self._paused_s())
+        return Pacing(pace.requests_per_minute, pace.tokens_per_minute,
+                      f"{pace.source or 'shared'}, shared via {self._store_name}", self._paused_s())
+
+    async def aclose(self) -> None:
+        """Apply the sends and replies not yet applied, then close the Redis client."""
+        self._closed = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        if self._fallback is None and self._store is not None:
+            try:
+                self._urgent.set()
+                if self._flushing():
+                    await self._flusher
+                self._in_flight = [0, 0.0]  # the batch is over: this task no longer counts
+                await self._flush(force=True)
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+        if self._store is not None:
+            try:
+                await self._store.client.aclose()
+            except Exception:  # best effort: the batch is over
+                log.debug("closing the rate-limit store failed", exc_info=True)
+
+    # -- sharing -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and join the shared pace with the configured limits (once)."""
+        async with self._start_lock:
+            if self._pace is not None:
+                return
+            # Kept even if joining fails: the reconnection after a loss goes through it.
+            if self._store is None:
+                self._store = PaceStore(self._client_factory(), self._digest)
+            store = self._store
+            rpm, tpm = self._configured
+            self._remember(await store.update(lambda state, now, in_flight: _joined(state, rpm, tpm, now, in_flight)),
+                           self._clock())
+
+    async def _acquire_shared(self, tokens: int) -> None:
+        if self._pace is None:
+            await self.start()
+        while True:
+            # First come, first served, one at a time (as in memory): only the first in line
+            # reserves or waits for the horizon; the slot itself is slept for outside the line.
+            async with self._turn:
+                at = await self._next_slot(tokens)
+            if at is None:
+                return  # unpaced
+            now = self._clock()
+            if at > now:
+                await asyncio.sleep(at - now)
+            if self._clock() - at <= LATE_S:
+                return
+            # The slot went by while this task was busy (a stalled loop, a slow wake-up): sent now,
+            # the request would land in the server's window with the next slots' requests. It takes
+            # a new slot; the one missed is lost to everyone, never sent twice.
+            self.late_slots += 1
+
+    async def _next_slot(self, tokens: int) -> float | None:
+        """The local time of this request's slot, or None while no limit is known."""
+        while True:
+            now = self._clock()
+            pace = self._pace
+            assert pace is not None
+            if (paused := self._paused_s(now)) > 0:
+                await self._wait_out_pause(paused)
+                continue
+            if "probing" in pace.source and now - self._pace_read_at > REFRESH_S and not self._flushing():
+                self._flusher = asyncio.get_running_loop().create_task(self._flush(force=True))
+            if pace.unpaced:
+                if now - self._pace_read_at > REFRESH_S:
+                    await self._renew(0, 0)  # someone may have learnt a limit, or paused
+                    continue
+                return None
+            amount = max(tokens + self._token_debt, 0.0) if pace.tokens_per_minute else 0.0
+            at = self._lease.take(amount, pace)
+            if at is not None:
+                if pace.tokens_per_minute:
+                    self._token_debt = 0.0
+                return at
+            reservation = await self._renew(*self._lease_size(amount, pace))
+            if not reservation.reserved and reservation.pace.pause_until <= reservation.pace.now:
+                # The next slot is beyond the horizon: ask again when it comes within it.
+                wait = reservation.starts_at - RESERVE_HORIZON_S - self._offset - self._clock()
+                await asyncio.sleep(min(max(wait, 0.0), REFRESH_S))
+
+    def _lease_size(self, tokens: float, pace: SharedPace) -> tuple[int, float]:
+        requests = 0
+        if pace.requests_per_minute:
+            requests = int(min(max(pace.requests_per_minute / 60.0 * LEASE_S, 1), MAX_LEASE))
+        token_amount = 0.0
+        if pace.tokens_per_minute:
+            token_amount = max(tokens, min(pace.tokens_per_minute / 60.0 * LEASE_S, tokens * MAX_LEASE))
+        return requests, token_amount
+
+    async def _renew(self, requests: int, tokens: float) -> Reservation:
+        """Reserve a new lease (called by the first in line only)."""
+        assert self._store is not None
+        before = self._clock()
+        reservation = await self._store.reserve(requests, tokens)
+        self._remember(reservation.pace, (before + self._clock()) / 2)
+        if reservation.reserved and (requests or tokens):
+            self._lease = self._lease_of(reservation)
+        return reservation
+
+    def _lease_of(self, reservation: Reservation) -> _Lease:
+        pace = reservation.pace
+        return _Lease(
+            requests=reservation.requests,
+            request_at=reservation.requests_at - self._offset,
+            request_step=60.0 / pace.requests_per_minute if pace.requests_per_minute else 0.0,
+            tokens=reservation.tokens,
+            token_at=reservation.tokens_at - self._offset,
+            token_step=60.0 / pace.tokens_per_minute if pace.tokens_per_minute else 0.0,
+        )
+
+    def _remember(self, pace: SharedPace, local_now: float) -> None:
+        self._pace = pace
+        self._offset = pace.now - local_now
+        self._pace_read_at = local_now
+
+    def _paused_s(self, now: float | None = None) -> float:
+        if self._pace is None:
+            return 0.0
+        now = self._clock() if now is None else now
+        return max(self._pace.pause_until - self._offset - now, 0.0)
+
+    async def _wait_out_pause(self, seconds: float) -> None:
+        # Another worker's success may lift the pause: look again now and then.
+        await asyncio.sleep(min(seconds, REFRESH_S))
+        if self._paused_s() > 0:
+            await self._renew(0, 0)
+
+    async def _flush(self, force: bool = False) -> None:
+        """Apply the queued sends and replies to the shared state, in one update per :data:`FLUSH_S`
+        (``force``: update once even with none, to derive the pace again)."""
+        while (self._events or force) and self._fallback is None:
+            force = False
+            if not self._urgent.is_set() and not self._closed:
+                try:
+                    await asyncio.wait_for(self._urgent.wait(), self._last_flush + FLUSH_S - self._clock())
+                except TimeoutError:
+                    pass
+            self._urgent.clear()
+            events, self._events = self._events, []
+            offset = self._offset
+            assert self._store is not None
+            try:
+                pace = await self._store.update(
+                    lambda state, now, in_flight: _applied(state, events, offset, now, in_flight, self._configured),
+                    self._task, InFlight(*self._in_flight),
+                )
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+                self._lose(exc)
+                return
+            self._last_flush = self._clock()
+            self._remember(pace, self._last_flush)
+
+    # -- Redis lost ----------------------------------------------------------------------------
+
+    def _lose(self, exc: BaseException) -> None:
+        if self._fallback is not None:
+            return
+        now = self._clock()
+        pace = self._pace
+        rpm = tpm = None
+        if pace is not None and pace.requests_per_minute:
+            rpm = pace.requests_per_minute / SAFETY * self._share.of(pace.requests_per_minute, now, self._started_at)
+        if pace is not None and pace.tokens_per_minute:
+            tpm = pace.tokens_per_minute / SAFETY * FALLBACK_MAX_SHARE
+        configured_rpm, configured_tpm = self._configured
+        self._fallback = AdaptiveRateLimiter(rpm or configured_rpm, tpm or configured_tpm)
+        self._events.clear()
+        self._in_flight = [0, 0.0]  # from here replies go to the fallback
+        self._lease = _Lease()
+        self.losses += 1
+        log.warning(
+            "Rate-limit store %s unreachable (%s: %s): pacing this task alone at %s until it answers again; "
+            "no item is lost", self._store_name, type(exc).__name__, exc, self._fallback.pacing().describe(),
+        )
+        if not self._closed:
+            self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = RECONNECT_MIN_S
+        while not self._closed:
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            try:
+                assert self._store is not None
+                await self._store.client.ping()
+                rpm, tpm = self._configured
+                pace = await self._store.update(lambda state, now, in_flight: _joined(state, rpm, tpm, now, in_flight))
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            self._remember(pace, self._clock())
+            self._fallback = None
+            log.warning("Rate-limit store %s answers again: pacing shared again (%s)", self._store_name,
+                        self.pacing().describe())
+            return
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store failing (lost, timed out, contended), never the batch."""
+    from redis.exceptions import RedisError
+
+    return isinstance(exc, (RedisError, OSError))
+
+
+# -- which limiter a batch uses --------------------------------------------------------------------
+
+
+def limiter_for(
+    rate_limiter: RateLimiter | None,
+    settings: GradientSettings,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+) -> RateLimiter:
+    """The limiter of a batch: ``rate_limiter`` when given, else one shared through the Gradient
+    connection's ``rate_limit_store`` (a Redis connection id) when it names one, else the
+    in-memory :class:`AdaptiveRateLimiter`.
+
+    Raises :class:`~airflow_gradient.exceptions.GradientRateLimitStoreError`, naming the Redis
+    connection, when that store cannot be read or reached now.
+    """
+    if rate_limiter is not None:
+        return rate_limiter
+    store = settings.rate_limit_store
+    if not store:
+        return AdaptiveRateLimiter(requests_per_minute, tokens_per_minute)
+    kwargs = redis_client_kwargs(store)
+    check_reachable(store, kwargs)
+    return SharedRateLimiter(lambda: async_client(kwargs), account_digest(settings.base_url, settings.api_key), requests_per_minute,
+                             tokens_per_minute, store_name=store)
