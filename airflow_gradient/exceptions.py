@@ -5,6 +5,7 @@ Every error derives from :class:`GradientError`, so one ``except GradientError``
     GradientError
     ├── GradientRequestInvalid        bad input, raised before any request leaves the machine
     ├── GradientConfigError           the Airflow connection is unusable (no key, bad URL)
+    │   └── GradientRateLimitStoreError   its ``rate_limit_store`` (Redis) cannot be used
     ├── GradientTransportError        no usable HTTP reply
     │   ├── GradientTimeoutError      connect/read timeout, or HTTP 408
     │   └── GradientConnectionError   refused, reset or dropped connection
@@ -49,6 +50,11 @@ class GradientRequestInvalid(GradientError, ValueError):
 
 class GradientConfigError(GradientError):
     """The Airflow connection cannot be used as it is."""
+
+
+class GradientRateLimitStoreError(GradientConfigError):
+    """The connection's ``rate_limit_store`` (a Redis connection) is missing, invalid or unreachable
+    when a batch starts. The message names that connection; a batch never retries it."""
 
 
 class GradientTransportError(GradientError):

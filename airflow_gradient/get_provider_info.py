@@ -8,6 +8,18 @@ from airflow_gradient._version import __version__
 
 _HOOK = "airflow_gradient.hooks.gradient.GradientHook"
 
+# The Gradient connection form, as Airflow's UI reads it; GradientHook.get_ui_field_behaviour
+# returns the same (this is its one owner, importable without importing the hook).
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "login"],
+    "relabeling": {"host": "Base URL", "password": "Model access key"},
+    "placeholders": {
+        "host": "https://inference.do-ai.run/v1",
+        "extra": '{"model": "llama3.3-70b-instruct"}',
+        "rate_limit_store": "redis_default",
+    },
+}
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
@@ -66,12 +78,14 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Max retries",
                         "schema": {"type": ["integer", "null"], "default": 2, "minimum": 0},
                     },
+                    "rate_limit_store": {
+                        "label": "Rate limit store (Redis connection id)",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "An Airflow connection of type redis: every batch task using this "
+                        "Gradient connection then shares one pace for the account (docs: Scaling out)",
+                    },
                 },
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "Base URL", "password": "Model access key"},
-                    "placeholders": {"host": "https://inference.do-ai.run/v1"},
-                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
     }

@@ -63,6 +63,7 @@ class GradientSettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
     max_retry_wait: float = 60.0
+    rate_limit_store: str | None = None
 
 
 def _base_url_of(host: str | None, port: int | None, schema: str | None) -> str:
@@ -84,7 +85,9 @@ class GradientHook(BaseHook):
 
     The Airflow connection holds the model access key in its password, the base URL in its host
     (default ``https://inference.do-ai.run/v1``) and, in its extras, ``model`` (the default model),
-    ``timeout`` (read timeout, seconds), ``connect_timeout`` and ``max_retries``. No environment
+    ``timeout`` (read timeout, seconds), ``connect_timeout``, ``max_retries`` and
+    ``rate_limit_store`` (the id of an Airflow connection of type ``redis`` through which batch
+    tasks on this account share their pace; see ``docs/scaling-out.md``). No environment
     variable ever replaces the connection's key.
 
     One pooled ``httpx.Client`` and one ``httpx.AsyncClient`` are created on first use and reused
@@ -128,11 +131,9 @@ class GradientHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port", "login"],
-            "relabeling": {"host": "Base URL", "password": "Model access key"},
-            "placeholders": {"host": DEFAULT_BASE_URL, "extra": '{"model": "llama3.3-70b-instruct"}'},
-        }
+        from airflow_gradient.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -162,6 +163,7 @@ class GradientHook(BaseHook):
                     else extra.get("max_retries", DEFAULT_MAX_RETRIES)
                 ),
                 max_retry_wait=float(extra.get("max_retry_wait", 60.0)),
+                rate_limit_store=str(extra.get("rate_limit_store") or "").strip() or None,
             )
         except (TypeError, ValueError) as exc:
             raise GradientConfigError(

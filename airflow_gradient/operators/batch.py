@@ -13,10 +13,11 @@ from airflow.sdk import Asset, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_gradient.batch.engine import EngineSettings
 from airflow_gradient.batch.inputs import BatchInputs, Renderer, Shard
-from airflow_gradient.batch.pacing import AdaptiveRateLimiter, RateLimiter
+from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.results import shard_dir_name
 from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, failure_message, pool_hooks, run_batch
-from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.batch.shared_pacing import limiter_for
+from airflow_gradient.exceptions import GradientRateLimitStoreError, GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.operators.base import GradientBaseOperator
 
@@ -64,7 +65,9 @@ class GradientBatchOperator(GradientBaseOperator):
     :param item_timeout: seconds allowed for one item, retries included.
     :param progress_interval: seconds between progress log lines.
     :param rate_limiter: a :class:`~airflow_gradient.batch.pacing.RateLimiter` to use instead of the
-        in-task one, e.g. one backed by a store shared by several workers.
+        in-task one. Without it, a Gradient connection whose extra ``rate_limit_store`` names a Redis
+        connection shares one pace with every task on the account (see ``docs/scaling-out.md``);
+        when that Redis does not answer as the task starts, the task fails at once.
     :param output_asset: an :class:`~airflow.sdk.Asset` for what ``output_path`` holds: it becomes an
         outlet of the task, and each successful run's asset event carries ``output_path``,
         ``counts`` and ``usage`` in its ``extra``, so a downstream DAG scheduled on the asset can
@@ -197,6 +200,13 @@ class GradientBatchOperator(GradientBaseOperator):
             # The same input would fail the same way: no retry.
             raise AirflowFailException(str(exc)) from exc
 
+    def _limiter(self) -> RateLimiter:
+        try:
+            return limiter_for(self.rate_limiter, self.hook.settings, self.requests_per_minute, self.tokens_per_minute)
+        except GradientRateLimitStoreError as exc:
+            # Retrying does not bring Redis back; the message names the connection to fix.
+            raise AirflowFailException(str(exc)) from exc
+
     def _finish(self, context: Context, manifest: dict[str, Any], label: str) -> dict[str, Any]:
         """Log the manifest and apply ``max_failed_fraction``: return it, or push it and fail."""
         self.log.info("%s: %s", label, {k: v for k, v in manifest.items() if k != "results"})
@@ -219,7 +229,7 @@ class GradientBatchOperator(GradientBaseOperator):
             manifest = run_batch(
                 hooks=self.pool_hooks,
                 inputs=inputs,
-                limiter=self.rate_limiter or AdaptiveRateLimiter(self.requests_per_minute, self.tokens_per_minute),
+                limiter=self._limiter(),
                 settings=EngineSettings(
                     max_concurrency=self.max_concurrency,
                     request_timeout=self.request_timeout,

@@ -1,0 +1,249 @@
+"""The shared pace of one account in Redis: where it lives, how a slot is reserved, how it changes.
+
+Two keys per account, in one Redis Cluster hash slot (the ``{digest}`` tag)::
+
+    gradient:pace:{digest}        hash: "state" (the pacing rules' state, JSON), and what the
+                                  reservation script reads from it: "rpm", "tpm" (the pace, per
+                                  minute; empty when unknown), "pause_until" (Redis time, s),
+                                  "source", "version"
+    gradient:pace:{digest}:gcra   hash: "req", "tok": the theoretical arrival times (GCRA) of the
+                                  next request and token, Redis time
+
+``digest`` is ``sha256(base_url + "\\0" + key)[:16]``: one account, never the key itself. Both keys
+expire :data:`STATE_TTL_S` after their last use.
+
+- :meth:`PaceStore.reserve` is the hot path: one Lua script, one round trip. It reserves ``n``
+  request slots and ``m`` tokens at the stored pace (GCRA: no read-modify-write race, no burst)
+  and answers when the first slot begins, in Redis time; the caller sleeps until then. During a
+  pause it reserves nothing and says until when.
+- :meth:`PaceStore.update` applies the pacing rules (Python, :mod:`~airflow_gradient.batch.pace_rules`)
+  to the stored state under optimistic concurrency (``WATCH``/``MULTI``/``EXEC``, retried when
+  another worker wrote first), and stores the pace the rules derive, for the script to read.
+  The GCRA times live in their own key so that reservations never void an update's ``WATCH``.
+
+Time is Redis's ``TIME`` everywhere: workers' clocks may disagree, Redis's is one clock for all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_gradient.exceptions import GradientRateLimitStoreError
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+STATE_TTL_S = 900.0
+# Short: a Redis that stops answering must be noticed within a request or two, not after minutes.
+SOCKET_TIMEOUT_S = 2.0
+UPDATE_TRIES = 20
+KEY_PREFIX = "gradient:pace:"
+
+# KEYS: state, gcra. ARGV: requests, tokens, ttl_ms. Returns strings (Lua numbers become integers).
+RESERVE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local s = redis.call('HMGET', KEYS[1], 'rpm', 'tpm', 'pause_until', 'source', 'version')
+local rpm, tpm, pause = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]) or 0
+local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
+local req_at, tok_at = now, now
+if pause <= now then
+  local g = redis.call('HMGET', KEYS[2], 'req', 'tok')
+  if rpm and rpm > 0 and n > 0 then
+    req_at = math.max(tonumber(g[1]) or 0, now)
+    redis.call('HSET', KEYS[2], 'req', string.format('%.6f', req_at + n * 60 / rpm))
+  end
+  if tpm and tpm > 0 and m > 0 then
+    tok_at = math.max(tonumber(g[2]) or 0, now)
+    redis.call('HSET', KEYS[2], 'tok', string.format('%.6f', tok_at + m * 60 / tpm))
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {string.format('%.6f', now), string.format('%.6f', req_at), string.format('%.6f', tok_at),
+        s[1] or '', s[2] or '', string.format('%.6f', pause), s[4] or '', s[5] or '0'}
+"""
+
+
+def account_digest(base_url: str, api_key: str) -> str:
+    """The account's name in Redis: a digest of base URL and key, never the key."""
+    return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SharedPace:
+    """The pace stored for the account, as of ``now`` (Redis time, seconds)."""
+
+    now: float
+    requests_per_minute: float | None
+    tokens_per_minute: float | None
+    pause_until: float
+    source: str
+    version: int
+
+    @property
+    def unpaced(self) -> bool:
+        return self.requests_per_minute is None and self.tokens_per_minute is None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What :meth:`PaceStore.reserve` reserved: ``requests`` slots from ``requests_at`` and
+    ``tokens`` from ``tokens_at`` (Redis time), at the pace in ``pace``; nothing while paused."""
+
+    pace: SharedPace
+    requests: int
+    requests_at: float
+    tokens: float
+    tokens_at: float
+
+    @property
+    def reserved(self) -> bool:
+        return self.pace.pause_until <= self.pace.now
+
+
+@dataclass(frozen=True)
+class DerivedPace:
+    """What the rules derive from their state, stored for the reservation script."""
+
+    requests_per_minute: float | None
+    tokens_per_minute: float | None
+    pause_until: float
+    source: str
+
+
+# The rules, as the store calls them: (stored state or None, Redis time) -> (new state, its pace).
+Transition = Callable[[dict[str, Any] | None, float], tuple[dict[str, Any], DerivedPace]]
+
+
+def _number(value: bytes | str | None) -> float | None:
+    if value in (None, b"", ""):
+        return None
+    number = float(value)
+    return number if number > 0 else None
+
+
+class PaceStore:
+    """One account's shared pace in Redis (see the module docstring).
+
+    :param client: a ``redis.asyncio.Redis`` of the running event loop.
+    :param digest: :func:`account_digest` of the account.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, digest: str, *, ttl_s: float = STATE_TTL_S) -> None:
+        self.client = client
+        self.key = f"{KEY_PREFIX}{{{digest}}}"
+        self.gcra_key = f"{self.key}:gcra"
+        self.ttl_ms = int(ttl_s * 1000)
+        self._reserve = client.register_script(RESERVE_LUA)
+
+    async def reserve(self, requests: int, tokens: float) -> Reservation:
+        """Reserve ``requests`` slots and ``tokens`` tokens at the stored pace, in one round trip."""
+        raw = await self._reserve(keys=[self.key, self.gcra_key], args=[requests, f"{tokens:.3f}", self.ttl_ms])
+        now, req_at, tok_at, rpm, tpm, pause, source, version = (
+            v.decode() if isinstance(v, bytes) else v for v in raw
+        )
+        pace = SharedPace(float(now), _number(rpm), _number(tpm), float(pause), source, int(version or 0))
+        return Reservation(pace, requests, float(req_at), tokens, float(tok_at))
+
+    async def read(self) -> SharedPace:
+        """The stored pace: a reservation of nothing."""
+        return (await self.reserve(0, 0)).pace
+
+    async def update(self, transition: Transition) -> SharedPace:
+        """Apply ``transition`` to the stored state atomically; returns the pace it derived."""
+        from redis.exceptions import WatchError
+
+        async with self.client.pipeline(transaction=True) as pipe:
+            for _ in range(UPDATE_TRIES):
+                try:
+                    await pipe.watch(self.key)
+                    raw, stored_version = await pipe.hmget(self.key, "state", "version")
+                    seconds, micros = await pipe.time()
+                    now = seconds + micros / 1e6
+                    version = int(stored_version or 0) + 1
+                    state, derived = transition(json.loads(raw) if raw else None, now)
+                    pipe.multi()
+                    pipe.hset(self.key, mapping={
+                        "state": json.dumps(state, separators=(",", ":")),
+                        "rpm": _field(derived.requests_per_minute),
+                        "tpm": _field(derived.tokens_per_minute),
+                        "pause_until": f"{derived.pause_until:.6f}",
+                        "source": derived.source,
+                        "version": version,
+                    })
+                    pipe.pexpire(self.key, self.ttl_ms)
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return SharedPace(now, derived.requests_per_minute, derived.tokens_per_minute,
+                                  derived.pause_until, derived.source, version)
+        raise WatchError(f"the shared pace of {self.key} changed {UPDATE_TRIES} times while being updated")
+
+
+def _field(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+# -- the Airflow connection -----------------------------------------------------------------------
+
+
+def redis_client_kwargs(redis_conn_id: str) -> dict[str, Any]:
+    """``redis.asyncio.Redis`` arguments for an Airflow connection of type ``redis``, read as the
+    Redis provider reads it (host, port, login, password, extras ``db`` and ``ssl*``).
+
+    Raises :class:`GradientRateLimitStoreError` naming the connection when it cannot be used.
+    """
+    try:
+        from airflow.providers.redis.hooks.redis import RedisHook
+        import redis.asyncio
+        from redis.connection import SSLConnection
+    except ImportError as exc:
+        raise GradientRateLimitStoreError(
+            f"rate_limit_store={redis_conn_id!r} needs the Redis provider: pip install "
+            f"'airflow-gradient[cluster]' ({exc})"
+        ) from None
+    try:
+        sync = RedisHook(redis_conn_id).get_conn()
+    except Exception as exc:  # a missing connection, a bad extra: say which connection
+        raise GradientRateLimitStoreError(
+            f"rate_limit_store={redis_conn_id!r}: cannot read that Redis connection: {type(exc).__name__}: {exc}"
+        ) from None
+    if not hasattr(sync, "connection_pool"):
+        raise GradientRateLimitStoreError(
+            f"rate_limit_store={redis_conn_id!r}: Redis in cluster mode is not supported; use a single "
+            "Redis (or a Sentinel-managed primary) for the rate-limit store"
+        )
+    pool = sync.connection_pool
+    accepted = set(inspect.signature(redis.asyncio.Redis.__init__).parameters) - {"self", "connection_pool", "retry"}
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted and not k.startswith("socket_")}
+    if issubclass(pool.connection_class, SSLConnection):
+        kwargs["ssl"] = True
+    sync.close()
+    kwargs.update(socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+                  socket_keepalive=True, decode_responses=False)
+    return kwargs
+
+
+def check_reachable(redis_conn_id: str, kwargs: dict[str, Any]) -> None:
+    """``PING`` the store once, now: raises :class:`GradientRateLimitStoreError` naming the
+    connection when it does not answer (a batch must not start without the pace it shares)."""
+    import redis
+
+    client = redis.Redis(**kwargs)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        host = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db') or 0}"
+        raise GradientRateLimitStoreError(
+            f"rate_limit_store={redis_conn_id!r}: Redis at {host} is unreachable ({type(exc).__name__}: {exc}); "
+            "start it or fix that connection, or remove rate_limit_store from the Gradient connection to "
+            "pace this task alone"
+        ) from None
+    finally:
+        client.close()

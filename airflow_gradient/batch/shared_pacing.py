@@ -1,0 +1,509 @@
+"""Shared pacing: one account's pace held in Redis, so that every task on that account shares it.
+
+:class:`SharedRateLimiter` is a :class:`~airflow_gradient.batch.pacing.RateLimiter` whose state is
+in a :class:`~airflow_gradient.batch.pace_store.PaceStore`: every task using the same base URL and
+key shares one budget of requests and tokens per minute, one learnt limit and one 429 pause.
+:func:`limiter_for` picks a batch's limiter: the ``rate_limiter=`` argument, else the shared one
+when the Gradient connection names a ``rate_limit_store``, else the in-memory one.
+
+- Sending: a slot is reserved in Redis (one Lua round trip) ahead of time and slept for locally.
+  At high rates a round trip reserves a small block of slots (:data:`LEASE_S` worth of the pace, at
+  most :data:`MAX_LEASE`), handed out locally at the pace. While no limit is known there is nothing
+  to reserve: sending checks the pause locally, refreshed from Redis every :data:`REFRESH_S`.
+- Feedback: replies are queued and applied to the stored state by the pacing rules in Python
+  (one owner of every rule), in one atomic update per flush, at most every :data:`FLUSH_S`, at
+  once for a 429.
+- Redis lost mid-batch: nothing is lost and the batch goes on, paced in memory at this task's
+  share of the last known pace (at most half), with one warning; it reconnects with backoff and
+  shares again once Redis answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_gradient.batch.pace_store import (
+    DerivedPace,
+    PaceStore,
+    Reservation,
+    SharedPace,
+    account_digest,
+    check_reachable,
+    redis_client_kwargs,
+)
+from airflow_gradient.batch.pacing import SAFETY, AdaptiveRateLimiter, Pacing, RateLimiter
+from airflow_gradient.http_errors import retry_after_seconds
+
+if TYPE_CHECKING:
+    from airflow_gradient.hooks.gradient import GradientSettings
+
+# A round trip reserves this many seconds of the pace at once (at least one slot)...
+LEASE_S = 0.05
+# ...but never more than this many slots: unused ones are lost to the other workers.
+MAX_LEASE = 32
+REFRESH_S = 0.5
+FLUSH_S = 0.1
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
+# Redis lost: this task paces alone at its recent share of the pace, never more than this of it.
+FALLBACK_MAX_SHARE = 0.5
+FALLBACK_MIN_SHARE = 0.05
+MIN_429_PAUSE_S = 1.0
+_KEPT_HEADERS = ("retry-after", "retry-after-ms")
+
+log = logging.getLogger(__name__)
+
+
+# -- the rules, as the store applies them ----------------------------------------------------------
+# The transitions are pure: (state, inputs, now) -> state. ``now`` is Redis time.
+
+
+def _min(*values: float | None) -> float | None:
+    known = [v for v in values if v]
+    return min(known) if known else None
+
+
+def configure(state: dict[str, Any] | None, rpm: float | None, tpm: float | None, now: float) -> dict[str, Any]:
+    """A task joins with the limits it was told: the lowest told limit wins."""
+    state = dict(state or {})
+    state["configured_rpm"] = _min(state.get("configured_rpm"), rpm)
+    state["configured_tpm"] = _min(state.get("configured_tpm"), tpm)
+    return state
+
+
+def reply(state: dict[str, Any] | None, status: int, headers: Mapping[str, str], now: float) -> dict[str, Any]:
+    """A reply arrived at ``now`` with ``headers`` (lower-case names)."""
+    state = dict(state or {})
+    for kind, names in (("rpm", ("requests",)), ("tpm", ("tokens", "tokens-per-minute"))):
+        for name in names:
+            try:
+                limit = float(headers.get(f"x-ratelimit-limit-{name}", "") or 0)
+            except ValueError:
+                continue
+            if limit > 0:
+                state[f"header_{kind}"] = limit
+                break
+    paused_until = float(state.get("pause_until") or 0.0)
+    if status == 429:
+        wait = max(retry_after_seconds(headers, 429, now) or MIN_429_PAUSE_S, MIN_429_PAUSE_S)  # type: ignore[arg-type]
+        state["pause_until"] = max(paused_until, now + wait + random.uniform(0.25, 0.5))
+    elif status < 400 and paused_until > now and _quota_left(headers):
+        state["pause_until"] = now  # a 429 not about the account's limit: lift the pause
+    return state
+
+
+def _quota_left(headers: Mapping[str, str]) -> bool:
+    remaining = [v for k, v in headers.items() if k.startswith("x-ratelimit-remaining-")]
+    try:
+        return bool(remaining) and all(float(v) >= 1 for v in remaining)
+    except ValueError:
+        return False
+
+
+def derive(state: dict[str, Any], now: float) -> DerivedPace:
+    """The pace a state means: the lowest known ceiling, at :data:`SAFETY`."""
+    rpm = _min(state.get("configured_rpm"), state.get("header_rpm"))
+    tpm = _min(state.get("configured_tpm"), state.get("header_tpm"))
+    sources = []
+    for kind, ceiling in (("rpm", rpm), ("tpm", tpm)):
+        if ceiling:
+            sources.append("configured" if ceiling == state.get(f"configured_{kind}") else "headers")
+    return DerivedPace(
+        requests_per_minute=rpm * SAFETY if rpm else None,
+        tokens_per_minute=tpm * SAFETY if tpm else None,
+        pause_until=float(state.get("pause_until") or 0.0),
+        source="/".join(dict.fromkeys(sources)),
+    )
+
+
+# -- the limiter -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Reply:
+    status: int
+    headers: dict[str, str]
+    at: float  # local monotonic time
+
+
+@dataclass
+class _Lease:
+    """Reserved slots not yet handed out, on the local monotonic clock."""
+
+    version: int = -1
+    requests: int = 0
+    request_at: float = 0.0
+    request_step: float = 0.0
+    tokens: float = 0.0
+    token_at: float = 0.0
+    token_step: float = 0.0
+
+    def take(self, tokens: float, pace: SharedPace) -> float | None:
+        """The local time of the next slot for a request of ``tokens``; None when more must be reserved."""
+        if self.version != pace.version:
+            return None
+        if pace.requests_per_minute and self.requests < 1:
+            return None
+        if pace.tokens_per_minute and self.tokens < tokens:
+            return None
+        at = 0.0
+        if pace.requests_per_minute:
+            at, self.request_at, self.requests = self.request_at, self.request_at + self.request_step, self.requests - 1
+        if pace.tokens_per_minute:
+            at = max(at, self.token_at)
+            self.token_at += tokens * self.token_step
+            self.tokens -= tokens
+        return at
+
+
+@dataclass
+class _Share:
+    """This task's recent acquisitions, to estimate its share of the pace."""
+
+    times: deque[float] = field(default_factory=deque)
+
+    def add(self, now: float) -> None:
+        self.times.append(now)
+        while self.times and self.times[0] < now - 60.0:
+            self.times.popleft()
+
+    def of(self, per_minute: float, now: float, started: float) -> float:
+        span = min(60.0, max(now - started, 1.0))
+        share = len(self.times) / (per_minute * span / 60.0)
+        return min(max(share, FALLBACK_MIN_SHARE), FALLBACK_MAX_SHARE)
+
+
+class SharedRateLimiter:
+    """A :class:`RateLimiter` whose pace lives in Redis, shared by every task on one account.
+
+    :param client_factory: makes a ``redis.asyncio.Redis`` (called inside the running event loop).
+    :param digest: the account, :func:`~airflow_gradient.batch.pace_store.account_digest`.
+    :param requests_per_minute: the account's request limit, when known (headers may lower it).
+    :param tokens_per_minute: the account's token limit, when known.
+    :param store_name: what to call the store in log lines (the Redis connection id).
+    """
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        digest: str,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        *,
+        store_name: str = "redis",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client_factory = client_factory
+        self._digest = digest
+        self._configured = (requests_per_minute, tokens_per_minute)
+        self._store_name = store_name
+        self._clock = clock
+        self._store: PaceStore | None = None
+        self._pace: SharedPace | None = None
+        self._offset = 0.0  # Redis time minus local monotonic time
+        self._pace_read_at = float("-inf")
+        self._lease = _Lease()
+        self._token_debt = 0.0
+        self._replies: list[_Reply] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._last_flush = float("-inf")
+        self._urgent = asyncio.Event()
+        self._renewing: asyncio.Future[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._share = _Share()
+        self._started_at = clock()
+        self._fallback: AdaptiveRateLimiter | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closed = False
+        self.losses = 0
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    async def acquire(self, tokens: int) -> None:
+        if self._fallback is None:
+            try:
+                await self._acquire_shared(tokens)
+                self._share.add(self._clock())
+                return
+            except Exception as exc:  # any failure of the store: never of the batch
+                if not _is_store_error(exc):
+                    raise
+                self._lose(exc)
+        assert self._fallback is not None
+        await self._fallback.acquire(tokens)
+
+    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> None:
+        if self._fallback is not None:
+            self._fallback.on_reply(status, headers, tokens)
+            return
+        if status is None:
+            return
+        if status == 429:
+            self._token_debt -= tokens  # a refused request used no tokens
+        kept = {k.lower(): v for k, v in headers.items()
+                if k.lower().startswith("x-ratelimit-") or k.lower() in _KEPT_HEADERS}
+        self._replies.append(_Reply(status, kept, self._clock()))
+        if status == 429:
+            self._urgent.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    def on_usage(self, estimated: int, actual: int) -> None:
+        if self._fallback is not None:
+            self._fallback.on_usage(estimated, actual)
+        else:
+            self._token_debt += actual - estimated
+
+    def pacing(self) -> Pacing:
+        if self._fallback is not None:
+            alone = self._fallback.pacing()
+            return Pacing(alone.requests_per_minute, alone.tokens_per_minute,
+                          f"{alone.source}, alone: {self._store_name} unreachable", alone.paused_s)
+        pace = self._pace
+        if pace is None or pace.unpaced:
+            return Pacing(None, None, "unpaced", self._paused_s())
+        return Pacing(pace.requests_per_minute, pace.tokens_per_minute,
+                      f"{pace.source or 'shared'}, shared via {self._store_name}", self._paused_s())
+
+    async def aclose(self) -> None:
+        """Apply the replies not yet applied, then close the Redis client."""
+        self._closed = True
+        for task in (self._reconnect,):
+            if task is not None:
+                task.cancel()
+        if self._fallback is None and self._store is not None:
+            try:
+                self._urgent.set()
+                if self._flusher is not None:
+                    await self._flusher
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+        if self._store is not None:
+            try:
+                await self._store.client.aclose()
+            except Exception:  # best effort: the batch is over
+                log.debug("closing the rate-limit store failed", exc_info=True)
+
+    # -- sharing -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and join the shared pace with the configured limits (once)."""
+        async with self._start_lock:
+            if self._store is not None:
+                return
+            store = PaceStore(self._client_factory(), self._digest)
+            rpm, tpm = self._configured
+            self._remember(await store.update(lambda state, now: _joined(state, rpm, tpm, now)), self._clock())
+            self._store = store
+
+    async def _acquire_shared(self, tokens: int) -> None:
+        if self._store is None:
+            await self.start()
+        while True:
+            now = self._clock()
+            pace = self._pace
+            assert pace is not None
+            if (paused := self._paused_s(now)) > 0:
+                await self._wait_out_pause(paused)
+                continue
+            if pace.unpaced:
+                if now - self._pace_read_at > REFRESH_S:
+                    await self._renew(0, 0)  # someone may have learnt a limit, or paused
+                    continue
+                return
+            amount = max(tokens + self._token_debt, 0.0) if pace.tokens_per_minute else 0.0
+            at = self._lease.take(amount, pace)
+            if at is None:
+                await self._renew(*self._lease_size(amount, pace))
+                continue
+            if pace.tokens_per_minute:
+                self._token_debt = 0.0
+            if at > now:
+                await asyncio.sleep(at - now)
+            return
+
+    def _lease_size(self, tokens: float, pace: SharedPace) -> tuple[int, float]:
+        requests = 0
+        if pace.requests_per_minute:
+            requests = int(min(max(pace.requests_per_minute / 60.0 * LEASE_S, 1), MAX_LEASE))
+        token_amount = 0.0
+        if pace.tokens_per_minute:
+            token_amount = max(tokens, min(pace.tokens_per_minute / 60.0 * LEASE_S, tokens * MAX_LEASE))
+        return requests, token_amount
+
+    async def _renew(self, requests: int, tokens: float) -> None:
+        """Reserve a new lease; concurrent callers share one round trip."""
+        if self._renewing is not None:
+            await asyncio.shield(self._renewing)
+            return
+        self._renewing = asyncio.get_running_loop().create_future()
+        try:
+            assert self._store is not None
+            before = self._clock()
+            reservation = await self._store.reserve(requests, tokens)
+            self._remember(reservation.pace, (before + self._clock()) / 2)
+            if reservation.reserved and (requests or tokens):
+                self._lease = self._lease_of(reservation)
+            self._renewing.set_result(None)
+        except BaseException as exc:
+            self._renewing.set_exception(exc)
+            self._renewing.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            self._renewing = None
+
+    def _lease_of(self, reservation: Reservation) -> _Lease:
+        pace = reservation.pace
+        return _Lease(
+            version=pace.version,
+            requests=reservation.requests,
+            request_at=reservation.requests_at - self._offset,
+            request_step=60.0 / pace.requests_per_minute if pace.requests_per_minute else 0.0,
+            tokens=reservation.tokens,
+            token_at=reservation.tokens_at - self._offset,
+            token_step=60.0 / pace.tokens_per_minute if pace.tokens_per_minute else 0.0,
+        )
+
+    def _remember(self, pace: SharedPace, local_now: float) -> None:
+        self._pace = pace
+        self._offset = pace.now - local_now
+        self._pace_read_at = local_now
+
+    def _paused_s(self, now: float | None = None) -> float:
+        if self._pace is None:
+            return 0.0
+        now = self._clock() if now is None else now
+        return max(self._pace.pause_until - self._offset - now, 0.0)
+
+    async def _wait_out_pause(self, seconds: float) -> None:
+        # Another worker's success may lift the pause: look again now and then.
+        await asyncio.sleep(min(seconds, REFRESH_S))
+        if self._paused_s() > 0:
+            await self._renew(0, 0)
+
+    async def _flush(self) -> None:
+        """Apply the queued replies to the shared state, in one update per :data:`FLUSH_S`."""
+        while self._replies and self._fallback is None:
+            if not self._urgent.is_set() and not self._closed:
+                try:
+                    await asyncio.wait_for(self._urgent.wait(), self._last_flush + FLUSH_S - self._clock())
+                except TimeoutError:
+                    pass
+            self._urgent.clear()
+            replies, self._replies = self._replies, []
+            offset = self._offset
+            assert self._store is not None
+            try:
+                pace = await self._store.update(lambda state, now: _replied(state, replies, offset, now))
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+                self._lose(exc)
+                return
+            self._last_flush = self._clock()
+            self._remember(pace, self._last_flush)
+
+    # -- Redis lost ----------------------------------------------------------------------------
+
+    def _lose(self, exc: BaseException) -> None:
+        if self._fallback is not None:
+            return
+        now = self._clock()
+        pace = self._pace
+        rpm = tpm = None
+        if pace is not None and pace.requests_per_minute:
+            rpm = pace.requests_per_minute / SAFETY * self._share.of(pace.requests_per_minute, now, self._started_at)
+        if pace is not None and pace.tokens_per_minute:
+            tpm = pace.tokens_per_minute / SAFETY * FALLBACK_MAX_SHARE
+        configured_rpm, configured_tpm = self._configured
+        self._fallback = AdaptiveRateLimiter(rpm or configured_rpm, tpm or configured_tpm)
+        self._replies.clear()
+        self._lease = _Lease()
+        self.losses += 1
+        log.warning(
+            "Rate-limit store %s unreachable (%s: %s): pacing this task alone at %s until it answers again; "
+            "no item is lost", self._store_name, type(exc).__name__, exc, self._fallback.pacing().describe(),
+        )
+        if not self._closed:
+            self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = RECONNECT_MIN_S
+        while not self._closed:
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            try:
+                assert self._store is not None
+                await self._store.client.ping()
+                rpm, tpm = self._configured
+                pace = await self._store.update(lambda state, now: _joined(state, rpm, tpm, now))
+            except Exception as exc:
+                if not _is_store_error(exc):
+                    raise
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            self._remember(pace, self._clock())
+            self._fallback = None
+            log.warning("Rate-limit store %s answers again: pacing shared again (%s)", self._store_name,
+                        self.pacing().describe())
+            return
+
+
+def _joined(state: dict[str, Any] | None, rpm: float | None, tpm: float | None, now: float) -> tuple[dict[str, Any], DerivedPace]:
+    new = configure(state, rpm, tpm, now)
+    return new, derive(new, now)
+
+
+def _replied(state: dict[str, Any] | None, replies: list[_Reply], offset: float,
+             now: float) -> tuple[dict[str, Any], DerivedPace]:
+    for item in replies:
+        # Each reply at its own time on Redis's clock; never in Redis's future.
+        state = reply(state, item.status, item.headers, min(item.at + offset, now))
+    assert state is not None
+    return state, derive(state, now)
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the store failing (lost, timed out, contended), never the batch."""
+    from redis.exceptions import RedisError
+
+    return isinstance(exc, (RedisError, OSError))
+
+
+# -- which limiter a batch uses --------------------------------------------------------------------
+
+
+def limiter_for(
+    rate_limiter: RateLimiter | None,
+    settings: GradientSettings,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+) -> RateLimiter:
+    """The limiter of a batch: ``rate_limiter`` when given, else one shared through the Gradient
+    connection's ``rate_limit_store`` (a Redis connection id) when it names one, else the
+    in-memory :class:`AdaptiveRateLimiter`.
+
+    Raises :class:`~airflow_gradient.exceptions.GradientRateLimitStoreError`, naming the Redis
+    connection, when that store cannot be read or reached now.
+    """
+    if rate_limiter is not None:
+        return rate_limiter
+    store = settings.rate_limit_store
+    if not store:
+        return AdaptiveRateLimiter(requests_per_minute, tokens_per_minute)
+    kwargs = redis_client_kwargs(store)
+    check_reachable(store, kwargs)
+
+    def client() -> Any:
+        import redis.asyncio
+
+        return redis.asyncio.Redis(**kwargs)
+
+    return SharedRateLimiter(client, account_digest(settings.base_url, settings.api_key), requests_per_minute,
+                             tokens_per_minute, store_name=store)
