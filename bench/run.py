@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import httpx
 
 from bench.chaos import bench_chaos
+from bench.scale_out import bench_workers
 from bench.single_request import bench_single
 
 KEY = "bench-key"
@@ -124,6 +125,7 @@ def run_ours(
     *,
     prompts: list[str] | None = None,
     rows_path: str | None = None,
+    shard: Any = None,
     concurrency: int = 64,
     requests_per_minute: float | None = None,
     max_output_tokens: int = 20,
@@ -142,6 +144,7 @@ def run_ours(
         render=render,
         shared={"max_output_tokens": max_output_tokens},
         default_model=MODEL,
+        shard=shard,
     )
     return run_batch(
         hooks=pool_hooks("gradient_default", concurrency),
@@ -321,7 +324,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
     return out
 
 
-BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos")
+BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "workers")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -373,6 +376,10 @@ def main(argv: list[str] | None = None) -> None:
                                                args.chaos_concurrency)
                 _show("wall time with ~18 % faults over the same batch without (goal <= 1.5, exactly once)",
                       results["chaos"])
+            if "workers" in chosen:
+                results["workers"] = bench_workers(emu, tmp, 200 if quick else 1000)
+                _show("two workers vs one, latency-bound, no binding limit: throughput (goal >= 1.7x)",
+                      results["workers"])
     finally:
         emu.close()
     print("\nSUMMARY")
