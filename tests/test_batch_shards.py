@@ -140,3 +140,14 @@ def test_merge_refuses_what_is_not_every_shard_of_one_batch() -> None:
                 [{"total": 1}], []):
         with pytest.raises(ValueError, match="merge_manifests"):
             merge_manifests(bad)
+
+
+def test_the_batch_job_operator_refuses_shards_before_submitting(gradient_conn, tmp_path) -> None:
+    from airflow_gradient import GradientBatchJobOperator
+
+    with DAG("job_shards", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+        GradientBatchJobOperator.partial(task_id="b", inputs=["a", "b"], output_path=str(tmp_path / "out"),
+                                         shard_count=2, retries=2).expand(shard_index=[0, 1])
+    run = run_dag(dag)
+    assert set(task_states(run).values()) == {"failed"}
+    assert gradient_conn.request_count(path=None) == 0
