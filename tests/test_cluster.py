@@ -1,8 +1,8 @@
 """On real parts: Airflow with the CeleryExecutor (Redis broker, PostgreSQL metadata database, the
 API server, scheduler, DAG processor, triggerer and two ``airflow celery worker`` processes).
 
-- Every example DAG runs green when triggered over the REST API without a logical date, as the
-  UI's Trigger button does.
+- Every example DAG, and the README's quick start, runs green when triggered over the REST API
+  without a logical date, as the UI's Trigger button does.
 - A batch of :data:`N` items mapped into :data:`SHARDS` shards on one account, against the emulator
   enforcing :data:`LIMIT` requests a minute with headers, the shards sharing pacing in Redis
   (``rate_limit_store``): the aggregate rate within 3 % of the limit with 0 x 429, and every item
@@ -78,6 +78,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowC
         dags.mkdir()
         (dags / "examples").symlink_to(EXAMPLES, target_is_directory=True)
         (dags / f"{SHARD_DAG_ID}.py").write_text(SHARD_DAG)
+        (dags / "readme_quick_start.py").write_text(_readme_quick_start())
         redis_conn = {"conn_type": "redis", "host": "127.0.0.1", "port": 6379, "extra": {"db": STORE_DB}}
         env = {
             **connection_env(emulator.base_url, KEY, model="cluster-model", rate_limit_store="gradient_pacing"),
@@ -96,8 +97,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowC
         yield airflow, emulator
 
 
+def _readme_quick_start() -> str:
+    """The README's quick-start DAG, as a user would paste it into a file."""
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    return readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
 def _example_names() -> list[str]:
-    return sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
+    """Every example DAG's id (each file's name) and the README's quick start."""
+    return [*sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")), "daily_summary"]
 
 
 def test_every_example_runs_when_triggered_over_the_rest_api(cluster) -> None:
