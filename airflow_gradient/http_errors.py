@@ -11,7 +11,6 @@ Error bodies come in several shapes across the stack (``wire-facts.md``); all ar
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
 import time
@@ -31,9 +30,9 @@ from airflow_gradient.exceptions import (
     GradientServerError,
     GradientTimeoutError,
 )
+from airflow_gradient.wait_hints import retry_after_seconds
 
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-do-request-id", "cf-ray")
-RATE_LIMIT_HEADER_PREFIX = "x-ratelimit-"
 
 
 @dataclass(frozen=True)
@@ -79,61 +78,6 @@ def parse_error_body(content: bytes, content_type: str = "") -> ErrorBody:
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
-
-
-def retry_after_seconds(headers: httpx.Headers, status: int, now: float | None = None) -> float | None:
-    """Seconds the server asks us to wait, or None when it did not say.
-
-    Order: ``retry-after-ms``, ``Retry-After`` (seconds or HTTP date), then for a 429 the soonest
-    non-zero ``x-ratelimit-reset-*`` (unix epoch seconds; small values are read as a delay).
-    """
-    now = time.time() if now is None else now
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    if (value := headers.get("retry-after")) is not None:
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            if parsed is not None:
-                return max(parsed.timestamp() - now, 0.0)
-    if status == 429:
-        return rate_limit_reset_delay(headers, now)
-    return None
-
-
-# Reset headers are unix epoch seconds per DigitalOcean; a value below a year of seconds is a delay.
-_EPOCH_THRESHOLD_S = 31_536_000
-
-
-def reset_delay(value: float | None, now: float) -> float | None:
-    """Seconds until an ``x-ratelimit-reset-*`` value (epoch or delay); None for none or zero."""
-    if value is None or value <= 0:
-        return None
-    return max(value - now if value > _EPOCH_THRESHOLD_S else value, 0.0)
-
-
-def rate_limit_reset_delay(headers: httpx.Headers, now: float) -> float | None:
-    """Seconds until the soonest non-zero ``x-ratelimit-reset-*`` of an exhausted quota."""
-    delays: list[float] = []
-    for name, value in headers.items():
-        if not name.lower().startswith(RATE_LIMIT_HEADER_PREFIX + "reset"):
-            continue
-        try:
-            delay = reset_delay(float(value), now)
-        except ValueError:
-            continue
-        if delay is not None:
-            delays.append(delay)
-    positive = [d for d in delays if d > 0]
-    return min(positive) if positive else (0.0 if delays else None)
-
-
-def rate_limit_headers(headers: httpx.Headers) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(RATE_LIMIT_HEADER_PREFIX)}
 
 
 def request_id_of(headers: httpx.Headers) -> str | None:
@@ -183,7 +127,7 @@ def error_from_response(
         code=body.code,
         request_id=request_id,
         param=body.param,
-        retry_after=retry_after_seconds(response.headers, status),
+        retry_after=retry_after_seconds(response.headers, status, time.time()),
     )
     should_retry = response.headers.get("x-should-retry", "").lower()
     if should_retry in ("true", "false"):

@@ -4,8 +4,9 @@ Retried: 408, 409, 429, 500 and above, timeouts and dropped connections (as the 
 SDKs do), unless the server sent ``x-should-retry: false``. Never retried: 400, 401, 402, 403, 404,
 422, malformed replies (the request may already be billed) and our own validation errors.
 
-The wait honours what the server said (``retry-after-ms``, ``Retry-After``, ``x-ratelimit-reset-*``)
-plus 250-500 ms of jitter, as DigitalOcean advises; otherwise exponential backoff with jitter,
+The wait honours what the server said (``retry-after-ms``, ``Retry-After``, ``x-ratelimit-reset-*``,
+read by :func:`airflow_gradient.wait_hints.retry_after_seconds`, the reading the batch pacer uses
+too) plus 250-500 ms of jitter, as DigitalOcean advises; otherwise exponential backoff with jitter,
 ``min(0.5 * 2**n, 8) * (1 - 0.25 * random)``. The same policy drives the sync and async paths.
 """
 
@@ -18,6 +19,7 @@ from typing import Any, Callable
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from airflow_gradient.exceptions import GradientAPIError, GradientError
+from airflow_gradient.wait_hints import hint_jitter
 
 INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
@@ -46,8 +48,7 @@ class RetryPolicy:
         exc = state.outcome.exception() if state.outcome else None
         told = getattr(exc, "retry_after", None)
         if told is not None:
-            # Jitter spreads the retries of many concurrent calls told the same reset time.
-            return min(told + random.uniform(0.25, 0.5), self.max_wait)
+            return min(told + hint_jitter(random.random()), self.max_wait)
         return min(backoff_seconds(state.attempt_number), self.max_wait)
 
     def _kwargs(self, before_sleep: Callable[[RetryCallState], Any] | None) -> dict[str, Any]:

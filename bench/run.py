@@ -31,6 +31,7 @@ import httpx
 
 from bench.chaos import bench_chaos
 from bench.scale_out import bench_workers
+from bench.shared_pacing import bench_shared_cost, bench_shared_k4
 from bench.single_request import bench_single
 
 KEY = "bench-key"
@@ -129,6 +130,7 @@ def run_ours(
     concurrency: int = 64,
     requests_per_minute: float | None = None,
     max_output_tokens: int = 20,
+    limiter: Any = None,
 ) -> dict[str, Any]:
     """One batch through the operator's code path; returns its manifest."""
     from airflow.sdk import ObjectStoragePath
@@ -149,7 +151,7 @@ def run_ours(
     return run_batch(
         hooks=pool_hooks("gradient_default", concurrency),
         inputs=inputs,
-        limiter=AdaptiveRateLimiter(requests_per_minute),
+        limiter=limiter or AdaptiveRateLimiter(requests_per_minute),
         settings=EngineSettings(max_concurrency=concurrency, progress_interval=30),
         output_path=ObjectStoragePath(out_dir),
     )
@@ -324,7 +326,8 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
     return out
 
 
-BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "workers")
+BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "shared_k4", "shared_cost",
+           "workers")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -376,6 +379,14 @@ def main(argv: list[str] | None = None) -> None:
                                                args.chaos_concurrency)
                 _show("wall time with ~18 % faults over the same batch without (goal <= 1.5, exactly once)",
                       results["chaos"])
+            if "shared_k4" in chosen:
+                results["shared_k4"] = bench_shared_k4(emu, tmp, 30 if quick else 200)
+                _show("K=4 tasks (processes) on one 600/min account, each told the limit: in-memory vs Redis "
+                      "(goal with Redis: within 3 %, 0 x 429)", results["shared_k4"])
+            if "shared_cost" in chosen:
+                results["shared_cost"] = bench_shared_cost(emu, tmp, 500 if quick else 2000)
+                _show("one task at zero latency, Redis limiter vs in-memory: throughput (goal >= 0.8x)",
+                      results["shared_cost"])
             if "workers" in chosen:
                 results["workers"] = bench_workers(emu, tmp, 200 if quick else 1000)
                 _show("two workers vs one, latency-bound, no binding limit: throughput (goal >= 1.7x)",

@@ -136,7 +136,8 @@ def test_paces_from_headers_and_pauses_the_batch_on_429(gradient_conn, tmp_path)
     inputs = [f"p{i}" for i in range(24)] + ["[[fault:429x1]] limited"]
     _, state, manifest = run_batch_task("batch_pace", inputs=inputs, output_path=str(tmp_path / "o"), max_concurrency=8)
     assert state == "success" and manifest["counts"]["succeeded"] == 25
-    assert manifest["requests"]["rate_limited"] == 1 and "headers" in manifest["pacing"]
+    assert manifest["requests"]["rate_limited"] == 1 and manifest["pacing"]["source"] == "headers"
+    assert manifest["pacing"]["requests_per_minute"] == 600 * 0.98
     log = [r for r in gradient_conn.log if r.path == "/v1/responses"]
     assert [r.status for r in log].count(429) == 1
     # Once the first replies told the limit, requests arrive no faster than 98 % of 10 per second.

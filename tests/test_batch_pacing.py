@@ -1,7 +1,10 @@
-"""The adaptive rate limiter: configured and learnt ceilings, the remaining budget, 429 pauses, tokens."""
+"""The adaptive rate limiter in real time: spacing, the remaining budget, pauses and wake-ups, tokens.
+
+The rules themselves are tested on a fake clock in ``test_pace_rules.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from airflow_gradient.batch.pacing import SAFETY, AdaptiveRateLimiter, RateLimiter
@@ -52,18 +55,36 @@ async def test_an_exhausted_remaining_budget_waits_for_the_reset() -> None:
     assert await timed_acquires(limiter, 1) >= 0.35
 
 
-async def test_a_429_pauses_every_sender_until_the_reset() -> None:
+async def test_a_429_with_spent_quota_pauses_every_sender_until_the_reset() -> None:
+    limiter = AdaptiveRateLimiter()
+    for _ in range(10):
+        await limiter.acquire(1)
+    limiter.on_reply(429, {**headers(1000, 0, 1), "retry-after": "1"}, 1)
+    # More 429s from requests already in flight do not stack the pause up.
+    limiter.on_reply(429, {**headers(1000, 0, 1), "retry-after": "1"}, 1)
+    assert 1.2 <= limiter.pacing().paused_s <= 1.5
+    assert await timed_acquires(limiter, 1) >= 1.2
+
+
+async def test_an_isolated_header_less_429_pauses_nothing() -> None:
     limiter = AdaptiveRateLimiter()
     for _ in range(10):
         await limiter.acquire(1)
     limiter.on_reply(429, {"retry-after": "1"}, 1)
-    # More 429s from requests already in flight do not stack the pause up.
-    limiter.on_reply(429, {"retry-after": "1"}, 1)
-    assert 1.2 <= limiter.pacing().paused_s <= 1.5
-    assert await timed_acquires(limiter, 1) >= 1.2
-    # No limit header: the ceiling becomes 90 % of what was sent in the last minute.
-    assert limiter.pacing().requests_per_minute == 10 * 0.9 * SAFETY
-    assert limiter.pacing().source == "learnt from 429s"
+    assert limiter.pacing().paused_s == 0 and limiter.pacing().describe() == "unpaced"
+    assert await timed_acquires(limiter, 1) < 0.05
+
+
+async def test_a_reply_wakes_the_first_in_line_when_it_lifts_the_pause() -> None:
+    limiter = AdaptiveRateLimiter()
+    await limiter.acquire(1)
+    await limiter.acquire(1)
+    limiter.on_reply(429, headers(1000, 0, 30), 1)
+    waiter = asyncio.ensure_future(limiter.acquire(1))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    limiter.on_reply(200, headers(1000, 900, 30), 1)  # quota left: that 429 was not our pace
+    await asyncio.wait_for(waiter, 1.0)
 
 
 async def test_tokens_are_paced_and_corrected_by_usage() -> None:

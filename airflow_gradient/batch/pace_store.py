@@ -2,10 +2,10 @@
 
 Two keys per account, in one Redis Cluster hash slot (the ``{digest}`` tag)::
 
-    gradient:pace:{digest}        hash: "state" (the pacing rules' state, JSON), and what the
+    gradient:pace:{digest}        hash: "state" (the pacing rules' PaceState, JSON), and what the
                                   reservation script reads from it: "rpm", "tpm" (the pace, per
-                                  minute; empty when unknown), "pause_until" (Redis time, s),
-                                  "source", "version"
+                                  minute; empty when unknown), "tok_burst", "pause_until" (Redis
+                                  time, s; the pause or the spent budget), "source", "version"
     gradient:pace:{digest}:gcra   hash: "req", "tok": the theoretical arrival times (GCRA) of the
                                   next request and token, Redis time
 
@@ -48,8 +48,9 @@ KEY_PREFIX = "gradient:pace:"
 RESERVE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local s = redis.call('HMGET', KEYS[1], 'rpm', 'tpm', 'pause_until', 'source', 'version')
+local s = redis.call('HMGET', KEYS[1], 'rpm', 'tpm', 'pause_until', 'source', 'version', 'tok_burst')
 local rpm, tpm, pause = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]) or 0
+local burst = tonumber(s[6]) or 0
 local n, m = tonumber(ARGV[1]), tonumber(ARGV[2])
 local req_at, tok_at = now, now
 if pause <= now then
@@ -59,8 +60,11 @@ if pause <= now then
     redis.call('HSET', KEYS[2], 'req', string.format('%.6f', req_at + n * 60 / rpm))
   end
   if tpm and tpm > 0 and m > 0 then
-    tok_at = math.max(tonumber(g[2]) or 0, now)
-    redis.call('HSET', KEYS[2], 'tok', string.format('%.6f', tok_at + m * 60 / tpm))
+    -- PaceState.wait_s/on_send: a bucket of `burst` tokens, a request larger than it as a full one
+    local per_token = 60 / tpm
+    local next_at = tonumber(g[2]) or 0
+    tok_at = now + math.max(math.max(next_at - now, 0) - (burst - math.min(m, burst)) * per_token, 0)
+    redis.call('HSET', KEYS[2], 'tok', string.format('%.6f', math.max(next_at, tok_at) + m * per_token))
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
@@ -113,6 +117,7 @@ class DerivedPace:
 
     requests_per_minute: float | None
     tokens_per_minute: float | None
+    token_burst: float
     pause_until: float
     source: str
 
@@ -173,6 +178,7 @@ class PaceStore:
                         "state": json.dumps(state, separators=(",", ":")),
                         "rpm": _field(derived.requests_per_minute),
                         "tpm": _field(derived.tokens_per_minute),
+                        "tok_burst": f"{derived.token_burst:.3f}",
                         "pause_until": f"{derived.pause_until:.6f}",
                         "source": derived.source,
                         "version": version,
@@ -208,16 +214,27 @@ def redis_client_kwargs(redis_conn_id: str) -> dict[str, Any]:
             f"rate_limit_store={redis_conn_id!r} needs the Redis provider: pip install "
             f"'airflow-gradient[cluster]' ({exc})"
         ) from None
+    hook = RedisHook(redis_conn_id)
     try:
-        sync = RedisHook(redis_conn_id).get_conn()
+        conn = hook.get_connection(redis_conn_id)
+        sync = hook.get_conn()
     except Exception as exc:  # a missing connection, a bad extra: say which connection
         raise GradientRateLimitStoreError(
             f"rate_limit_store={redis_conn_id!r}: cannot read that Redis connection: {type(exc).__name__}: {exc}"
         ) from None
+    schema = (conn.schema or "").strip("/")
+    if schema and str(conn.extra_dejson.get("db", "")) != schema:
+        # redis://host:6379/3 reads as schema "3", which the Redis provider ignores: database 0 would
+        # silently be shared with whatever else uses it.
+        raise GradientRateLimitStoreError(
+            f"rate_limit_store={redis_conn_id!r}: the connection's path/schema {schema!r} is not a Redis "
+            f"database for the Redis provider; put the database number in the extra 'db' "
+            f"(e.g. redis://host:6379?db={schema})"
+        )
     if not hasattr(sync, "connection_pool"):
         raise GradientRateLimitStoreError(
             f"rate_limit_store={redis_conn_id!r}: Redis in cluster mode is not supported; use a single "
-            "Redis (or a Sentinel-managed primary) for the rate-limit store"
+            "Redis for the rate-limit store"
         )
     pool = sync.connection_pool
     accepted = set(inspect.signature(redis.asyncio.Redis.__init__).parameters) - {"self", "connection_pool", "retry"}
@@ -230,12 +247,27 @@ def redis_client_kwargs(redis_conn_id: str) -> dict[str, Any]:
     return kwargs
 
 
+def async_client(kwargs: dict[str, Any]) -> redis.asyncio.Redis:
+    """A ``redis.asyncio.Redis`` for :func:`redis_client_kwargs`, made in the loop that uses it.
+
+    One immediate retry (a pooled connection Redis closed), no backoff: a lost Redis must reach the
+    limiter's fallback within a request, not after redis-py's seconds of backoff.
+    """
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return redis.asyncio.Redis(**kwargs, retry=Retry(NoBackoff(), 1))
+
+
 def check_reachable(redis_conn_id: str, kwargs: dict[str, Any]) -> None:
     """``PING`` the store once, now: raises :class:`GradientRateLimitStoreError` naming the
     connection when it does not answer (a batch must not start without the pace it shares)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    client = redis.Redis(**kwargs)
+    client = redis.Redis(**kwargs, retry=Retry(NoBackoff(), 0))
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -164,7 +164,7 @@ def run_batch(
         gc.unfreeze()
     return attempt.manifest(
         requests={"sent": progress.requests_sent, "retries": progress.retries, "rate_limited": progress.rate_limited},
-        pacing=limiter.pacing().describe(),
+        pacing=limiter.pacing().as_dict(),
     )
 
 

@@ -10,9 +10,12 @@ when the Gradient connection names a ``rate_limit_store``, else the in-memory on
   At high rates a round trip reserves a small block of slots (:data:`LEASE_S` worth of the pace, at
   most :data:`MAX_LEASE`), handed out locally at the pace. While no limit is known there is nothing
   to reserve: sending checks the pause locally, refreshed from Redis every :data:`REFRESH_S`.
-- Feedback: replies are queued and applied to the stored state by the pacing rules in Python
-  (one owner of every rule), in one atomic update per flush, at most every :data:`FLUSH_S`, at
-  once for a 429.
+- Feedback: sends and replies are queued and applied to the stored
+  :class:`~airflow_gradient.batch.pace_rules.PaceState` by its own transitions (one owner of every
+  rule: ceilings, budget, pauses, probing), in one atomic update per flush, at most every
+  :data:`FLUSH_S`, at once for a 429. What the script reads (pace, pause) is derived from that state
+  by the same rules. While the pace is probed (it rises with time), it is derived again every
+  :data:`REFRESH_S` even without replies.
 - Redis lost mid-batch: nothing is lost and the batch goes on, paced in memory at this task's
   share of the last known pace (at most half), with one warning; it reconnects with backoff and
   shares again once Redis answers.
@@ -21,6 +24,7 @@ when the Gradient connection names a ``rate_limit_store``, else the in-memory on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -35,11 +39,13 @@ from airflow_gradient.batch.pace_store import (
     Reservation,
     SharedPace,
     account_digest,
+    async_client,
     check_reachable,
     redis_client_kwargs,
 )
-from airflow_gradient.batch.pacing import SAFETY, AdaptiveRateLimiter, Pacing, RateLimiter
-from airflow_gradient.http_errors import retry_after_seconds
+from airflow_gradient.batch.pace_rules import SAFETY, TOKEN_BURST, PaceState
+from airflow_gradient.batch.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
+from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX
 
 if TYPE_CHECKING:
     from airflow_gradient.hooks.gradient import GradientSettings
@@ -54,82 +60,80 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
 # Redis lost: this task paces alone at its recent share of the pace, never more than this of it.
 FALLBACK_MAX_SHARE = 0.5
 FALLBACK_MIN_SHARE = 0.05
-MIN_429_PAUSE_S = 1.0
 _KEPT_HEADERS = ("retry-after", "retry-after-ms")
 
 log = logging.getLogger(__name__)
 
 
 # -- the rules, as the store applies them ----------------------------------------------------------
-# The transitions are pure: (state, inputs, now) -> state. ``now`` is Redis time.
+# Every rule is PaceState's (batch/pace_rules.py); ``now`` is Redis time, a unix time, so it serves
+# as ``now_wall`` too. What is the store's own: how the limits several tasks were told combine.
 
 
-def _min(*values: float | None) -> float | None:
+def _state(stored: dict[str, Any] | None) -> PaceState:
+    return PaceState.from_dict(stored) if stored else PaceState()
+
+
+def _joined(stored: dict[str, Any] | None, rpm: float | None, tpm: float | None,
+            now: float) -> tuple[dict[str, Any], DerivedPace]:
+    """A task joins with the limits it was told: the lowest told limit wins."""
+    state = _join(_state(stored), rpm, tpm)
+    return state.to_dict(), derive(state, now)
+
+
+def _join(state: PaceState, rpm: float | None, tpm: float | None) -> PaceState:
+    state.configured_rpm = _lowest(state.configured_rpm, rpm)
+    state.configured_tpm = _lowest(state.configured_tpm, tpm)
+    return state
+
+
+def _lowest(*values: float | None) -> float | None:
     known = [v for v in values if v]
     return min(known) if known else None
 
 
-def configure(state: dict[str, Any] | None, rpm: float | None, tpm: float | None, now: float) -> dict[str, Any]:
-    """A task joins with the limits it was told: the lowest told limit wins."""
-    state = dict(state or {})
-    state["configured_rpm"] = _min(state.get("configured_rpm"), rpm)
-    state["configured_tpm"] = _min(state.get("configured_tpm"), tpm)
-    return state
-
-
-def reply(state: dict[str, Any] | None, status: int, headers: Mapping[str, str], now: float) -> dict[str, Any]:
-    """A reply arrived at ``now`` with ``headers`` (lower-case names)."""
-    state = dict(state or {})
-    for kind, names in (("rpm", ("requests",)), ("tpm", ("tokens", "tokens-per-minute"))):
-        for name in names:
-            try:
-                limit = float(headers.get(f"x-ratelimit-limit-{name}", "") or 0)
-            except ValueError:
-                continue
-            if limit > 0:
-                state[f"header_{kind}"] = limit
-                break
-    paused_until = float(state.get("pause_until") or 0.0)
-    if status == 429:
-        wait = max(retry_after_seconds(headers, 429, now) or MIN_429_PAUSE_S, MIN_429_PAUSE_S)  # type: ignore[arg-type]
-        state["pause_until"] = max(paused_until, now + wait + random.uniform(0.25, 0.5))
-    elif status < 400 and paused_until > now and _quota_left(headers):
-        state["pause_until"] = now  # a 429 not about the account's limit: lift the pause
-    return state
-
-
-def _quota_left(headers: Mapping[str, str]) -> bool:
-    remaining = [v for k, v in headers.items() if k.startswith("x-ratelimit-remaining-")]
-    try:
-        return bool(remaining) and all(float(v) >= 1 for v in remaining)
-    except ValueError:
-        return False
-
-
-def derive(state: dict[str, Any], now: float) -> DerivedPace:
-    """The pace a state means: the lowest known ceiling, at :data:`SAFETY`."""
-    rpm = _min(state.get("configured_rpm"), state.get("header_rpm"))
-    tpm = _min(state.get("configured_tpm"), state.get("header_tpm"))
-    sources = []
-    for kind, ceiling in (("rpm", rpm), ("tpm", tpm)):
-        if ceiling:
-            sources.append("configured" if ceiling == state.get(f"configured_{kind}") else "headers")
+def derive(state: PaceState, now: float) -> DerivedPace:
+    """What the reservation script needs of a state: the pace, and until when nothing may go."""
+    ceiling = state.ceiling(now)
+    # wait_s with the GCRA times at ``now`` is the state's other waits: the pause and the budget.
+    # The GCRA itself is the script's, on the shared reservation times.
+    blocked = dataclasses.replace(state, next_request_at=now, next_tokens_at=now).wait_s(1, now)
     return DerivedPace(
-        requests_per_minute=rpm * SAFETY if rpm else None,
-        tokens_per_minute=tpm * SAFETY if tpm else None,
-        pause_until=float(state.get("pause_until") or 0.0),
-        source="/".join(dict.fromkeys(sources)),
+        requests_per_minute=ceiling.requests_per_minute * SAFETY if ceiling.requests_per_minute else None,
+        tokens_per_minute=ceiling.tokens_per_minute * SAFETY if ceiling.tokens_per_minute else None,
+        token_burst=TOKEN_BURST * ceiling.tokens_per_minute if ceiling.tokens_per_minute else 0.0,
+        pause_until=now + blocked,
+        source=ceiling.source,
     )
 
 
-# -- the limiter -------------------------------------------------------------------------------------
-
-
 @dataclass
-class _Reply:
-    status: int
+class _Event:
+    """A send (``status`` unused) or a reply (``status`` None: no reply came), at local time ``at``."""
+
+    sent: bool
+    status: int | None
     headers: dict[str, str]
-    at: float  # local monotonic time
+    tokens: float
+    at: float
+
+
+def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float, now: float,
+             limits: tuple[float | None, float | None] = (None, None),
+             rand: Callable[[], float] = random.random) -> tuple[dict[str, Any], DerivedPace]:
+    # Joined again each time: the state may have expired, or Redis restarted empty, since this task joined.
+    state = _join(_state(stored), *limits)
+    for event in events:
+        # Each event at its own time on Redis's clock (never in Redis's future).
+        at = min(event.at + offset, now)
+        if event.sent:
+            state.on_send(event.tokens, at)
+        else:
+            state.on_reply(event.status, event.headers, event.tokens, now=at, now_wall=at, rand=rand())
+    return state.to_dict(), derive(state, now)
+
+
+# -- the limiter -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -210,7 +214,7 @@ class SharedRateLimiter:
         self._pace_read_at = float("-inf")
         self._lease = _Lease()
         self._token_debt = 0.0
-        self._replies: list[_Reply] = []
+        self._events: list[_Event] = []
         self._flusher: asyncio.Task[None] | None = None
         self._last_flush = float("-inf")
         self._urgent = asyncio.Event()
@@ -229,7 +233,9 @@ class SharedRateLimiter:
         if self._fallback is None:
             try:
                 await self._acquire_shared(tokens)
-                self._share.add(self._clock())
+                now = self._clock()
+                self._share.add(now)
+                self._events.append(_Event(True, None, {}, tokens, now))
                 return
             except Exception as exc:  # any failure of the store: never of the batch
                 if not _is_store_error(exc):
@@ -242,17 +248,18 @@ class SharedRateLimiter:
         if self._fallback is not None:
             self._fallback.on_reply(status, headers, tokens)
             return
-        if status is None:
-            return
         if status == 429:
             self._token_debt -= tokens  # a refused request used no tokens
         kept = {k.lower(): v for k, v in headers.items()
-                if k.lower().startswith("x-ratelimit-") or k.lower() in _KEPT_HEADERS}
-        self._replies.append(_Reply(status, kept, self._clock()))
+                if k.lower().startswith(RATE_LIMIT_HEADER_PREFIX) or k.lower() in _KEPT_HEADERS}
+        self._events.append(_Event(False, status, kept, tokens, self._clock()))
         if status == 429:
             self._urgent.set()
-        if self._flusher is None or self._flusher.done():
+        if not self._flushing():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    def _flushing(self) -> bool:
+        return self._flusher is not None and not self._flusher.done()
 
     def on_usage(self, estimated: int, actual: int) -> None:
         if self._fallback is not None:
@@ -272,7 +279,7 @@ class SharedRateLimiter:
                       f"{pace.source or 'shared'}, shared via {self._store_name}", self._paused_s())
 
     async def aclose(self) -> None:
-        """Apply the replies not yet applied, then close the Redis client."""
+        """Apply the sends and replies not yet applied, then close the Redis client."""
         self._closed = True
         for task in (self._reconnect,):
             if task is not None:
@@ -313,6 +320,8 @@ class SharedRateLimiter:
             if (paused := self._paused_s(now)) > 0:
                 await self._wait_out_pause(paused)
                 continue
+            if "probing" in pace.source and now - self._pace_read_at > REFRESH_S and not self._flushing():
+                self._flusher = asyncio.get_running_loop().create_task(self._flush(force=True))
             if pace.unpaced:
                 if now - self._pace_read_at > REFRESH_S:
                     await self._renew(0, 0)  # someone may have learnt a limit, or paused
@@ -388,20 +397,22 @@ class SharedRateLimiter:
         if self._paused_s() > 0:
             await self._renew(0, 0)
 
-    async def _flush(self) -> None:
-        """Apply the queued replies to the shared state, in one update per :data:`FLUSH_S`."""
-        while self._replies and self._fallback is None:
+    async def _flush(self, force: bool = False) -> None:
+        """Apply the queued sends and replies to the shared state, in one update per :data:`FLUSH_S`
+        (``force``: update once even with none, to derive the pace again)."""
+        while (self._events or force) and self._fallback is None:
+            force = False
             if not self._urgent.is_set() and not self._closed:
                 try:
                     await asyncio.wait_for(self._urgent.wait(), self._last_flush + FLUSH_S - self._clock())
                 except TimeoutError:
                     pass
             self._urgent.clear()
-            replies, self._replies = self._replies, []
+            events, self._events = self._events, []
             offset = self._offset
             assert self._store is not None
             try:
-                pace = await self._store.update(lambda state, now: _replied(state, replies, offset, now))
+                pace = await self._store.update(lambda state, now: _applied(state, events, offset, now, self._configured))
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
@@ -424,7 +435,7 @@ class SharedRateLimiter:
             tpm = pace.tokens_per_minute / SAFETY * FALLBACK_MAX_SHARE
         configured_rpm, configured_tpm = self._configured
         self._fallback = AdaptiveRateLimiter(rpm or configured_rpm, tpm or configured_tpm)
-        self._replies.clear()
+        self._events.clear()
         self._lease = _Lease()
         self.losses += 1
         log.warning(
@@ -453,20 +464,6 @@ class SharedRateLimiter:
             log.warning("Rate-limit store %s answers again: pacing shared again (%s)", self._store_name,
                         self.pacing().describe())
             return
-
-
-def _joined(state: dict[str, Any] | None, rpm: float | None, tpm: float | None, now: float) -> tuple[dict[str, Any], DerivedPace]:
-    new = configure(state, rpm, tpm, now)
-    return new, derive(new, now)
-
-
-def _replied(state: dict[str, Any] | None, replies: list[_Reply], offset: float,
-             now: float) -> tuple[dict[str, Any], DerivedPace]:
-    for item in replies:
-        # Each reply at its own time on Redis's clock; never in Redis's future.
-        state = reply(state, item.status, item.headers, min(item.at + offset, now))
-    assert state is not None
-    return state, derive(state, now)
 
 
 def _is_store_error(exc: BaseException) -> bool:
@@ -499,11 +496,5 @@ def limiter_for(
         return AdaptiveRateLimiter(requests_per_minute, tokens_per_minute)
     kwargs = redis_client_kwargs(store)
     check_reachable(store, kwargs)
-
-    def client() -> Any:
-        import redis.asyncio
-
-        return redis.asyncio.Redis(**kwargs)
-
-    return SharedRateLimiter(client, account_digest(settings.base_url, settings.api_key), requests_per_minute,
+    return SharedRateLimiter(lambda: async_client(kwargs), account_digest(settings.base_url, settings.api_key), requests_per_minute,
                              tokens_per_minute, store_name=store)

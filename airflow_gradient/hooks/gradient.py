@@ -27,12 +27,13 @@ from airflow_gradient.exceptions import (
     GradientRequestInvalid,
     GradientTimeoutError,
 )
-from airflow_gradient.http_errors import error_from_response, rate_limit_headers, request_id_of
+from airflow_gradient.http_errors import error_from_response, request_id_of
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request
 from airflow_gradient.models.result import CallInfo, ResponseResult
 from airflow_gradient.retry import RetryPolicy
 from airflow_gradient.streaming import StreamDecoder, collect
+from airflow_gradient.wait_hints import rate_limit_headers
 
 DEFAULT_BASE_URL = "https://inference.do-ai.run/v1"
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
