@@ -29,7 +29,8 @@ from tests.cluster import AirflowCluster, wait_for
 from tests.conftest import EXAMPLES
 from tests.services import postgres_database, redis_database
 
-pytestmark = pytest.mark.cluster
+# The cluster starts in the first test's set-up (about a minute), within that test's time limit.
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 KEY = "sk-do-cluster-test-5d1f"
 N = 2000
