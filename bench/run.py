@@ -30,6 +30,7 @@ from typing import Any, Iterator
 import httpx
 
 from bench.chaos import bench_chaos
+from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.scale_out import bench_workers
 from bench.shared_pacing import bench_shared_cost, bench_shared_k4
 from bench.single_request import bench_single
@@ -130,6 +131,7 @@ def run_ours(
     concurrency: int = 64,
     requests_per_minute: float | None = None,
     max_output_tokens: int = 20,
+    max_retries: int | None = None,
     limiter: Any = None,
 ) -> dict[str, Any]:
     """One batch through the operator's code path; returns its manifest."""
@@ -149,7 +151,7 @@ def run_ours(
         shard=shard,
     )
     return run_batch(
-        hooks=pool_hooks("gradient_default", concurrency),
+        hooks=pool_hooks("gradient_default", concurrency, max_retries),
         inputs=inputs,
         limiter=limiter or AdaptiveRateLimiter(requests_per_minute),
         settings=EngineSettings(max_concurrency=concurrency, progress_interval=30),
@@ -326,8 +328,8 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
     return out
 
 
-BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "shared_k4", "shared_cost",
-           "workers")
+BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
+           "shared_k4", "shared_cost", "workers")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -379,6 +381,20 @@ def main(argv: list[str] | None = None) -> None:
                                                args.chaos_concurrency)
                 _show("wall time with ~18 % faults over the same batch without (goal <= 1.5, exactly once)",
                       results["chaos"])
+            if "isolated" in chosen:
+                results["isolated"] = bench_isolated(emu, tmp, run_ours, 400 if quick else 2000)
+                _show("wall time with 5 % isolated header-less 429s over the same without (goal <= 1.3x)",
+                      results["isolated"])
+            if "unannounced" in chosen:
+                sizes = {"per_second": 150, "sliding_minute": 400} if quick else \
+                    {"per_second": 450, "sliding_minute": 900}
+                results["unannounced"] = bench_unannounced(emu, tmp, run_ours, sizes)
+                _show("300/min enforced, no quota headers: rate after the first 20 s (goal >= 0.85 of the limit)",
+                      results["unannounced"])
+            if "rise" in chosen:
+                results["rise"] = bench_rise(emu, tmp, run_ours, 200 if quick else 400)
+                _show("limit raised 120 -> 600/min mid-batch: seconds to 80 % of the new limit (goal <= 10 s)",
+                      results["rise"])
             if "shared_k4" in chosen:
                 results["shared_k4"] = bench_shared_k4(emu, tmp, 30 if quick else 200)
                 _show("K=4 tasks (processes) on one 600/min account, each told the limit: in-memory vs Redis "

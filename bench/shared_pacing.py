@@ -61,7 +61,7 @@ def bench_shared_k4(emu: Any, tmp: Path, per_task: int, limit: int = 600, k: int
         children = [
             subprocess.Popen([sys.executable, "-m", "bench.shared_pacing", str(run_dir), str(i), str(per_task),
                               str(limit), str(concurrency)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+                             stderr=(run_dir / f"stderr-{i}.txt").open("w"), text=True)
             for i in range(k)
         ]
         while len(list(run_dir.glob("ready-*"))) < k:  # imports done in every child: start together
@@ -74,7 +74,8 @@ def bench_shared_k4(emu: Any, tmp: Path, per_task: int, limit: int = 600, k: int
         stats = _rate_stats(emu.log(), limit)
         stats.update(wall_s=round(time.monotonic() - started, 1),
                      succeeded=sum(m["counts"]["succeeded"] for m in manifests),
-                     pacing=sorted({m["pacing"] for m in manifests}))
+                     pacing=sorted({m["pacing"]["description"] for m in manifests}),
+                     store_lost=sum(f.read_text().count("Rate-limit store") for f in run_dir.glob("stderr-*")))
         out[mode] = stats
     _flush_db()
     return out

@@ -100,3 +100,39 @@ async def test_tokens_are_paced_and_corrected_by_usage() -> None:
     started = time.monotonic()
     await limiter.acquire(500)
     assert time.monotonic() - started < 0.05
+
+
+# -- through GradientBatchOperator in a real DAG run, against the emulator --------------------------
+
+
+def served_429s(emulator) -> int:
+    return sum(r.status == 429 for r in emulator.log if r.path == "/v1/responses")
+
+
+def test_operator_finds_an_unannounced_limit_by_probing(gradient_conn, tmp_path) -> None:
+    from tests.test_batch_operator import run_batch_task
+
+    # 5 requests in any second, and not a single quota header: a gateway stripped them.
+    gradient_conn.configure(rpm_limit=300, limit_window=1.0, quota_headers=False, latency=0.02)
+    _, state, manifest = run_batch_task("pace_probe", inputs=[f"probe {i}" for i in range(40)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=8, max_retries=6,
+                                        max_output_tokens=10)
+    assert state == "success" and manifest["counts"] == {"succeeded": 40, "failed": 0, "skipped": 0}
+    assert manifest["pacing"]["source"] == "probing"
+    assert 0 < manifest["pacing"]["requests_per_minute"] < 1000
+    refused = served_429s(gradient_conn)
+    assert manifest["requests"]["rate_limited"] == refused > 0
+    assert set(gradient_conn.generated_counts().values()) == {1}
+
+
+def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_conn, tmp_path) -> None:
+    from tests.test_batch_operator import run_batch_task
+
+    gradient_conn.configure(rate_429_isolated_bare=0.05, quota_headers=False, latency=0.05, seed=5)
+    _, state, manifest = run_batch_task("pace_isolated", inputs=[f"isolated {i}" for i in range(200)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=16, max_retries=6,
+                                        max_output_tokens=10)
+    assert state == "success" and manifest["counts"]["succeeded"] == 200
+    assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) > 0
+    assert manifest["pacing"] == {"requests_per_minute": None, "tokens_per_minute": None, "source": "unpaced",
+                                  "description": "unpaced"}

@@ -143,6 +143,10 @@ STATUS_FAULTS: dict[str, tuple[int, Callable[[httpx.Response], bool]]] = {
     "429-reset": (429, lambda r: "retry-after" not in r.headers
                   and r.headers["x-ratelimit-remaining-requests"] == "0"
                   and 0 < float(r.headers["x-ratelimit-reset-requests"]) - time.time() <= 1.5),
+    "429-isolated": (429, lambda r: r.headers["retry-after"] == "1"
+                     and r.headers["x-ratelimit-remaining-requests"] != "0"),
+    "429-isolated-bare": (429, lambda r: "retry-after" not in r.headers
+                          and r.headers["x-ratelimit-remaining-requests"] != "0"),
     "500": (500, lambda r: r.json()["error"]["type"] == "server_error"),
     "503": (503, lambda r: r.json()["id"] == "service_unavailable" and r.json()["request_id"]),
     "502-html": (502, lambda r: r.headers["content-type"].startswith("text/html") and "502 Bad Gateway" in r.text),
@@ -685,3 +689,61 @@ def test_cli_serves_until_terminated(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+# -- what the pacing tests need: no quota headers, isolated 429s, limits that change -------------
+
+
+def test_no_quota_headers_on_any_reply(emulator: GradientEmulator, client: httpx.Client) -> None:
+    emulator.configure(quota_headers=False, rpm_limit=1)
+    ok, limited = post(client, "a"), post(client, "b")
+    assert (ok.status_code, limited.status_code) == (200, 429)
+    assert limited.headers["retry-after"]
+    for name in ("429", "429-reset", "429-isolated", "500"):
+        reply = post(client, headers={"x-emulator-fault": name})
+        assert not [h for h in reply.headers if h.startswith("x-ratelimit-")], name
+    assert not [h for r in (ok, limited) for h in r.headers if h.startswith("x-ratelimit-")]
+
+
+@pytest.mark.parametrize(("field", "retry_after"), [("rate_429_isolated", True), ("rate_429_isolated_bare", False)])
+def test_isolated_429_shows_quota_left(emulator: GradientEmulator, client: httpx.Client, field: str,
+                                       retry_after: bool) -> None:
+    emulator.configure(**{field: 1.0}, rpm_limit=100, fault_retry_after=2)
+    reply = post(client)
+    assert reply.status_code == 429 and reply.json()["id"] == "too_many_requests"
+    assert int(reply.headers["x-ratelimit-remaining-requests"]) > 90
+    assert reply.headers.get("retry-after") == ("2" if retry_after else None)
+    assert emulator.log[0].fault == field.replace("rate_", "").replace("_", "-")
+
+
+def test_isolated_429s_at_a_chosen_rate(emulator: GradientEmulator, client: httpx.Client) -> None:
+    emulator.configure(rate_429_isolated_bare=0.2, seed=3)
+    statuses = [post(client, f"p{i}").status_code for i in range(100)]
+    assert 10 <= statuses.count(429) <= 30
+
+
+def test_limit_changes_while_running(emulator: GradientEmulator, client: httpx.Client) -> None:
+    emulator.configure(rpm_limit=1)
+    assert [post(client, f"p{i}").status_code for i in range(2)] == [200, 429]
+    config = httpx.post(f"{emulator.url}/_emulator/config", json={"rpm_limit": 3}).json()
+    assert config["rpm_limit"] == 3
+    assert [post(client, f"q{i}").status_code for i in range(3)] == [200, 200, 429]
+
+
+def test_short_window_enforces_a_per_second_rate() -> None:
+    window = SlidingWindow()
+    verdicts = [window.admit(1, now=100.0 + i * 0.1, rpm=300, tpm=None, window=1.0) for i in range(7)]
+    assert [v.admitted for v in verdicts] == [True] * 5 + [False] * 2
+    assert verdicts[5].retry_after == pytest.approx(0.5)
+    assert window.admit(1, now=101.0, rpm=300, tpm=None, window=1.0).admitted
+    assert window.headers(101.0, rpm=300, tpm=None, window=1.0)["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_cli_flags_for_pacing_modes() -> None:
+    options = vars(build_parser().parse_args(
+        ["--no-quota-headers", "--limit-window", "1", "--rate-429-isolated", "0.05", "--rate-429-isolated-bare", "0.05"]
+    ))
+    options.pop("port"), options.pop("host")
+    config = EmulatorConfig(**options)
+    assert (config.quota_headers, config.limit_window) == (False, 1.0)
+    assert (config.rate_429_isolated, config.rate_429_isolated_bare) == (0.05, 0.05)

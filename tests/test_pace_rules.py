@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from airflow_gradient.batch.pace_rules import BETA, EROSION, MIN_PAUSE_S, RUN_LENGTH, SAFETY, PaceState
+from airflow_gradient.batch.pace_rules import (
+    BETA, CHANGE_HOLD_S, CUBIC_C, EROSION, MIN_PAUSE_S, PLATEAU_EROSION, PROBE_HOLD_S, RUN_LENGTH, SAFETY, PaceState,
+)
 from tests.pace_simulation import WALL, Simulation
 
 
@@ -116,7 +118,13 @@ def test_a_run_of_header_less_429s_pauses_and_cuts_from_the_rate_measured_over_e
     assert state.probe_limit == pytest.approx(300)
     assert state.wait_s(1, 2.0) == pytest.approx(2.25)
     assert state.ceiling(4.25).requests_per_minute == pytest.approx(300 * BETA)
+    for i in range(RUN_LENGTH + 1):
+        state.on_send(1, 0.0)  # sent before the cut, answered later
     assert state.ceiling(4.25).source == "probing" and state.cuts == 1
+    # A success of a request sent before the cut, back during the pause, was admitted in the
+    # measured span (2 s elapsed + 2 s asked for): it raises the limit found.
+    reply(state, 200, 2.1)
+    assert state.probe_limit == pytest.approx(300 + 60 / 4)
     # 429s of requests already in flight do not cut again.
     send_at = 4.3
     for i in range(RUN_LENGTH):
@@ -128,11 +136,17 @@ def test_a_run_of_header_less_429s_pauses_and_cuts_from_the_rate_measured_over_e
 
 def test_the_probe_rises_without_headers_and_headers_replace_it() -> None:
     state = PaceState(probe_limit=300, probe_epoch_at=0.0, probe_hold_until=0.0)
-    rates = [state.ceiling(t).requests_per_minute for t in (0, 2.2, 4, 8, 10)]
-    assert rates[0] == pytest.approx(300 * BETA) and rates[1] == pytest.approx(300, rel=0.01)
+    k = ((1 - BETA) / CUBIC_C) ** (1 / 3)
+    rates = [state.ceiling(t).requests_per_minute for t in (0, k, k + 3, k + 5, k + 7)]
+    assert rates[0] == pytest.approx(300 * BETA) and rates[1] == pytest.approx(300)
     assert rates == sorted(rates) and rates[-1] >= 4 * 300
-    reply(state, 200, 10, quota(6000, 5999, 60, 10))
-    assert state.probe_limit is None and state.ceiling(10).source == "headers"
+    # With no 429 at all, the probe ends: there is no limit to find.
+    assert state.ceiling(k + 9).source == "unpaced"
+    state.on_send(1, k + 9)
+    assert state.probe_limit is None
+    state = PaceState(probe_limit=300, probe_epoch_at=0.0, probe_hold_until=0.0)
+    reply(state, 200, 5, quota(6000, 5999, 60, 5))
+    assert state.probe_limit is None and state.ceiling(5).source == "headers"
 
 
 def test_a_lone_429_while_probing_holds_the_rate_just_below_the_one_refused() -> None:
@@ -141,13 +155,14 @@ def test_a_lone_429_while_probing_holds_the_rate_just_below_the_one_refused() ->
     assert refused > 330
     reply(state, 429, 6.0)
     assert state.probe_limit == pytest.approx(refused * EROSION)
-    assert state.ceiling(6.0).requests_per_minute == state.ceiling(9.9).requests_per_minute == state.probe_limit
-    assert state.ceiling(12).requests_per_minute > state.probe_limit
+    held = 6.0 + PROBE_HOLD_S
+    assert state.ceiling(6.0).requests_per_minute == state.ceiling(held - 0.1).requests_per_minute == state.probe_limit
+    assert state.ceiling(held + 2).requests_per_minute > state.probe_limit
     assert state.cuts == 0 and state.wait_s(1, 6.0) == 0
     # At or below the limit found, that limit was too high.
     before = state.probe_limit
-    reply(state, 429, 7.5)
-    assert state.probe_limit == pytest.approx(before * EROSION)
+    reply(state, 429, 6.0 + CHANGE_HOLD_S)
+    assert state.probe_limit == pytest.approx(before * PLATEAU_EROSION)
 
 
 def test_settles_above_85_percent_of_an_unannounced_limit_with_few_429s() -> None:

@@ -1,8 +1,6 @@
-"""What is retried and how long we wait: header parsing, backoff, error body shapes."""
+"""What is retried and how long we wait: backoff, error body shapes (wait hints: test_wait_hints.py)."""
 
 from __future__ import annotations
-
-import email.utils
 
 import httpx
 import pytest
@@ -25,28 +23,8 @@ from airflow_gradient.retry import MAX_BACKOFF_S, backoff_seconds, is_retryable
 NOW = 1_800_000_000.0
 
 
-def test_retry_after_ms_wins() -> None:
-    headers = httpx.Headers({"retry-after-ms": "1500", "retry-after": "9"})
-    assert retry_after_seconds(headers, 429, NOW) == 1.5
-
-
-def test_retry_after_seconds_and_http_date() -> None:
-    assert retry_after_seconds(httpx.Headers({"retry-after": "7"}), 503, NOW) == 7.0
-    date = email.utils.formatdate(NOW + 12, usegmt=True)
-    assert retry_after_seconds(httpx.Headers({"retry-after": date}), 429, NOW) == pytest.approx(12, abs=1)
-
-
-def test_ratelimit_reset_epoch_soonest_non_zero_for_429_only() -> None:
-    headers = httpx.Headers({
-        "x-ratelimit-reset-requests": str(NOW + 4),
-        "x-ratelimit-reset-tokens": str(NOW + 30),
-        "x-ratelimit-reset-tokens-per-day": "0",
-    })
-    assert retry_after_seconds(headers, 429, NOW) == pytest.approx(4)
-    assert retry_after_seconds(headers, 500, NOW) is None
-
-
 def test_no_header_means_backoff() -> None:
+    # Header forms: test_wait_hints.py.
     assert retry_after_seconds(httpx.Headers({}), 429, NOW) is None
     waits = [backoff_seconds(n, rng=lambda: 0.0) for n in range(1, 8)]
     assert waits[:5] == [0.5, 1.0, 2.0, 4.0, 8.0]

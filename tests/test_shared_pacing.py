@@ -402,3 +402,18 @@ def test_batch_operator_shares_its_pace_through_the_connection_extra(emulator, m
         stored_pace = float(client.hget(f"{KEY_PREFIX}{{{digest}}}", "rpm"))
         client.close()
         assert stored_pace == pytest.approx(600 * 0.98)  # learnt from the headers, in Redis
+
+
+def test_the_connection_form_offers_rate_limit_store(monkeypatch) -> None:
+    """Airflow's form (from the provider info) and the hook describe the same field."""
+    from airflow.providers_manager import ProvidersManager
+
+    widgets = ProvidersManager().connection_form_widgets
+    assert "extra__gradient__rate_limit_store" in widgets
+    behaviour = GradientHook.get_ui_field_behaviour()
+    assert behaviour["placeholders"]["rate_limit_store"] == "redis_default"
+    assert ProvidersManager().field_behaviours["gradient"]["placeholders"]["extra__gradient__rate_limit_store"] == \
+        "redis_default"
+    monkeypatch.setenv("AIRFLOW_CONN_GRADIENT_DEFAULT", conn_env("http://127.0.0.1:1/v1", rate_limit_store=" pace ")[
+        "AIRFLOW_CONN_GRADIENT_DEFAULT"])
+    assert GradientHook().settings.rate_limit_store == "pace"

@@ -47,16 +47,19 @@ The rules:
    the time actually elapsed plus the time it asks us to wait
    (``period_admitted * 60 / (elapsed + hint)``, elapsed at least :data:`MIN_SPAN_S`); the limit
    found (``probe_limit``) is the lower of that and the current pace, and the pace restarts at
-   :data:`BETA` of it when sending resumes. When nothing got through since the last cut, the
+   :data:`BETA` of it when sending resumes. Successes that come back before sending resumes
+   were admitted in that span too (replies come in any order): each adds ``60 / cut_span_s``.
+   When nothing got through since the last cut, the
    server's window is still full: the run pauses (longer each time) but lowers nothing.
 7. **Probe.** The probed rate follows CUBIC's curve in time, ``probe_limit * (1 + CUBIC_C *
    (t - K)**3)`` with ``K = cbrt((1 - BETA) / CUBIC_C)``: back to the limit found in ``K``
    seconds (about 2 s), flat there, then faster and faster (4x in about 8 s), so a limit that
    rises mid-batch is followed within about 10 s. The rise depends on time only, never on
-   headers: it goes on when the server sends none. A lone header-less 429 while probing means
+   headers: it goes on when the server sends none. Past :data:`PROBE_RELEASE` times the limit
+   found with no 429 saying stop, the probe ends: the batch is unpaced again. A lone header-less 429 while probing means
    the probe went too far: above ``probe_limit``, the limit becomes :data:`EROSION` of the rate
    refused (the last that got through); at or below it, ``probe_limit`` itself was too high and
-   is lowered by :data:`EROSION`; either way the rate
+   is lowered to :data:`PLATEAU_EROSION` of it; either way the rate
    holds there for :data:`PROBE_HOLD_S` before rising again. Changes of the probe need
    :data:`CHANGE_HOLD_S` since the last one, so the 429s of requests already in flight count once.
 
@@ -74,6 +77,8 @@ probe_epoch_at              the origin ``t = 0`` of the probe curve
 probe_hold_until            the probed rate stays at ``probe_limit`` until then (after a fall back)
 probe_changed_at            when a 429 last changed the probe (cut, fall back, erosion)
 period_start / _admitted    the probe's measurement: since when, and how many requests succeeded
+cut_span_s                  the span (elapsed + hint) the last cut measured over
+probe_window_s              the longest wait a run of 429s asked for: the server's window, roughly
 paused_until / pause_reason no request before this time; ``quota`` or ``run`` (or None)
 refusals_in_a_row           header-less 429s since the last success; last_refusal_at: the last one
 refusal_ratio               exponential average of the 429 share of replies (alpha 0.1)
@@ -107,15 +112,15 @@ RUN_SPAN_S = 5.0
 RUN_RATIO = 0.35
 RATIO_ALPHA = 0.1
 BETA = 0.8
-CUBIC_C = 0.02
+CUBIC_C = 0.03
 CHANGE_HOLD_S = 1.0
-PROBE_HOLD_S = 4.0
+PROBE_HOLD_S = 3.0
 EROSION = 0.95
+PLATEAU_EROSION = 0.85
 MIN_SPAN_S = 1.0
 PERIOD_S = 60.0
 MIN_PROBE_RPM = 1.0
-
-SOURCES = ("configured", "headers", "probing", "unpaced")
+PROBE_RELEASE = 16.0
 
 _REQUEST_SUFFIXES = ("requests",)
 _TOKEN_SUFFIXES = ("tokens", "tokens-per-minute")
@@ -181,6 +186,7 @@ class PaceState:
     probe_hold_until: float = 0.0
     probe_changed_at: float = -math.inf
     probe_window_s: float = 0.0
+    cut_span_s: float = 0.0
     period_start: float | None = None
     period_admitted: float = 0.0
     paused_until: float = 0.0
@@ -215,7 +221,10 @@ class PaceState:
         x = now - self.probe_epoch_at - k
         if x >= 0:  # past the limit found: flat until the hold ends, then rising faster and faster
             x = max(now - max(self.probe_epoch_at + k, self.probe_hold_until), 0.0)
-        return max(self.probe_limit * (1 + CUBIC_C * x**3), MIN_PROBE_RPM)
+        factor = 1 + CUBIC_C * x**3
+        if factor > PROBE_RELEASE:
+            return None  # far above any limit found, and no 429 said stop: there is none
+        return max(self.probe_limit * factor, MIN_PROBE_RPM)
 
     def ceiling(self, now: float) -> Ceiling:
         """The request and token ceilings per minute at ``now`` (rule 2), and their source."""
@@ -264,6 +273,8 @@ class PaceState:
         self.in_flight_tokens += tokens
         if self.period_start is None:
             self.period_start = now
+        if self.probe_limit is not None and self.probed_rpm(now) is None:
+            self.probe_limit = None
 
     def on_usage(self, estimated: float, actual: float, now: float) -> None:
         """A reply used ``actual`` tokens for a request sent as ``estimated``: the difference is
@@ -329,6 +340,12 @@ class PaceState:
     def _on_success(self, now: float) -> None:
         self.refusals_in_a_row = 0
         self.cuts_in_a_row = 0
+        if self.pause_reason == "run" and now < self.paused_until and self.probe_limit is not None \
+                and self.cut_span_s > 0:
+            # A request sent before the cut got through: the server admitted it in the span the
+            # limit was measured over (replies come back in any order).
+            self.probe_limit += 60.0 / self.cut_span_s
+            return
         self.period_admitted += 1
         if self.period_start is not None and now - self.period_start > PERIOD_S:
             # Keep the measured rate, over the last half period only: old history weighs no more.
@@ -371,7 +388,7 @@ class PaceState:
             # The last rate that got through is just below the one refused.
             self.probe_limit = probed * EROSION
         else:
-            self.probe_limit = max(self.probe_limit * EROSION, MIN_PROBE_RPM)
+            self.probe_limit = max(self.probe_limit * PLATEAU_EROSION, MIN_PROBE_RPM)
         self._hold_probe(now + max(PROBE_HOLD_S, self.probe_window_s), now)
 
     def _hold_probe(self, until: float, now: float) -> None:
@@ -395,7 +412,8 @@ class PaceState:
             self._hold_probe(resume, now)
             return
         elapsed = now - self.period_start if self.period_start is not None else 0.0
-        found = max(self.period_admitted, 1.0) * 60.0 / max(elapsed + (hint or 0.0), MIN_SPAN_S)
+        self.cut_span_s = max(elapsed + (hint or 0.0), MIN_SPAN_S)
+        found = max(self.period_admitted, 1.0) * 60.0 / self.cut_span_s
         current = self.ceiling(now).requests_per_minute
         self.probe_limit = max(min(found, current) if current else found, MIN_PROBE_RPM)
         self.cuts += 1

@@ -3,7 +3,8 @@
 A ``POST /v1/responses`` goes: log it -> check the key (401) -> validate the body with the shared
 wire model (400) -> a fault asked for by header or directive (these bypass the rate limits) ->
 the enforced rate limits (429) -> a random fault -> ``latency`` -> the reply, plain or streamed.
-Every reply carries ``x-request-id`` and the ``x-ratelimit-*`` quota headers.
+Every reply carries ``x-request-id`` and, unless ``quota_headers`` is off, the ``x-ratelimit-*``
+quota headers.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def _validated(body: Any) -> ResponseRequest:
 
 async def _respond(request: Request, state: EmulatorState, config: EmulatorConfig, record: RequestRecord) -> Response:
     def headers() -> dict[str, str]:
-        return {"x-request-id": record.request_id, **state.quota_headers(time.time())}
+        quota = state.quota_headers(time.time()) if config.quota_headers else {}
+        return {"x-request-id": record.request_id, **quota}
 
     if not _authorized(request, config):
         return _unauthorized(record, headers())

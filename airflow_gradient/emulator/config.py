@@ -16,6 +16,8 @@ Framing = Literal["typed", "chunk", "snapshot"]
 RANDOM_FAULT_FIELDS: dict[str, str] = {
     "rate_429": "429",
     "rate_429_reset_only": "429-reset",
+    "rate_429_isolated": "429-isolated",
+    "rate_429_isolated_bare": "429-isolated-bare",
     "rate_500": "500",
     "rate_503": "503",
     "rate_drop": "drop",
@@ -40,6 +42,10 @@ class EmulatorConfig(BaseModel):
     seed: int = Field(0, description="seed of the random fault draws")
     rate_429: Fraction = _fraction("answered 429 with Retry-After")
     rate_429_reset_only: Fraction = _fraction("answered 429 with only x-ratelimit-reset-* headers")
+    rate_429_isolated: Fraction = _fraction(
+        "answered an isolated 429 (an upstream refusal: quota left) with Retry-After"
+    )
+    rate_429_isolated_bare: Fraction = _fraction("answered an isolated 429 without Retry-After")
     rate_500: Fraction = _fraction("answered 500")
     rate_503: Fraction = _fraction("answered 503")
     rate_drop: Fraction = _fraction("whose connection is dropped mid-reply")
@@ -52,6 +58,14 @@ class EmulatorConfig(BaseModel):
     rpm_limit: Annotated[int, Field(ge=1)] | None = Field(None, description="requests per sliding minute")
     tpm_limit: Annotated[int, Field(ge=1)] | None = Field(None, description="tokens per sliding minute")
     limit_retry_after: bool = Field(True, description="send Retry-After on 429s from the enforced limits")
+    limit_window: Annotated[float, Field(gt=0.0, le=60.0)] = Field(
+        60.0, description="seconds of the sliding window the enforced limits count over; rpm_limit and tpm_limit "
+        "are scaled to it (1 with rpm_limit 300: 5 requests per second)"
+    )
+    quota_headers: bool = Field(
+        True, description="send the x-ratelimit-* quota headers; off: none on any reply, as behind a gateway "
+        "that strips them"
+    )
     reply_shape: ReplyShape = Field("output", description="where non-streamed text goes: output, choices or both")
     stream_framing: Framing = Field("typed", description="SSE framing of stream=true replies")
     stream_cut_after: Annotated[int, Field(ge=0)] | None = Field(

@@ -10,6 +10,9 @@ name                what the client gets
 ==================  ==========================================================================
 429                 429, DigitalOcean body, ``Retry-After``, quota headers showing exhaustion
 429-reset           the same without ``Retry-After``: only the ``x-ratelimit-reset-*`` headers
+429-isolated        429 with ``Retry-After`` while the quota headers show quota left: a refusal
+                    from upstream, not the account's window
+429-isolated-bare   the same without ``Retry-After``
 500                 500, OpenAI/vLLM body ``{"error": {"message", "type", "param", "code"}}``
 503                 503, DigitalOcean body ``{"id", "message", "request_id"}``
 502-html            502 with a proxy's HTML page
@@ -192,8 +195,8 @@ def _sse(frame: str, headers: dict[str, str]) -> Response:
     return Response(frame, media_type="text/event-stream", headers=headers)
 
 
-def _too_many(ctx: FaultContext, retry_after: bool) -> Response:
-    headers = ctx.exhausted_headers()
+def _too_many(ctx: FaultContext, retry_after: bool, exhausted: bool = True) -> Response:
+    headers = ctx.exhausted_headers() if exhausted else dict(ctx.headers)
     if retry_after:
         headers["retry-after"] = f"{ctx.config.fault_retry_after:g}"
     body = do_error("too_many_requests", "Too many requests, please retry later", ctx.request_id)
@@ -223,6 +226,8 @@ _BAD_GATEWAY = (
 _RESPONDERS: dict[str, Callable[[FaultContext], Response]] = {
     "429": lambda ctx: _too_many(ctx, retry_after=True),
     "429-reset": lambda ctx: _too_many(ctx, retry_after=False),
+    "429-isolated": lambda ctx: _too_many(ctx, retry_after=True, exhausted=False),
+    "429-isolated-bare": lambda ctx: _too_many(ctx, retry_after=False, exhausted=False),
     "500": lambda ctx: _json(500, openai_error("Internal server error", "server_error", code="internal_error"),
                              ctx.headers),
     "503": lambda ctx: _json(503, do_error("service_unavailable", "The model is temporarily unavailable",

@@ -1,8 +1,10 @@
-"""Enforced rate limits: requests and tokens per sliding 60 s window, and the quota headers.
+"""Enforced rate limits: requests and tokens per sliding window (60 s unless told), and the quota headers.
 
 A request costs one request and ``tokens`` tokens, where the caller estimates ``tokens`` as the
 request's input tokens plus its ``max_output_tokens`` (or, when unset, the reply's output tokens).
-An admitted request counts until 60 s after it arrived; a rejected one never counts. A request
+An admitted request counts until ``window`` seconds (60 by default) after it arrived; a rejected
+one never counts. A shorter window scales the per-minute limits to it: with a 1 s window,
+``rpm=300`` admits 5 requests in any second, as a server enforcing a per-second rate does. A request
 costing more tokens than ``tpm_limit`` is never admitted, as on the real service.
 
 Headers follow DigitalOcean's names (``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``,
@@ -48,31 +50,34 @@ class SlidingWindow:
         self._entries.clear()
         self._tokens_used = 0
 
-    def _expire(self, now: float) -> None:
-        while self._entries and self._entries[0][0] + WINDOW_S <= now:
+    def _expire(self, now: float, window: float) -> None:
+        while self._entries and self._entries[0][0] + window <= now:
             self._tokens_used -= self._entries.popleft()[1]
 
-    def admit(self, tokens: int, now: float, rpm: int | None, tpm: int | None) -> Verdict:
+    def admit(self, tokens: int, now: float, rpm: int | None, tpm: int | None, window: float = WINDOW_S) -> Verdict:
         """Count the request if both limits allow it, else say when they will."""
-        self._expire(now)
-        waits = [w for w in (self._request_wait(now, rpm), self._token_wait(tokens, now, tpm)) if w is not None]
+        self._expire(now, window)
+        rpm = _scaled(rpm, window) if rpm is not None else None
+        tpm = _scaled(tpm, window) if tpm is not None else None
+        waits = [w for w in (self._request_wait(now, rpm, window), self._token_wait(tokens, now, tpm, window))
+                 if w is not None]
         if waits:
             return Verdict(admitted=False, retry_after=max(waits))
         self._entries.append((now, tokens))
         self._tokens_used += tokens
         return Verdict(admitted=True)
 
-    def _request_wait(self, now: float, rpm: int | None) -> float | None:
+    def _request_wait(self, now: float, rpm: int | None, window: float) -> float | None:
         if rpm is None or len(self._entries) < rpm:
             return None
         # One slot frees when the entry that puts us at the limit leaves the window.
-        return self._entries[len(self._entries) - rpm][0] + WINDOW_S - now
+        return self._entries[len(self._entries) - rpm][0] + window - now
 
-    def _token_wait(self, tokens: int, now: float, tpm: int | None) -> float | None:
+    def _token_wait(self, tokens: int, now: float, tpm: int | None, window: float) -> float | None:
         if tpm is None:
             return None
         if tokens > tpm:
-            return WINDOW_S
+            return window
         used = self._tokens_used
         if used + tokens <= tpm:
             return None
@@ -80,23 +85,30 @@ class SlidingWindow:
         for when, cost in self._entries:
             used -= cost
             if used + tokens <= tpm:
-                return when + WINDOW_S - now
-        return WINDOW_S
+                return when + window - now
+        return window
 
-    def headers(self, now: float, rpm: int | None, tpm: int | None) -> dict[str, str]:
-        """The quota headers as they stand at ``now``."""
-        self._expire(now)
-        reset = self._entries[0][0] + WINDOW_S if self._entries else now
+    def headers(self, now: float, rpm: int | None, tpm: int | None, window: float = WINDOW_S) -> dict[str, str]:
+        """The quota headers as they stand at ``now``: limits per minute, remaining in the window."""
+        self._expire(now, window)
+        reset = self._entries[0][0] + window if self._entries else now
         used_tokens = self._tokens_used
         request_limit = rpm or NOMINAL_REQUEST_LIMIT
         token_limit = tpm or NOMINAL_TOKEN_LIMIT
         out = {
             "x-ratelimit-limit-requests": str(request_limit),
-            "x-ratelimit-remaining-requests": str(max(0, request_limit - len(self._entries))),
+            "x-ratelimit-remaining-requests": str(max(0, _scaled(request_limit, window) - len(self._entries))),
             "x-ratelimit-reset-requests": f"{reset:.3f}",
         }
         for suffix in ("tokens", "tokens-per-minute"):
             out[f"x-ratelimit-limit-{suffix}"] = str(token_limit)
-            out[f"x-ratelimit-remaining-{suffix}"] = str(max(0, token_limit - used_tokens))
+            out[f"x-ratelimit-remaining-{suffix}"] = str(max(0, _scaled(token_limit, window) - used_tokens))
             out[f"x-ratelimit-reset-{suffix}"] = f"{reset:.3f}"
         return out
+
+
+def _scaled(per_minute: int, window: float) -> int:
+    """A per-minute limit over a window of ``window`` seconds (at least 1)."""
+    if window == WINDOW_S:
+        return per_minute
+    return max(1, math.floor(per_minute * window / WINDOW_S + 1e-9))

@@ -145,8 +145,10 @@ class EmulatorState:
 
     def admit(self, tokens: int, now: float) -> Verdict:
         with self._lock:
-            return self._window.admit(tokens, now, self._config.rpm_limit, self._config.tpm_limit)
+            config = self._config
+            return self._window.admit(tokens, now, config.rpm_limit, config.tpm_limit, config.limit_window)
 
     def quota_headers(self, now: float) -> dict[str, str]:
         with self._lock:
-            return self._window.headers(now, self._config.rpm_limit, self._config.tpm_limit)
+            config = self._config
+            return self._window.headers(now, config.rpm_limit, config.tpm_limit, config.limit_window)

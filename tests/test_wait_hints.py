@@ -1,0 +1,76 @@
+"""The one reading of every wait hint, shared by the retry policy and the batch pacer."""
+
+from __future__ import annotations
+
+import email.utils
+
+import httpx
+import pytest
+from tenacity import RetryCallState
+
+from airflow_gradient.batch.pace_rules import PaceState
+from airflow_gradient.http_errors import error_from_response
+from airflow_gradient.retry import RetryPolicy
+from airflow_gradient.wait_hints import hint_jitter, parse_duration, reset_seconds, retry_after_seconds
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"Retry-After": "7"}, 7.0),
+        ({"retry-after": "2.5"}, 2.5),
+        ({"retry-after": email.utils.formatdate(NOW + 12, usegmt=True)}, 12.0),
+        ({"retry-after": "soon"}, None),
+        ({"x-ratelimit-reset-requests": str(NOW + 4), "x-ratelimit-reset-tokens": str(NOW + 30)}, 4.0),
+        ({"x-ratelimit-reset-requests": str((NOW + 3) * 1000)}, 3.0),
+        ({"x-ratelimit-reset-requests": "6"}, 6.0),
+        ({"x-ratelimit-reset-requests": "1m30s"}, 90.0),
+        ({"x-ratelimit-reset-tokens": "250ms"}, 0.25),
+        ({"x-ratelimit-reset-requests": "0", "x-ratelimit-reset-tokens": str(NOW + 8)}, 8.0),
+        ({"X-RateLimit-Reset-Requests": str(NOW - 5)}, 0.0),
+        ({}, None),
+    ],
+)
+def test_every_header_form(headers: dict[str, str], expected: float | None) -> None:
+    for form in (headers, httpx.Headers(headers)):
+        got = retry_after_seconds(form, 429, NOW)
+        assert got == (pytest.approx(expected, abs=1) if expected is not None else None)
+
+
+def test_reset_headers_count_only_for_a_429() -> None:
+    assert retry_after_seconds({"x-ratelimit-reset-requests": str(NOW + 4)}, 503, NOW) is None
+    assert retry_after_seconds({"retry-after": "4"}, 503, NOW) == 4
+
+
+def test_durations_and_reset_values() -> None:
+    assert parse_duration("6m0s") == 360 and parse_duration("1h2m3.5s") == 3723.5
+    assert parse_duration("20ms") == 0.02 and parse_duration("abc") is None and parse_duration("5 s") is None
+    assert reset_seconds("0", NOW) is None and reset_seconds(None, NOW) is None
+    assert reset_seconds(NOW + 10, NOW) == 10
+
+
+def test_jitter_is_250_to_500_ms() -> None:
+    assert hint_jitter(0.0) == 0.25 and hint_jitter(0.999) < 0.5
+
+
+def test_retry_wait_and_pacer_pause_read_the_same_hint() -> None:
+    headers = {"retry-after-ms": "2500", "x-ratelimit-limit-requests": "100",
+               "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(NOW + 9)}
+    error = error_from_response(httpx.Response(429, json={"message": "slow"}, headers=headers))
+    assert error.retry_after == 2.5
+    state = PaceState()
+    state.on_send(1, 0.0)
+    state.on_reply(429, headers, 1, now=0.0, now_wall=NOW, rand=0.0)
+    # The pacer pauses for the same 2.5 s plus the same jitter the retry adds.
+    assert state.paused_until == pytest.approx(2.5 + hint_jitter(0.0))
+
+    class Outcome:
+        def exception(self) -> BaseException:
+            return error
+
+    call = RetryCallState(None, None, (), {})
+    call.outcome = Outcome()  # type: ignore[assignment]
+    assert 2.5 + hint_jitter(0.0) <= RetryPolicy().wait(call) < 2.5 + hint_jitter(1.0)
