@@ -1,7 +1,7 @@
 """A real Airflow for tests: API server, scheduler, DAG processor, triggerer and Celery workers.
 
-Each component is an ``airflow ...`` process of its own, started in its own session (process
-group) so that :meth:`AirflowCluster.stop` ends it and everything it started, whatever happened;
+Each component is an ``airflow ...`` process of its own, started in its own session;
+:meth:`AirflowCluster.stop` ends it and every process under it, whatever happened;
 :meth:`AirflowCluster.kill_worker` kills one worker the way a lost machine goes: SIGKILL to the
 worker and every process under it, task processes included (the task SDK puts those in groups of
 their own). Readiness is polled on the REST API and the logs, always against a deadline.
@@ -174,17 +174,14 @@ class AirflowCluster:
     def stop(self) -> None:
         """End every process started, and their children, even those in groups of their own."""
         self.http.close()
+        family = [member for proc in self.procs.values() if proc.poll() is None for member in _tree(proc.pid)]
+        for member in family:
+            _signal(member, signal.SIGTERM)
+        _, alive = psutil.wait_procs(family, timeout=15)
+        # What is left, and anything forked while stopping, goes at once.
+        for member in {m.pid: m for m in [*alive, *(c for m in alive for c in _tree(m.pid))]}.values():
+            _signal(member, signal.SIGKILL)
         for proc in self.procs.values():
-            if proc.poll() is None:
-                _kill_tree(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in self.procs.values():
-            _kill_tree(proc.pid, signal.SIGKILL)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -259,19 +256,23 @@ class AirflowCluster:
         return "\n".join(texts) or f"(no task log of {dag_id}/{run_id} in states {sorted(states)})"
 
 
-def _kill_tree(pid: int, sig: signal.Signals) -> None:
-    """Signal ``pid`` and all its descendants, at once (children first listed, then signalled)."""
+def _tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and all its descendants (psutil handles: a signal never reaches a recycled pid)."""
     try:
         root = psutil.Process(pid)
-        family = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return
-    for proc in family:
-        try:
-            proc.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
+        return []
+
+
+def _signal(member: psutil.Process, sig: signal.Signals) -> None:
     try:
-        os.killpg(pid, sig)  # what was forked in the group since the listing
-    except (ProcessLookupError, PermissionError):
+        member.send_signal(sig)
+    except psutil.NoSuchProcess:
         pass
+
+
+def _kill_tree(pid: int, sig: signal.Signals) -> None:
+    """Signal ``pid`` and all its descendants at once (listed first, then signalled)."""
+    for member in _tree(pid):
+        _signal(member, sig)
