@@ -23,6 +23,7 @@ from airflow_gradient.exceptions import (
     GradientTransportError,
 )
 from airflow_gradient.batch.reader import read_results
+from airflow_gradient.batch.results import merge_manifests
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
@@ -66,5 +67,6 @@ __all__ = [
     "Usage",
     "__version__",
     "build_request",
+    "merge_manifests",
     "read_results",
 ]

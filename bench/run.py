@@ -32,6 +32,7 @@ import httpx
 from bench.chaos import bench_chaos
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.reuse import bench_reuse, bench_reuse_rss
+from bench.scale_out import bench_workers
 from bench.shared_pacing import bench_shared_cost, bench_shared_k4
 from bench.single_request import bench_single
 
@@ -128,6 +129,7 @@ def run_ours(
     *,
     prompts: list[str] | None = None,
     rows_path: str | None = None,
+    shard: Any = None,
     concurrency: int = 64,
     requests_per_minute: float | None = None,
     max_output_tokens: int = 20,
@@ -148,6 +150,7 @@ def run_ours(
         render=render,
         shared={"max_output_tokens": max_output_tokens},
         default_model=MODEL,
+        shard=shard,
     )
     return run_batch(
         hooks=pool_hooks("gradient_default", concurrency, max_retries),
@@ -328,7 +331,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
 
 
 BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
-           "reuse", "reuse-rss", "shared_k4", "shared_cost")
+           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -411,6 +414,10 @@ def main(argv: list[str] | None = None) -> None:
                 results["shared_cost"] = bench_shared_cost(emu, tmp, 500 if quick else 2000, rounds=3 if quick else 5)
                 _show("one task at zero latency, Redis limiter vs in-memory: throughput (goal >= 0.8x)",
                       results["shared_cost"])
+            if "workers" in chosen:
+                results["workers"] = bench_workers(emu, tmp, 200 if quick else 1000)
+                _show("two workers vs one, latency-bound, no binding limit: throughput (goal >= 1.7x)",
+                      results["workers"])
     finally:
         emu.close()
     print("\nSUMMARY")

@@ -1,13 +1,15 @@
-"""Fan-out for big batches: shard the input, one batch task per shard, a pool caps the parallelism.
+"""Fan-out for big batches: one input file, split over mapped tasks, read back as one result.
 
-``make_shards`` splits the prompts into JSONL shard files; ``summarise`` maps over them with
-dynamic task mapping, each mapped instance a ``GradientBatchOperator`` with its own resume and
-output folder; the ``gradient_batches`` pool keeps at most its number of slots running at once, so
-the shards together stay under the account's rate limit; ``merge`` adds the manifests up.
+``summarise`` is one ``GradientBatchOperator`` mapped over ``shard_index``: each of the
+``SHARDS`` mapped instances reads the same ``rows_path``, sends only its own share of the items
+(an item's shard is a digest of its ``custom_id``), writes its rows under
+``<output_path>/shard-<i>-of-<n>/`` and, when retried, resumes from its own rows. Nothing copies
+or splits the input first. ``merge`` turns the shards' manifests into one (``merge_manifests``)
+and reads every row back with ``read_results``. See ``docs/sharded-batches.md``.
 
-Create the pool once (2 slots: two shards at a time)::
-
-    airflow pools set gradient_batches 2 "Gradient batch shards"
+No pool or other set-up is needed. The shards call one account at once: to share its rate limit
+between them, name a Redis connection in the Gradient connection's ``rate_limit_store`` extra
+(``docs/sharded-batches.md``), or give each shard its share with ``requests_per_minute``.
 
 Against the bundled emulator::
 
@@ -19,59 +21,42 @@ Against the bundled emulator::
 
 from __future__ import annotations
 
-import json
 import os
+from pathlib import Path
 
 import pendulum
 
-from airflow.sdk import DAG, ObjectStoragePath, Param, task
-from airflow_gradient import GradientBatchOperator
+from airflow.sdk import DAG, task
+from airflow_gradient import GradientBatchOperator, merge_manifests, read_results
 
+PRODUCTS = os.environ.get("GRADIENT_EXAMPLE_PRODUCTS", str(Path(__file__).parent / "data" / "products.jsonl"))
 OUTPUT_ROOT = os.environ.get("GRADIENT_EXAMPLE_OUTPUT", "/tmp/gradient-examples")
-POOL = "gradient_batches"
+SHARDS = 4
 
 with DAG(
     "fan_out_batches",
     schedule=None,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
-    params={"items": Param(60, type="integer", minimum=1), "shards": Param(3, type="integer", minimum=1)},
     tags=["gradient", "batch"],
 ) as dag:
-
-    @task
-    def make_shards(params: dict, run_id: str | None = None) -> list[str]:
-        root = ObjectStoragePath(f"{OUTPUT_ROOT}/fan_out_batches/{run_id}/shards")
-        root.mkdir(parents=True, exist_ok=True)
-        paths = [root / f"shard-{n}.jsonl" for n in range(params["shards"])]
-        files = [path.open("w", encoding="utf-8") for path in paths]
-        try:
-            for n in range(params["items"]):
-                row = {"custom_id": f"product-{n}", "product": f"product number {n}"}
-                files[n % len(files)].write(json.dumps(row) + "\n")
-        finally:
-            for handle in files:
-                handle.close()
-        return [str(path) for path in paths]
-
     summaries = GradientBatchOperator.partial(
         task_id="summarise",
-        pool=POOL,
+        rows_path=PRODUCTS,
         prompt_template="Write a one-line catalogue description of {{ product }}.",
         max_output_tokens=60,
         max_concurrency=8,
-        output_path=f"{OUTPUT_ROOT}/fan_out_batches/{{{{ run_id }}}}/out/shard-{{{{ ti.map_index }}}}/",
-    ).expand(rows_path=make_shards())
+        output_path=f"{OUTPUT_ROOT}/fan_out_batches/{{{{ run_id }}}}/descriptions/",
+        shard_count=SHARDS,
+        retries=2,
+    ).expand(shard_index=list(range(SHARDS)))
 
     @task
     def merge(manifests: list[dict]) -> dict:
-        total = {"shards": 0, "succeeded": 0, "failed": 0, "skipped": 0, "total_tokens": 0}
-        for manifest in manifests:
-            total["shards"] += 1
-            for key in ("succeeded", "failed", "skipped"):
-                total[key] += manifest["counts"][key]
-            total["total_tokens"] += manifest["usage"]["total_tokens"]
-        print(f"merged {total}")
-        return total
+        merged = merge_manifests(manifests)
+        rows = read_results(merged)
+        print(f"{len(rows)} descriptions from {merged['shard_count']} shards: {merged['counts']}, "
+              f"{merged['usage']['total_tokens']} tokens, {merged['requests']}")
+        return {key: merged[key] for key in ("output_path", "total", "counts", "usage", "requests", "shard_count")}
 
     merge(summaries.output)

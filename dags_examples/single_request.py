@@ -1,4 +1,4 @@
-"""One templated, streamed request: yesterday's notes from an upstream task, summarised with ``{{ ds }}``.
+"""One templated, streamed request: the day's notes from an upstream task, summarised in one sentence.
 
 Set the connection once, never a key in code::
 
@@ -29,7 +29,7 @@ def single_request():
 
     summary = GradientResponseOperator(
         task_id="summarise",
-        input="Summarise the engineering notes of {{ ds }} in one sentence: "
+        input="Summarise the engineering notes of {{ dag_run.run_after | ds }} in one sentence: "
         "{{ ti.xcom_pull(task_ids='collect_notes') }}",
         instructions="You write one-sentence status updates.",
         max_output_tokens=120,

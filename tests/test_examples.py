@@ -39,14 +39,14 @@ def test_enrich_tickets_example_writes_the_enriched_table(gradient_conn) -> None
     assert xcom_value(run, "load") == {"billing": 6}
 
 
-def test_fan_out_example_merges_shard_manifests(gradient_conn) -> None:
-    from airflow.models.pool import Pool
-
-    Pool.create_or_update_pool("gradient_batches", slots=2, description="test", include_deferred=False)
-    run = run_dag(example_dag("fan_out_batches"), conf={"items": 30, "shards": 3})
+def test_fan_out_example_shards_one_file_without_set_up(gradient_conn) -> None:
+    # A fresh Airflow: no pool, no variable, nothing created first.
+    run = run_dag(example_dag("fan_out_batches"))
     states = task_states(run)
-    assert [states[f"summarise[{n}]"] for n in range(3)] == ["success"] * 3
+    assert [states[f"summarise[{n}]"] for n in range(4)] == ["success"] * 4 and states["merge"] == "success"
     merged = xcom_value(run, "merge")
-    assert merged["shards"] == 3 and merged["succeeded"] == 30 and merged["failed"] == 0
-    assert sum(gradient_conn.generated_counts().values()) == 30
+    assert merged["shard_count"] == 4 and merged["total"] == 48
+    assert merged["counts"] == {"succeeded": 48, "failed": 0, "skipped": 0}
+    assert merged["requests"]["sent"] == 48 and merged["usage"]["total_tokens"] > 0
+    assert sorted(gradient_conn.generated_counts().values()) == [1] * 48
     assert json.dumps(merged)

@@ -32,9 +32,6 @@ def _files_containing(root: Path, needle: bytes) -> list[str]:
 
 
 def test_no_example_run_leaks_the_key(airflow_db: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> None:
-    from airflow.models.pool import Pool
-
-    Pool.create_or_update_pool("gradient_batches", slots=2, description="examples", include_deferred=False)
     with GradientEmulator(api_key=KEY) as emu:
         for name, value in conn_env(emu.base_url, key=KEY).items():
             monkeypatch.setenv(name, value)

@@ -18,9 +18,10 @@ shares them, and with them the row schema and the manifest.
 """
 
 from airflow_gradient.batch.engine import BatchEngine, EngineSettings
-from airflow_gradient.batch.inputs import BatchInputs, BatchItem
+from airflow_gradient.batch.inputs import BatchInputs, BatchItem, Shard
 from airflow_gradient.batch.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
 from airflow_gradient.batch.reader import read_results
+from airflow_gradient.batch.results import merge_manifests
 from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, run_batch
 from airflow_gradient.batch.shared_pacing import SharedRateLimiter, limiter_for
 
@@ -33,8 +34,10 @@ __all__ = [
     "EngineSettings",
     "Pacing",
     "RateLimiter",
+    "Shard",
     "SharedRateLimiter",
     "limiter_for",
+    "merge_manifests",
     "read_results",
     "run_batch",
 ]

@@ -12,6 +12,9 @@ Three sources, exactly one per batch:
 - ``prompt_template`` with ``rows``: a list of dicts, each rendered into the template;
 - ``prompt_template`` with ``rows_path``: JSONL or CSV on any ``ObjectStoragePath``, read lazily.
   A row's ``custom_id`` column, when present, is the item's id.
+
+A :class:`Shard` selects one of K parts of the items, so that K mapped tasks can share one input
+without an upstream step copying it (see ``docs/sharded-batches.md``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import jinja2
 
+from airflow_gradient import arguments
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.request import ResponseRequest, build_request
 
@@ -60,6 +64,44 @@ def id_key(custom_id: str) -> int:
 
 def _canonical(wire: dict[str, Any]) -> bytes:
     return json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard ``index`` of ``count``: the items whose ``custom_id`` digest modulo ``count`` is ``index``.
+
+    An item's shard depends on its id alone, the key resume also uses: the input may be reordered
+    or grown between tries and every item stays with the shard whose part files hold its row, and
+    two items with one id always meet in one shard, whose check refuses them. Items with an explicit
+    ``custom_id`` are passed over without rendering their prompt.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def of(cls, index: Any, count: Any) -> Shard | None:
+        """The shard named by the operator's ``shard_index`` and ``shard_count``; None when neither is
+        given. Raises :class:`GradientRequestInvalid` naming the argument otherwise."""
+        if index is None and count is None:
+            return None
+        if count is None:
+            arguments.refuse("shard_count", "an integer >= 1, given with shard_index", got=count)
+        count = arguments.positive_int("shard_count", count)
+        if index is None:
+            arguments.refuse("shard_index", f"an integer from 0 to {count - 1}, given with shard_count", got=index)
+        index = arguments.int_between("shard_index", index, 0, count - 1)
+        return cls(index, count)
+
+    def owns(self, custom_id: str) -> bool:
+        return id_key(custom_id) % self.count == self.index
+
+
+def _explicit_id(value: Any) -> str | None:
+    """An item's own ``custom_id`` when it is a usable one (anything else is left to the item's checks)."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+        return str(value)
+    return None
 
 
 def request_hash_id(wire: dict[str, Any]) -> str:
@@ -184,6 +226,7 @@ class BatchInputs:
         keys override them.
     :param default_model: model used when neither ``shared`` nor the item names one.
     :param render: turns a row into the prompt text (``prompt_template`` rendered with the row).
+    :param shard: only the items of this shard (positions and ``index`` stay those of the whole input).
     """
 
     def __init__(
@@ -195,6 +238,7 @@ class BatchInputs:
         render: Renderer | None = None,
         shared: Mapping[str, Any] | None = None,
         default_model: str | None = None,
+        shard: Shard | None = None,
     ) -> None:
         given = [name for name, value in (("inputs", inputs), ("rows", rows), ("rows_path", rows_path))
                  if value is not None]
@@ -218,11 +262,21 @@ class BatchInputs:
         self._render = render
         self._shared = dict(shared or {})
         self._default_model = default_model
+        self._shard = shard
 
-    def _specs(self) -> Iterator[dict[str, Any]]:
+    def _other_shard(self, custom_id: Any) -> bool:
+        """True when an item's own id puts it in another shard: it is skipped before it is rendered."""
+        if self._shard is None:
+            return False
+        explicit = _explicit_id(custom_id)
+        return explicit is not None and not self._shard.owns(explicit)
+
+    def _specs(self) -> Iterator[dict[str, Any] | None]:
+        """Each item's spec, in input order; None for an item known to belong to another shard."""
         if self._inputs is not None:
             for index, value in enumerate(self._inputs):
-                yield _item_spec(value, index)
+                mine = not (isinstance(value, Mapping) and self._other_shard(value.get("custom_id")))
+                yield _item_spec(value, index) if mine else None
             return
         assert self._render is not None
         rows = self._rows if self._rows is not None else self._file_rows()
@@ -233,6 +287,9 @@ class BatchInputs:
                     f"got {type(row).__name__}",
                     [(f"rows[{index}]", "not a mapping")],
                 )
+            if self._other_shard(row.get("custom_id")):
+                yield None
+                continue
             try:
                 spec: dict[str, Any] = {"input": self._render(row)}
             except jinja2.TemplateError as exc:
@@ -258,7 +315,11 @@ class BatchInputs:
 
     def _items(self, *, digest: bool) -> Iterator[BatchItem]:
         for index, spec in enumerate(self._specs()):
-            yield self._item(index, spec, digest=digest)
+            if spec is None:
+                continue
+            item = self._item(index, spec, digest=digest)
+            if self._shard is None or self._shard.owns(item.custom_id):
+                yield item
 
     def _item(self, index: int, spec: dict[str, Any], *, digest: bool = True) -> BatchItem:
         custom_id = spec.pop("custom_id", None)

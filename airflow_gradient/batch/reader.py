@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from airflow_gradient.batch.results import iter_rows, list_parts
+from airflow_gradient.batch.results import iter_rows, list_batch_parts
 
 
 def _as_path(value: Any) -> Any:
@@ -19,8 +19,10 @@ def read_results(
     """The rows of a batch, one per item, from its manifest (the operator's XCom) or its output path.
 
     With ``by="custom_id"``: a dict ``{custom_id: row}``; with ``by="index"``: a list in input
-    order. Where several attempts wrote a row for the same item, the ``succeeded`` one wins, else the
-    latest. All rows are loaded: for very large batches, read the part files row by row instead
+    order. A sharded batch's ``output_path`` (or its merged manifest, see
+    :func:`~airflow_gradient.batch.results.merge_manifests`) reads every shard as one result; one
+    shard's manifest reads that shard. Where several attempts wrote a row for the same item, the
+    ``succeeded`` one wins, else the latest. All rows are loaded: for very large batches, read the part files row by row instead
     (:func:`airflow_gradient.batch.results.iter_rows`).
     """
     if by not in ("custom_id", "index"):
@@ -34,7 +36,7 @@ def read_results(
         merged = {row["custom_id"]: row for row in rows}
     else:
         merged = {}
-        for part in list_parts(_as_path(source)):
+        for part in list_batch_parts(_as_path(source)):
             for row in iter_rows(part):
                 earlier = merged.get(row["custom_id"])
                 if earlier is None or earlier["status"] != "succeeded":

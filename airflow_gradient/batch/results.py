@@ -13,6 +13,10 @@ storage allows it (local disk), so a name clash fails loudly instead of truncati
   every ``rows_per_part`` rows or ``seconds_per_part`` seconds; a hard kill loses at most the rows
   of the part still open.
 
+A shard of a batch (``shard_index`` of ``shard_count``) keeps its parts in its own folder,
+``<output_path>/shard-<index>-of-<count>/``, laid out as above: its resume reads that folder only,
+and :func:`list_batch_parts` lists the parts of every shard, for reading the whole batch back.
+
 Resume: :meth:`ResultStore.scan` reads every earlier part; an item whose ``custom_id`` has a
 ``succeeded`` row is not sent again. Failed and skipped items are sent again, and their new rows
 supersede the old ones when the results are read back (a ``succeeded`` row is never superseded).
@@ -47,19 +51,20 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_gradient.batch.inputs import id_key
+from airflow_gradient.batch.inputs import Shard, id_key
 from airflow_gradient.batch.progress import USAGE_KEYS, add_usage
 from airflow_gradient.exceptions import GradientOutputError, GradientProtocolError
-from airflow_gradient.pricing import Spend
+from airflow_gradient.pricing import COST_DECIMALS, Spend
 
 log = logging.getLogger(__name__)
 
 # part-<attempt>-<writer>-<seq>.jsonl; parts from before writer ids (part-<attempt>-<seq>) still read.
 PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.jsonl$")
+SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
 REMOTE_ROWS_PER_PART = 1000
 REMOTE_SECONDS_PER_PART = 15.0
 MAX_ERROR_CHARS = 2000
@@ -139,6 +144,24 @@ def list_parts(path: Any) -> list[Any]:
     parts = [((m.group(1), m.group(2) or "", m.group(3)), child)
              for child in children if (m := PART_RE.match(child.name))]
     return [child for _, child in sorted(parts, key=lambda pair: pair[0])]
+
+
+def shard_dir_name(shard: Shard) -> str:
+    """The folder, under the batch's ``output_path``, that holds one shard's parts."""
+    return f"shard-{shard.index}-of-{shard.count}"
+
+
+def list_batch_parts(path: Any) -> list[Any]:
+    """The part files of a whole batch: those under ``path`` and those of its shards' folders."""
+    parts = list_parts(path)
+    try:
+        children = sorted(path.iterdir(), key=lambda child: child.name) if path.exists() else []
+    except FileNotFoundError:
+        children = []
+    for child in children:
+        if SHARD_DIR_RE.match(child.name):
+            parts.extend(list_parts(child))
+    return parts
 
 
 def part_attempt(part: Any) -> int:
@@ -370,3 +393,63 @@ def build_manifest(
         "wall_time_s": round(wall_time_s, 3),
         **extra,
     }
+
+
+def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One manifest for a sharded batch, from the manifests of its shards (the mapped task's XComs).
+
+    Counts, usage, requests, ``total``, ``resumed``, ``cost_usd`` and ``reused`` are added up (a
+    dollar figure stays unknown when any shard's is); ``wall_time_s`` is the longest
+    shard's; ``output_path`` is the batch's (:func:`~airflow_gradient.read_results` reads every
+    shard from it); ``parts`` are relative to it; ``shards`` keeps each shard's own figures.
+
+    Raises ``ValueError`` when the manifests are not every shard of one batch, exactly once.
+    """
+    shards = sorted(manifests, key=lambda manifest: (manifest.get("shard") or {}).get("index", -1))
+    if not shards or any("shard" not in manifest for manifest in shards):
+        raise ValueError("merge_manifests takes the manifests of a sharded batch (shard_index/shard_count), "
+                         f"got {len(shards)} manifest(s) without a shard")
+    count = shards[0]["shard"]["count"]
+    indexes = [manifest["shard"]["index"] for manifest in shards]
+    roots = {manifest.get("batch_output_path") for manifest in shards}
+    if indexes != list(range(count)) or {m["shard"]["count"] for m in shards} != {count} or len(roots) != 1:
+        raise ValueError(f"merge_manifests needs shards 0 to {count - 1} of one batch exactly once, got "
+                         f"shards {indexes} of {sorted({m['shard']['count'] for m in shards})} under {sorted(map(str, roots))}")
+
+    def added(key: str) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for manifest in shards:
+            for name, value in (manifest.get(key) or {}).items():
+                total[name] = total.get(name, 0) + (value or 0)
+        return total
+
+    def dollars(values: Iterable[float | None]) -> float | None:
+        """A sum of dollar figures; unknown (None) when any shard's is."""
+        total = 0.0
+        for value in values:
+            if value is None:
+                return None
+            total += value
+        return round(total, COST_DECIMALS)
+
+    reused = [manifest.get("reused") or {} for manifest in shards]
+    merged = build_manifest(
+        output_path=roots.pop(),
+        parts=[f"{shard_dir_name(Shard(**m['shard']))}/{part}" for m in shards for part in m["parts"]],
+        total=sum(manifest["total"] for manifest in shards),
+        counts=added("counts"),
+        usage=added("usage"),
+        requests=added("requests"),
+        wall_time_s=max(manifest["wall_time_s"] for manifest in shards),
+        resumed=sum(manifest.get("resumed", 0) for manifest in shards),
+        cost_usd=dollars(manifest.get("cost_usd") for manifest in shards),
+        reused={"items": sum(r.get("items", 0) for r in reused),
+                "tokens_saved": sum(r.get("tokens_saved", 0) for r in reused),
+                "cost_usd_saved": dollars(r.get("cost_usd_saved", 0.0) for r in reused)},
+        shard_count=count,
+        shards=[{key: manifest.get(key) for key in ("shard", "output_path", "attempt", "total", "counts",
+                                                     "requests", "wall_time_s", "pacing")} for manifest in shards],
+    )
+    if all("results" in manifest for manifest in shards):
+        merged["results"] = sorted((row for m in shards for row in m["results"]), key=lambda row: row["index"])
+    return merged

@@ -12,8 +12,9 @@ from airflow.sdk import Asset, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 from airflow_gradient import arguments
 from airflow_gradient.batch.engine import EngineSettings
-from airflow_gradient.batch.inputs import BatchInputs, Renderer
+from airflow_gradient.batch.inputs import BatchInputs, Renderer, Shard
 from airflow_gradient.batch.pacing import RateLimiter
+from airflow_gradient.batch.results import shard_dir_name
 from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, failure_message, pool_hooks, run_batch
 from airflow_gradient.batch.shared_pacing import limiter_for
 from airflow_gradient.exceptions import GradientRequestInvalid
@@ -86,6 +87,18 @@ class GradientBatchOperator(GradientBaseOperator):
         ``counts`` and ``usage`` in its ``extra``, so a downstream DAG scheduled on the asset can
         read the rows (``read_results(triggering_asset_events[...][0].extra)``).
 
+    One input over many mapped tasks (see ``docs/sharded-batches.md``)::
+
+        GradientBatchOperator.partial(task_id="summarise", rows_path=..., output_path=...,
+                                      shard_count=4).expand(shard_index=[0, 1, 2, 3])
+
+    :param shard_index: which shard of the input this task sends, from 0 to ``shard_count - 1``.
+    :param shard_count: how many shards the input is split into. Item ``custom_id`` belongs to shard
+        ``digest(custom_id) % shard_count``; each shard reads the whole input but builds and sends
+        only its own items, writes its rows under ``<output_path>/shard-<index>-of-<count>/`` and
+        resumes from that folder alone. ``read_results(output_path)`` and
+        :func:`~airflow_gradient.merge_manifests` of the shards' XComs cover the whole batch.
+
     The shared request parameters (model, instructions, temperature...) are those of
     :class:`GradientBaseOperator`; ``request_timeout`` and ``max_retries`` apply to each item.
 
@@ -94,7 +107,8 @@ class GradientBatchOperator(GradientBaseOperator):
     (sent, retries, rate_limited), ``wall_time_s``, ``resumed``, ``attempt``, ``pacing``,
     ``cost_usd`` (every row sent by any try; ``None`` when a model has no price), ``reused``
     (``items``, ``tokens_saved``, ``cost_usd_saved``), and ``results`` when there is no
-    ``output_path``. Read the rows with
+    ``output_path``; a shard's adds ``shard`` (index, count) and ``batch_output_path``, its
+    ``output_path`` being the shard's folder. Read the rows with
     :func:`airflow_gradient.read_results`.
     """
 
@@ -123,6 +137,8 @@ class GradientBatchOperator(GradientBaseOperator):
         progress_interval: float = 10.0,
         rate_limiter: RateLimiter | None = None,
         output_asset: Asset | None = None,
+        shard_index: int | None = None,
+        shard_count: int | None = None,
         **kwargs: Any,
     ) -> None:
         with fails_for_good():
@@ -147,6 +163,8 @@ class GradientBatchOperator(GradientBaseOperator):
         self.progress_interval = progress_interval
         self.rate_limiter = rate_limiter
         self.output_asset = output_asset
+        self.shard_index = shard_index
+        self.shard_count = shard_count
         # What is not templated is checked now, so a bad value fails the DAG file, not a paid run.
         with fails_for_good():
             arguments.optional(arguments.text, "prompt_template", prompt_template)
@@ -182,7 +200,9 @@ class GradientBatchOperator(GradientBaseOperator):
         base = dict(context)
         return lambda row: template.render({**base, **row, "row": row})
 
-    def _inputs(self, context: Context) -> tuple[BatchInputs, Callable[[str], Any] | None]:
+    def _inputs(
+        self, context: Context, shard: Shard | None = None
+    ) -> tuple[BatchInputs, Callable[[str], Any] | None]:
         """The items, and the output schema's parser when there is one (shared with subclasses)."""
         schema = OutputSchema.of(self.output_schema)
         inputs = BatchInputs(
@@ -192,6 +212,7 @@ class GradientBatchOperator(GradientBaseOperator):
             render=self._renderer(context),
             shared=self.shared_params(schema),
             default_model=self.hook.settings.default_model,
+            shard=shard,
         )
         return inputs, schema.parse if schema is not None else None
 
@@ -229,20 +250,27 @@ class GradientBatchOperator(GradientBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         with fails_for_good():
-            inputs, parse = self._inputs(context)
+            shard = Shard.of(self.shard_index, self.shard_count)
+            inputs, parse = self._inputs(context, shard)
             costing, max_cost_usd = self._costing()
+            root = output_path = _storage_path("output_path", self.output_path)
+            if shard is not None and root is not None:
+                output_path = root / shard_dir_name(shard)
             manifest = run_batch(
                 hooks=self.pool_hooks,
                 inputs=inputs,
                 limiter=self._limiter(),
                 settings=self._engine_settings(),
-                output_path=_storage_path("output_path", self.output_path),
+                output_path=output_path,
                 parse=parse,
                 log=self.log,
                 costing=costing,
                 max_cost_usd=max_cost_usd,
                 reuse_results_from=self.reuse_results_from,
             )
+        if shard is not None:
+            manifest.update(shard={"index": shard.index, "count": shard.count},
+                            batch_output_path=str(root) if root is not None else None)
         return self._finish(context, manifest, "Batch manifest")
 
     def on_kill(self) -> None:

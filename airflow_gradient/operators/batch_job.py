@@ -13,7 +13,7 @@ from airflow_gradient import arguments
 from airflow_gradient.batch.job_files import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, FileLimits, Provider
 from airflow_gradient.batch.job_runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.job_watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
-from airflow_gradient.exceptions import GradientError
+from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch import GradientBatchOperator, _storage_path
@@ -104,6 +104,13 @@ class GradientBatchJobOperator(GradientBatchOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         with fails_for_good():
+            if self.shard_index is not None or self.shard_count is not None:
+                # Each mapped instance would submit the whole input: refuse rather than pay K times.
+                raise GradientRequestInvalid(
+                    "invalid batch: shard_index/shard_count: not supported by GradientBatchJobOperator; "
+                    "a Batch Inference job takes the whole input (shard with GradientBatchOperator)",
+                    [("shard_index", "not supported")],
+                )
             settings = self._job_settings(metadata=self.job_metadata, run=True)
             inputs, _ = self._inputs(context)
             jobs = submit_jobs(
