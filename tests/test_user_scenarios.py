@@ -9,17 +9,24 @@ comes from; the one bound is that the batch finishes well before the task's ``ex
 
 from __future__ import annotations
 
+import asyncio
+import math
 import threading
 from datetime import timedelta
 
+import pendulum
 import pytest
 
+from airflow.sdk import DAG
+from airflow.sdk.exceptions import AirflowFailException
+from airflow_gradient import GradientArgumentError, GradientBatchOperator, GradientHook
 from tests.conftest import conn_env
 from tests.hostile_server import hostile_server, quota_headers
 from tests.test_batch_operator import run_batch_task
 
 # The issue saw 333 s, or no end after 240 s; a batch that is paced right ends in seconds.
 BOUND = timedelta(seconds=60)
+START = pendulum.datetime(2025, 1, 1, tz="UTC")
 
 
 @pytest.fixture
@@ -155,3 +162,53 @@ def test_a_429_showing_the_window_spent_pauses_until_the_reset(point_at, tmp_pat
     # Only requests already in flight when the window was found spent meet it: the batch waits.
     assert manifest["requests"]["rate_limited"] == refused
     assert 1 <= refused <= 4
+
+
+# -- issue 11: refused before paying, against the same server (which counts what reaches it) -------
+
+
+def _sync_call(timeout: object) -> None:
+    GradientHook().create_response({"input": "hi"}, timeout=timeout)
+
+
+def _sync_stream(timeout: object) -> None:
+    list(GradientHook().stream_response({"input": "hi"}, timeout=timeout))
+
+
+def _async_call(timeout: object) -> None:
+    asyncio.run(GradientHook().acreate_response({"input": "hi"}, timeout=timeout))
+
+
+def _async_stream(timeout: object) -> None:
+    async def drain() -> None:
+        async for _ in GradientHook().astream_response({"input": "hi"}, timeout=timeout):
+            pass
+
+    asyncio.run(drain())
+
+
+@pytest.mark.parametrize("call", [_sync_call, _sync_stream, _async_call, _async_stream],
+                         ids=["create_response", "stream_response", "acreate_response", "astream_response"])
+@pytest.mark.parametrize("timeout", [-1, 0, "5", math.nan, math.inf, True])
+def test_a_bad_per_call_timeout_is_refused_naming_it(point_at, call, timeout) -> None:
+    """Was: ``ValueError: Timeout value out of range`` (sync), a retried ``GradientTimeoutError``
+    (async), a ``TypeError`` for text, and ``True`` sent as a 1 s timeout."""
+    with hostile_server(lambda n, now: (200, {})) as (url, seen):
+        point_at(url)
+        with pytest.raises(GradientArgumentError) as info:
+            call(timeout)
+    assert info.value.argument == "timeout" and "allowed: a number > 0" in str(info.value)
+    assert seen.count == 0
+
+
+def test_an_empty_output_path_is_refused_once_not_twice(point_at, tmp_path) -> None:
+    """Was: "invalid argument: output_path: '': invalid argument: output_path: got ''; allowed: ...;
+    allowed: ...", the checker's refusal wrapped in a second one."""
+    with hostile_server(lambda n, now: (200, {})) as (url, seen):
+        point_at(url)
+        with DAG("qa_empty_output", schedule=None, start_date=START):
+            operator = GradientBatchOperator(task_id="b", inputs=["a"], output_path="")
+        with pytest.raises(AirflowFailException) as info:
+            operator.execute({})
+    assert str(info.value).count("invalid argument") == 1 and "output_path" in str(info.value)
+    assert seen.count == 0
