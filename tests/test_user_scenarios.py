@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from datetime import timedelta
 
 import pendulum
@@ -162,6 +163,39 @@ def test_a_429_showing_the_window_spent_pauses_until_the_reset(point_at, tmp_pat
     # Only requests already in flight when the window was found spent meet it: the batch waits.
     assert manifest["requests"]["rate_limited"] == refused
     assert 1 <= refused <= 4
+
+
+
+class SpentBySuccesses:
+    """A window of ``per_window`` requests every ``window_s``, told only by the headers of the
+    successes (``remaining`` counting down to 0, ``reset`` as epoch seconds with a fraction): a
+    client that reads them never meets a 429; one that does not is refused until the reset."""
+
+    def __init__(self, per_window: int, window_s: float, reset=lambda at: f"{at:.3f}") -> None:
+        self.per_window, self.window_s, self.reset = per_window, window_s, reset
+        self.window_end: float | None = None
+        self.used = 0
+
+    def __call__(self, n: int, now: float) -> tuple[int, dict[str, str]]:
+        if self.window_end is None or now >= self.window_end:
+            self.window_end, self.used = now + self.window_s, 0
+        left = self.per_window - self.used
+        headers = {"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": str(max(left - 1, 0)),
+                   "x-ratelimit-reset-requests": self.reset(time.time() + self.window_end - now)}
+        if left <= 0:
+            return 429, headers
+        self.used += 1
+        return 200, headers
+
+
+@pytest.mark.parametrize("reset", [lambda at: f"{at:.3f}", lambda at: str(int(at))], ids=["epoch-ms", "epoch-floor"])
+def test_remaining_counting_down_to_zero_waits_for_the_reset_without_429s(point_at, tmp_path, reset) -> None:
+    with hostile_server(SpentBySuccesses(10, 1.0, reset), latency=0.01) as (url, seen):
+        point_at(url)
+        state, manifest = run("scenario_budget", 30, tmp_path, max_concurrency=4)
+    assert state == "success" and manifest["counts"]["succeeded"] == 30
+    # Requests already in flight when a window's last request was answered may still meet a 429.
+    assert manifest["requests"]["rate_limited"] == seen.statuses.count(429) <= 4 * 3
 
 
 # -- issue 11: refused before paying, against the same server (which counts what reaches it) -------
