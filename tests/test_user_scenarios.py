@@ -246,3 +246,19 @@ def test_an_empty_output_path_is_refused_once_not_twice(point_at, tmp_path) -> N
             operator.execute({})
     assert str(info.value).count("invalid argument") == 1 and "output_path" in str(info.value)
     assert seen.count == 0
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_rows_file_holding_nan_is_refused_naming_file_and_line(point_at, tmp_path, constant) -> None:
+    """Was: Python's reader took ``{"t": NaN}`` and the prompt went out, paid for, as "nan"."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(f'{{"t": "fine"}}\n{{"t": {constant}}}\n')
+    with hostile_server(lambda n, now: (200, {})) as (url, seen):
+        point_at(url)
+        with DAG("qa_nan_rows", schedule=None, start_date=START):
+            operator = GradientBatchOperator(task_id="b", prompt_template="{{ t }}", rows_path=str(rows),
+                                             output_path=str(tmp_path / "out"))
+        with pytest.raises(AirflowFailException) as info:
+            operator.execute({})
+    assert "rows.jsonl: line 2 is not JSON" in str(info.value) and constant in str(info.value)
+    assert seen.count == 0
