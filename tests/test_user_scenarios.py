@@ -100,7 +100,7 @@ class WindowLimit:
             return 200, {}
 
 
-def test_unannounced_limit_is_found_by_probing(point_at, tmp_path) -> None:
+def test_unannounced_limit_is_found_by_probing(point_at, tmp_path, capfd) -> None:
     """(c) A limit enforced in any 1 s, no quota headers. The issue's 75 items at 5/s (ideal 15 s)
     took 16.6 s with every default, 24 x 429 in 99 requests; here 10/s and 60 items keep it short.
     Retries are raised so that an unlucky item meeting three probing 429s cannot fail the test."""
@@ -113,6 +113,9 @@ def test_unannounced_limit_is_found_by_probing(point_at, tmp_path) -> None:
     # Once found, the limit is kept: 429s are a small share of the requests, not one per item.
     assert refused <= 0.4 * seen.count
     assert manifest["pacing"]["source"] in ("probing", "unpaced")
+    # The last progress line says why the batch ran at the speed it did.
+    last = [line for line in capfd.readouterr().out.splitlines() if "batch: 60/60 done" in line][-1]
+    assert f"{refused} x 429" in last and f"pacing: {manifest['pacing']['description']}" in last
 
 
 class RaisedQuota:
