@@ -201,6 +201,23 @@ def test_remaining_counting_down_to_zero_waits_for_the_reset_without_429s(point_
     assert manifest["requests"]["rate_limited"] == seen.statuses.count(429) <= 4 * 3
 
 
+
+def test_a_429_with_quota_left_does_not_wait_for_the_window_reset(monkeypatch, tmp_path) -> None:
+    """An upstream 429 while the account has quota left, from a gateway that sends every window's
+    reset (here 300 s ahead), and no ``Retry-After``. The item's retry waited for that reset,
+    capped at ``max_retry_wait`` (60 s by default): the batch ran past the task's 60 s bound."""
+
+    def policy(n: int, now: float) -> tuple[int, dict[str, str]]:
+        return (429 if n == 3 else 200), quota_headers(6000, 5000, reset_in_s=300)
+
+    with hostile_server(policy, latency=0.01) as (url, seen):
+        for name, value in conn_env(url, model="m").items():  # the default max_retry_wait
+            monkeypatch.setenv(name, value)
+        state, manifest = run("scenario_upstream_429", 12, tmp_path, max_concurrency=4)
+    assert state == "success" and manifest["counts"]["succeeded"] == 12
+    assert manifest["requests"] == {"sent": 13, "retries": 1, "rate_limited": 1} and seen.count == 13
+
+
 # -- issue 11: refused before paying, against the same server (which counts what reaches it) -------
 
 

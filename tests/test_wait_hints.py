@@ -45,6 +45,18 @@ def test_reset_headers_count_only_for_a_429() -> None:
     assert retry_after_seconds({"retry-after": "4"}, 503, NOW) == 4
 
 
+def test_a_reset_counts_only_for_a_quota_the_headers_do_not_show_left() -> None:
+    """A 429 whose headers show requests left is not about that window: waiting for its reset (a
+    minute, with DigitalOcean's 60 s window) kept the item back for nothing."""
+    left = {"x-ratelimit-remaining-requests": "5000", "x-ratelimit-reset-requests": str(NOW + 55)}
+    assert retry_after_seconds(left, 429, NOW) is None
+    spent_tokens = {**left, "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": str(NOW + 7)}
+    assert retry_after_seconds(spent_tokens, 429, NOW) == pytest.approx(7, abs=1)
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(NOW + 9)}
+    assert retry_after_seconds(spent, 429, NOW) == pytest.approx(9, abs=1)
+    assert retry_after_seconds({**left, "retry-after": "2"}, 429, NOW) == 2  # the server's word stands
+
+
 def test_durations_and_reset_values() -> None:
     assert parse_duration("6m0s") == 360 and parse_duration("1h2m3.5s") == 3723.5
     assert parse_duration("20ms") == 0.02 and parse_duration("abc") is None and parse_duration("5 s") is None
