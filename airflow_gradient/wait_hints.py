@@ -17,6 +17,7 @@ Headers may be any mapping; names are matched case-insensitively.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Mapping
 
@@ -52,18 +53,24 @@ def parse_duration(text: str) -> float | None:
     return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
+def header_number(value: str | float | None) -> float | None:
+    """A header's value as a finite number, else None: a proxy's "nan" or "inf" says nothing (read
+    as a number it paused a batch forever, or made a NaN pace that XCom refused)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def reset_seconds(value: str | float | None, now_wall: float) -> float | None:
     """Seconds until an ``x-ratelimit-reset-*`` value (epoch s or ms, delay, or duration string);
     None when absent, unreadable or zero (DigitalOcean sends 0 for a quota that is not spent)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return parse_duration(value) or None
-    else:
-        number = float(value)
+    number = header_number(value)
+    if number is None:
+        return (parse_duration(value) or None) if isinstance(value, str) else None
     if number <= 0:
         return None
     if number > _EPOCH_MS_THRESHOLD:
@@ -93,10 +100,8 @@ def soonest_reset_seconds(headers: Mapping[str, str], now_wall: float) -> float 
 
 
 def _quota_left(remaining: str | None) -> bool:
-    try:
-        return remaining is not None and float(remaining) >= 1
-    except ValueError:
-        return False
+    left = header_number(remaining)
+    return left is not None and left >= 1
 
 
 def retry_after_seconds(headers: Mapping[str, str], status: int, now_wall: float) -> float | None:
@@ -107,21 +112,17 @@ def retry_after_seconds(headers: Mapping[str, str], status: int, now_wall: float
     (:func:`soonest_reset_seconds`).
     """
     headers = lowered(headers)
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+    if (ms := header_number(headers.get("retry-after-ms"))) is not None:
+        return max(ms / 1000.0, 0.0)
     if value := headers.get("retry-after"):
+        if (seconds := header_number(value)) is not None:
+            return max(seconds, 0.0)
         try:
-            return max(float(value), 0.0)
-        except ValueError:
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                parsed = None
-            if parsed is not None:
-                return max(parsed.timestamp() - now_wall, 0.0)
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            parsed = None
+        if parsed is not None:
+            return max(parsed.timestamp() - now_wall, 0.0)
     if status == 429:
         return soonest_reset_seconds(headers, now_wall)
     return None

@@ -41,8 +41,8 @@ def point_at(monkeypatch: pytest.MonkeyPatch):
 def run(dag_id: str, n: int, tmp_path, **kwargs):
     _, state, manifest = run_batch_task(dag_id, inputs=[f"item {i}" for i in range(n)],
                                         output_path=str(tmp_path / dag_id), execution_timeout=BOUND, **kwargs)
-    print(f"\n{dag_id}: {state}, {manifest and manifest['wall_time_s']:.1f} s, "
-          f"{manifest and manifest['requests']}, {manifest and manifest['pacing']}")
+    if manifest is not None:
+        print(f"\n{dag_id}: {state}, {manifest['wall_time_s']:.1f} s, {manifest['requests']}, {manifest['pacing']}")
     return state, manifest
 
 
@@ -216,6 +216,25 @@ def test_a_429_with_quota_left_does_not_wait_for_the_window_reset(monkeypatch, t
         state, manifest = run("scenario_upstream_429", 12, tmp_path, max_concurrency=4)
     assert state == "success" and manifest["counts"]["succeeded"] == 12
     assert manifest["requests"] == {"sent": 13, "retries": 1, "rate_limited": 1} and seen.count == 13
+
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5"])
+def test_quota_headers_that_are_not_numbers_are_ignored(point_at, tmp_path, value) -> None:
+    """A proxy sending ``nan``/``inf``/``-5`` in every quota header: the batch failed after every
+    item was paid ("Out of range float values are not JSON compliant" storing the manifest), or
+    stalled for ever on a negative limit."""
+
+    def policy(n: int, now: float) -> tuple[int, dict[str, str]]:
+        headers = {f"x-ratelimit-{kind}-{quota}": value for kind in ("limit", "remaining", "reset")
+                   for quota in ("requests", "tokens")}
+        return (429 if n == 2 else 200), headers
+
+    with hostile_server(policy, latency=0.01) as (url, seen):
+        point_at(url)
+        state, manifest = run("scenario_odd_headers", 20, tmp_path, max_concurrency=4)
+    assert state == "success" and manifest["counts"]["succeeded"] == 20 and seen.count == 21
+    assert manifest["pacing"]["source"] == "unpaced"
 
 
 # -- issue 11: refused before paying, against the same server (which counts what reaches it) -------
