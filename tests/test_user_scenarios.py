@@ -1,5 +1,5 @@
 """Issue 10's scenarios, tried as a new user would: ``GradientBatchOperator`` in a real DAG run
-against a small server written from the API documents (``tests/hostile_server.py``), not the
+against a small server written from the API documents (``tests/scenario_server.py``), not the
 bundled emulator.
 
 No timed assertions: each test asserts completion, request and 429 counts and where the pace
@@ -22,7 +22,7 @@ from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientArgumentError, GradientBatchOperator, GradientHook
 from tests.conftest import conn_env
-from tests.hostile_server import hostile_server, quota_headers
+from tests.scenario_server import scenario_server, quota_headers
 from tests.test_batch_operator import run_batch_task
 
 # The issue saw 333 s, or no end after 240 s; a batch that is paced right ends in seconds.
@@ -57,7 +57,7 @@ def test_two_bare_429s_among_successes_with_quota_left_set_no_rate(point_at, tmp
             return 500, {}
         return 200, quota_headers(6000, 5000 - n)
 
-    with hostile_server(policy, latency=0.02) as (url, seen):
+    with scenario_server(policy, latency=0.02) as (url, seen):
         point_at(url)
         state, manifest = run("scenario_a", 24, tmp_path, max_concurrency=4)
     assert state == "success" and manifest["counts"]["succeeded"] == 24
@@ -74,7 +74,7 @@ def test_isolated_headerless_429s_cost_only_their_own_wait(point_at, tmp_path) -
     def policy(n: int, now: float) -> tuple[int, dict[str, str]]:
         return (429, {}) if n in refused else (200, {})
 
-    with hostile_server(policy, latency=0.05) as (url, seen):
+    with scenario_server(policy, latency=0.05) as (url, seen):
         point_at(url)
         state, manifest = run("scenario_b", 200, tmp_path, max_concurrency=16)
     assert state == "success" and manifest["counts"]["succeeded"] == 200
@@ -104,7 +104,7 @@ def test_unannounced_limit_is_found_by_probing(point_at, tmp_path, capfd) -> Non
     """(c) A limit enforced in any 1 s, no quota headers. The issue's 75 items at 5/s (ideal 15 s)
     took 16.6 s with every default, 24 x 429 in 99 requests; here 10/s and 60 items keep it short.
     Retries are raised so that an unlucky item meeting three probing 429s cannot fail the test."""
-    with hostile_server(WindowLimit(10), latency=0.02) as (url, seen):
+    with scenario_server(WindowLimit(10), latency=0.02) as (url, seen):
         point_at(url)
         state, manifest = run("scenario_c", 60, tmp_path, max_concurrency=8, max_retries=6)
     assert state == "success" and manifest["counts"]["succeeded"] == 60
@@ -131,7 +131,7 @@ class RaisedQuota:
 
 
 def test_a_limit_raised_mid_batch_is_followed_from_the_headers(point_at, tmp_path) -> None:
-    with hostile_server(RaisedQuota(300, 3000, raise_after=8), latency=0.01) as (url, seen):
+    with scenario_server(RaisedQuota(300, 3000, raise_after=8), latency=0.01) as (url, seen):
         point_at(url)
         state, manifest = run("scenario_raise", 60, tmp_path, max_concurrency=8)
     assert state == "success" and manifest["counts"]["succeeded"] == 60
@@ -158,7 +158,7 @@ class ExhaustedWindow:
 
 def test_a_429_showing_the_window_spent_pauses_until_the_reset(point_at, tmp_path) -> None:
     window = ExhaustedWindow(at=10, window_s=2.0)
-    with hostile_server(window, latency=0.01) as (url, seen):
+    with scenario_server(window, latency=0.01) as (url, seen):
         point_at(url)
         state, manifest = run("scenario_spent", 40, tmp_path, max_concurrency=4)
     assert state == "success" and manifest["counts"]["succeeded"] == 40
@@ -193,7 +193,7 @@ class SpentBySuccesses:
 
 @pytest.mark.parametrize("reset", [lambda at: f"{at:.3f}", lambda at: str(int(at))], ids=["epoch-ms", "epoch-floor"])
 def test_remaining_counting_down_to_zero_waits_for_the_reset_without_429s(point_at, tmp_path, reset) -> None:
-    with hostile_server(SpentBySuccesses(10, 1.0, reset), latency=0.01) as (url, seen):
+    with scenario_server(SpentBySuccesses(10, 1.0, reset), latency=0.01) as (url, seen):
         point_at(url)
         state, manifest = run("scenario_budget", 30, tmp_path, max_concurrency=4)
     assert state == "success" and manifest["counts"]["succeeded"] == 30
@@ -210,7 +210,7 @@ def test_a_429_with_quota_left_does_not_wait_for_the_window_reset(monkeypatch, t
     def policy(n: int, now: float) -> tuple[int, dict[str, str]]:
         return (429 if n == 3 else 200), quota_headers(6000, 5000, reset_in_s=300)
 
-    with hostile_server(policy, latency=0.01) as (url, seen):
+    with scenario_server(policy, latency=0.01) as (url, seen):
         for name, value in conn_env(url, model="m").items():  # the default max_retry_wait
             monkeypatch.setenv(name, value)
         state, manifest = run("scenario_upstream_429", 12, tmp_path, max_concurrency=4)
@@ -230,7 +230,7 @@ def test_quota_headers_that_are_not_numbers_are_ignored(point_at, tmp_path, valu
                    for quota in ("requests", "tokens")}
         return (429 if n == 2 else 200), headers
 
-    with hostile_server(policy, latency=0.01) as (url, seen):
+    with scenario_server(policy, latency=0.01) as (url, seen):
         point_at(url)
         state, manifest = run("scenario_odd_headers", 20, tmp_path, max_concurrency=4)
     assert state == "success" and manifest["counts"]["succeeded"] == 20 and seen.count == 21
@@ -266,7 +266,7 @@ def _async_stream(timeout: object) -> None:
 def test_a_bad_per_call_timeout_is_refused_naming_it(point_at, call, timeout) -> None:
     """Was: ``ValueError: Timeout value out of range`` (sync), a retried ``GradientTimeoutError``
     (async), a ``TypeError`` for text, and ``True`` sent as a 1 s timeout."""
-    with hostile_server(lambda n, now: (200, {})) as (url, seen):
+    with scenario_server(lambda n, now: (200, {})) as (url, seen):
         point_at(url)
         with pytest.raises(GradientArgumentError) as info:
             call(timeout)
@@ -277,7 +277,7 @@ def test_a_bad_per_call_timeout_is_refused_naming_it(point_at, call, timeout) ->
 def test_an_empty_output_path_is_refused_once_not_twice(point_at, tmp_path) -> None:
     """Was: "invalid argument: output_path: '': invalid argument: output_path: got ''; allowed: ...;
     allowed: ...", the checker's refusal wrapped in a second one."""
-    with hostile_server(lambda n, now: (200, {})) as (url, seen):
+    with scenario_server(lambda n, now: (200, {})) as (url, seen):
         point_at(url)
         with DAG("qa_empty_output", schedule=None, start_date=START):
             operator = GradientBatchOperator(task_id="b", inputs=["a"], output_path="")
@@ -292,7 +292,7 @@ def test_a_rows_file_holding_nan_is_refused_naming_file_and_line(point_at, tmp_p
     """Was: Python's reader took ``{"t": NaN}`` and the prompt went out, paid for, as "nan"."""
     rows = tmp_path / "rows.jsonl"
     rows.write_text(f'{{"t": "fine"}}\n{{"t": {constant}}}\n')
-    with hostile_server(lambda n, now: (200, {})) as (url, seen):
+    with scenario_server(lambda n, now: (200, {})) as (url, seen):
         point_at(url)
         with DAG("qa_nan_rows", schedule=None, start_date=START):
             operator = GradientBatchOperator(task_id="b", prompt_template="{{ t }}", rows_path=str(rows),

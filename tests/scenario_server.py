@@ -48,7 +48,7 @@ def _reply(n: int, model: str) -> dict[str, object]:
 
 
 @contextmanager
-def hostile_server(policy: Policy, *, latency: float = 0.0) -> Iterator[tuple[str, Seen]]:
+def scenario_server(policy: Policy, *, latency: float = 0.0) -> Iterator[tuple[str, Seen]]:
     """Serve ``policy`` on 127.0.0.1; yields the base URL (``.../v1``) and what the server saw."""
     seen = Seen()
     lock = threading.Lock()
