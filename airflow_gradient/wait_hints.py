@@ -8,7 +8,8 @@ Both the per-item retry (:mod:`airflow_gradient.retry`) and the batch pacer
 - ``x-ratelimit-reset-{requests,tokens,tokens-per-minute,...}``: unix epoch seconds per
   DigitalOcean (``docs/reliability.md``); a value below a year of seconds is read as a delay, one
   above 1e11 as epoch milliseconds, and an OpenAI-style duration (``"1s"``, ``"6m0s"``,
-  ``"20ms"``) as a delay too, since gateways in front of the service may send that form.
+  ``"20ms"``) as a delay too, since gateways in front of the service may send that form. Only the
+  resets of quotas that the ``x-ratelimit-remaining-*`` headers do not show left count.
 
 Headers may be any mapping; names are matched case-insensitively.
 """
@@ -16,6 +17,7 @@ Headers may be any mapping; names are matched case-insensitively.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from collections.abc import Mapping
 
@@ -51,18 +53,24 @@ def parse_duration(text: str) -> float | None:
     return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
+def header_number(value: str | float | None) -> float | None:
+    """A header's value as a finite number, else None: a proxy's "nan" or "inf" says nothing (read
+    as a number it paused a batch forever, or made a NaN pace that XCom refused)."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def reset_seconds(value: str | float | None, now_wall: float) -> float | None:
     """Seconds until an ``x-ratelimit-reset-*`` value (epoch s or ms, delay, or duration string);
     None when absent, unreadable or zero (DigitalOcean sends 0 for a quota that is not spent)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return parse_duration(value) or None
-    else:
-        number = float(value)
+    number = header_number(value)
+    if number is None:
+        return (parse_duration(value) or None) if isinstance(value, str) else None
     if number <= 0:
         return None
     if number > _EPOCH_MS_THRESHOLD:
@@ -71,39 +79,50 @@ def reset_seconds(value: str | float | None, now_wall: float) -> float | None:
 
 
 def soonest_reset_seconds(headers: Mapping[str, str], now_wall: float) -> float | None:
-    """The soonest non-zero ``x-ratelimit-reset-*`` delay; 0.0 when every reset is already past,
-    None when there is none."""
+    """The soonest non-zero ``x-ratelimit-reset-*`` delay of a quota the headers do not show left;
+    0.0 when every such reset is already past, None when there is none.
+
+    A reset whose ``x-ratelimit-remaining-*`` twin shows room for a request is skipped: that
+    window is not what refused the request (an upstream provider's 429 while quota remains), and
+    its reset may be a whole minute away. DigitalOcean sends 0 for such a reset anyway; gateways
+    that send OpenAI's form give every window's reset.
+    """
+    headers = lowered(headers)
+    reset = RATE_LIMIT_HEADER_PREFIX + "reset"
     delays = [
         delay for name, value in headers.items()
-        if name.lower().startswith(RATE_LIMIT_HEADER_PREFIX + "reset")
+        if name.startswith(reset) and not _quota_left(headers.get(RATE_LIMIT_HEADER_PREFIX + "remaining"
+                                                                  + name[len(reset):]))
         and (delay := reset_seconds(value, now_wall)) is not None
     ]
     positive = [d for d in delays if d > 0]
     return min(positive) if positive else (0.0 if delays else None)
 
 
+def _quota_left(remaining: str | None) -> bool:
+    left = header_number(remaining)
+    return left is not None and left >= 1
+
+
 def retry_after_seconds(headers: Mapping[str, str], status: int, now_wall: float) -> float | None:
     """Seconds the server asks us to wait before the next request, or None when it did not say.
 
     Order: ``retry-after-ms``, ``Retry-After`` (seconds or HTTP date), then, for a 429 only, the
-    soonest non-zero ``x-ratelimit-reset-*``.
+    soonest non-zero ``x-ratelimit-reset-*`` of a quota not shown left
+    (:func:`soonest_reset_seconds`).
     """
     headers = lowered(headers)
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+    if (ms := header_number(headers.get("retry-after-ms"))) is not None:
+        return max(ms / 1000.0, 0.0)
     if value := headers.get("retry-after"):
+        if (seconds := header_number(value)) is not None:
+            return max(seconds, 0.0)
         try:
-            return max(float(value), 0.0)
-        except ValueError:
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                parsed = None
-            if parsed is not None:
-                return max(parsed.timestamp() - now_wall, 0.0)
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            parsed = None
+        if parsed is not None:
+            return max(parsed.timestamp() - now_wall, 0.0)
     if status == 429:
         return soonest_reset_seconds(headers, now_wall)
     return None

@@ -45,6 +45,38 @@ def test_reset_headers_count_only_for_a_429() -> None:
     assert retry_after_seconds({"retry-after": "4"}, 503, NOW) == 4
 
 
+def test_a_reset_counts_only_for_a_quota_the_headers_do_not_show_left() -> None:
+    """A 429 whose headers show requests left is not about that window: waiting for its reset (a
+    minute, with DigitalOcean's 60 s window) kept the item back for nothing."""
+    left = {"x-ratelimit-remaining-requests": "5000", "x-ratelimit-reset-requests": str(NOW + 55)}
+    assert retry_after_seconds(left, 429, NOW) is None
+    spent_tokens = {**left, "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": str(NOW + 7)}
+    assert retry_after_seconds(spent_tokens, 429, NOW) == pytest.approx(7, abs=1)
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(NOW + 9)}
+    assert retry_after_seconds(spent, 429, NOW) == pytest.approx(9, abs=1)
+    assert retry_after_seconds({**left, "retry-after": "2"}, 429, NOW) == 2  # the server's word stands
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+def test_a_hint_that_is_not_a_finite_number_says_nothing(value: str) -> None:
+    """A proxy's "inf" paused the batch forever; "nan" made a NaN pace that XCom refused."""
+    for name in ("retry-after-ms", "retry-after", "x-ratelimit-reset-requests"):
+        assert retry_after_seconds({name: value}, 429, NOW) is None
+    state = PaceState()
+    state.on_send(1, 0.0)
+    state.on_reply(200, {"x-ratelimit-limit-requests": value, "x-ratelimit-remaining-requests": value,
+                         "x-ratelimit-limit-tokens": value}, 1, now=0.0, now_wall=NOW, rand=0.0)
+    assert state.header_rpm is None and state.header_tpm is None and state.remaining_requests is None
+    assert state.wait_s(1, 0.0) == 0
+
+
+def test_a_negative_limit_header_is_not_a_limit() -> None:
+    """A limit of -5 made every request wait for ever."""
+    state = PaceState()
+    state.on_reply(200, {"x-ratelimit-limit-requests": "-5"}, 1, now=0.0, now_wall=NOW, rand=0.0)
+    assert state.header_rpm is None and state.wait_s(1, 0.0) == 0
+
+
 def test_durations_and_reset_values() -> None:
     assert parse_duration("6m0s") == 360 and parse_duration("1h2m3.5s") == 3723.5
     assert parse_duration("20ms") == 0.02 and parse_duration("abc") is None and parse_duration("5 s") is None

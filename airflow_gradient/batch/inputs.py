@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import jinja2
 
@@ -136,8 +136,8 @@ def iter_rows(path: Any) -> Iterator[dict[str, Any]]:
 
     The file is read one line at a time and must be UTF-8 (a byte order mark, as spreadsheets
     write, is skipped). A line that cannot be a row raises :class:`GradientRequestInvalid` naming
-    the file and the line: text that is not UTF-8, JSON that is not an object, a CSV row with more
-    or fewer fields than the header.
+    the file and the line: text that is not UTF-8, JSON that is not an object (or holds NaN or
+    Infinity, which JSON has not), a CSV row with more or fewer fields than the header.
     """
     lines = _text_lines(path)
     if str(path).lower().endswith(".csv"):
@@ -147,12 +147,18 @@ def iter_rows(path: Any) -> Iterator[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_constant=_not_json)
         except ValueError as exc:
             raise _bad_line(path, number, f"is not JSON ({exc})", "not JSON") from None
         if not isinstance(row, dict):
             raise _bad_line(path, number, f"is a JSON {type(row).__name__}, not an object", "not an object")
         yield row
+
+
+def _not_json(constant: str) -> NoReturn:
+    # Python reads NaN and Infinity, which JSON has not: rendered into a prompt they would go out
+    # as the text "nan", paid for, as a short CSV row once sent "None".
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _bad_line(path: Any, number: int, problem: str, rule: str) -> GradientRequestInvalid:

@@ -97,6 +97,7 @@ from typing import Any
 from airflow_gradient.retry import backoff_seconds
 from airflow_gradient.wait_hints import (
     RATE_LIMIT_HEADER_PREFIX,
+    header_number,
     hint_jitter,
     lowered,
     reset_seconds,
@@ -162,10 +163,9 @@ class QuotaReading:
 
 
 def _number(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    """A header's count, >= 0, else None (not said): a negative limit stalled the batch."""
+    number = header_number(value)
+    return number if number is not None and number >= 0 else None
 
 
 def _cubic_k() -> float:

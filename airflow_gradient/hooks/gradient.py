@@ -511,6 +511,8 @@ class GradientHook(BaseHook):
     ) -> httpx.Request:
         kwargs: dict[str, Any] = {"json": body} if body is not None else {}
         if timeout is not None:
+            # Every request of every path is built here: a bad per-call timeout is refused naming it.
+            timeout = arguments.positive_number("timeout", timeout)
             kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, DEFAULT_CONNECT_TIMEOUT_S))
         return client.build_request(method, path, **kwargs)
 

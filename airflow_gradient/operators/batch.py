@@ -28,8 +28,9 @@ def _storage_path(name: str, value: Any) -> ObjectStoragePath | None:
     """The rendered ``rows_path`` or ``output_path`` as an ``ObjectStoragePath`` (None: not given)."""
     if value is None or isinstance(value, ObjectStoragePath):
         return value
+    location = str(arguments.storage_path(name, value))
     try:
-        return ObjectStoragePath(str(arguments.storage_path(name, value)))
+        return ObjectStoragePath(location)
     except ValueError as exc:  # an unknown scheme, a malformed URI
         arguments.refuse(name, "a path or URI that ObjectStoragePath can open", reason=f"{value!r}: {exc}")
 
