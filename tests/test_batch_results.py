@@ -8,7 +8,8 @@ import pytest
 
 from airflow.sdk import ObjectStoragePath
 from airflow_gradient import read_results
-from airflow_gradient.batch.results import ResultStore, failed_row, skipped_row
+from airflow_gradient.batch.results import ResultStore
+from airflow_gradient.batch.rows import failed_row, skipped_row
 from airflow_gradient.exceptions import GradientServerError
 
 

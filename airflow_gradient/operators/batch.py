@@ -11,12 +11,13 @@ import jinja2
 from airflow.sdk import Asset, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 from airflow_gradient import arguments
-from airflow_gradient.batch.engine import EngineSettings
+from airflow_gradient.batch.attempt import XCOM_MAX_ITEMS, failure_message
+from airflow_gradient.batch.in_task.engine import EngineSettings
+from airflow_gradient.batch.in_task.pacing import RateLimiter
+from airflow_gradient.batch.in_task.runner import pool_hooks, run_batch
+from airflow_gradient.batch.in_task.shared_pacing import limiter_for
 from airflow_gradient.batch.inputs import BatchInputs, Renderer, Shard
-from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.results import shard_dir_name
-from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, failure_message, pool_hooks, run_batch
-from airflow_gradient.batch.shared_pacing import limiter_for
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
@@ -79,7 +80,7 @@ class GradientBatchOperator(GradientBaseOperator):
         fails, after every row is written.
     :param item_timeout: seconds allowed for one item, retries included.
     :param progress_interval: seconds between progress log lines.
-    :param rate_limiter: a :class:`~airflow_gradient.batch.pacing.RateLimiter` to use instead of the
+    :param rate_limiter: a :class:`~airflow_gradient.batch.in_task.pacing.RateLimiter` to use instead of the
         in-task one. Without it, a Gradient connection whose extra ``rate_limit_store`` names a Redis
         connection shares one pace with every task on the account (see ``docs/scaling-out.md``);
         when that Redis does not answer as the task starts, the task fails at once.
@@ -180,7 +181,7 @@ class GradientBatchOperator(GradientBaseOperator):
 
     @cached_property
     def pool_hooks(self) -> list[GradientHook]:
-        """One hook (one connection pool) per few workers: see :mod:`airflow_gradient.batch.engine`."""
+        """One hook (one connection pool) per few workers: see :mod:`airflow_gradient.batch.in_task.engine`."""
         return pool_hooks(self.gradient_conn_id, self.max_concurrency, self.max_retries)
 
     @cached_property

@@ -10,7 +10,7 @@ batch.
 
 Worker ``n`` sends through ``hooks[n % len(hooks)]``: one hook on aiohttp's pool when
 ``httpx-aiohttp`` is installed, else one httpx pool per few workers (see
-:func:`~airflow_gradient.batch.runner.pool_hooks`), because httpcore's pool bookkeeping grows
+:func:`~airflow_gradient.batch.in_task.runner.pool_hooks`), because httpcore's pool bookkeeping grows
 with the requests it carries (on one core, one pool carrying 64 requests manages ~200 requests/s,
 sixteen pools of 4 about three times that).
 """
@@ -29,10 +29,10 @@ from typing import Any, Protocol
 import httpx
 
 from airflow_gradient import arguments
+from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.inputs import BatchItem, estimate_token_split
-from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.progress import BatchProgress
-from airflow_gradient.batch.results import failed_row, reply_row, skipped_row
+from airflow_gradient.batch.rows import failed_row, reply_row, skipped_row
 from airflow_gradient.exceptions import (
     GradientAuthError,
     GradientError,
@@ -153,7 +153,7 @@ class BatchEngine:
     """Sends items through ``hooks`` under ``limiter`` and writes their rows to ``writer``.
 
     :param hooks: :class:`GradientHook` instances of one connection, each with its own pool;
-        worker ``n`` uses ``hooks[n % len(hooks)]`` (see :func:`~airflow_gradient.batch.runner.pool_hooks`).
+        worker ``n`` uses ``hooks[n % len(hooks)]`` (see :func:`~airflow_gradient.batch.in_task.runner.pool_hooks`).
 
     :param parse: turns a reply's text into the row's ``parsed`` value; raising
         :class:`GradientOutputError` fails the item.

@@ -2,7 +2,7 @@
 
 The order matches the in-task runner: earlier rows are read and every item is validated before
 anything is uploaded. Then the input is written as JSONL files (split per
-:class:`~airflow_gradient.batch.job_files.FileLimits`), and the ledger decides: re-attach to the
+:class:`~airflow_gradient.batch.jobs.files.FileLimits`), and the ledger decides: re-attach to the
 open round of jobs for this same input, or open a new round for the items without a succeeded row.
 Each job costs one file intent, one upload and one create, each recorded in the ledger before the
 next step, and the create carries a ``request_id`` derived from the task and the input, so even a
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow_gradient import arguments
+from airflow_gradient.batch.attempt import BatchAttempt, prepare_batch
 from airflow_gradient.batch.inputs import BatchInputs, BatchItem, estimate_token_split, id_key
-from airflow_gradient.batch.job_files import (
+from airflow_gradient.batch.jobs.files import (
     PROVIDERS,
     FileLimits,
     InputFile,
@@ -34,12 +35,12 @@ from airflow_gradient.batch.job_files import (
     Provider,
     write_input_files,
 )
-from airflow_gradient.batch.job_ledger import JobLedger, JobRecord, LedgerStore, Round, request_id
-from airflow_gradient.batch.job_output import Parse, missing_item_error, read_result_lines, row_of
-from airflow_gradient.batch.job_watch import JobWatch
-from airflow_gradient.batch.results import ResumeState, scan_output, skipped_row
+from airflow_gradient.batch.jobs.ledger import JobLedger, JobRecord, LedgerStore, Round, request_id
+from airflow_gradient.batch.jobs.output import Parse, missing_item_error, read_result_lines, row_of
+from airflow_gradient.batch.jobs.watch import JobWatch
+from airflow_gradient.batch.results import ResumeState, scan_output
 from airflow_gradient.batch.reuse import ReuseIndex
-from airflow_gradient.batch.runner import BatchAttempt, prepare_batch
+from airflow_gradient.batch.rows import skipped_row
 from airflow_gradient.exceptions import GradientAPIError, GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.models.batch_job import BatchJob
@@ -123,8 +124,8 @@ def submit_jobs(
     (none when every item already has a succeeded row).
 
     Raises :class:`GradientRequestInvalid` before uploading anything when an item is invalid, ids
-    repeat, or the batch has more than :data:`~airflow_gradient.batch.runner.XCOM_MAX_ITEMS` items
-    and no ``output_path`` (:func:`~airflow_gradient.batch.runner.prepare_batch`).
+    repeat, or the batch has more than :data:`~airflow_gradient.batch.attempt.XCOM_MAX_ITEMS` items
+    and no ``output_path`` (:func:`~airflow_gradient.batch.attempt.prepare_batch`).
     """
     log = log or logging.getLogger(__name__)
     _, state, _ = prepare_batch(inputs, output_path, check=_budget_check(settings))
