@@ -29,7 +29,6 @@ Each row is built and encoded by :mod:`~airflow_gradient.batch.rows`, which desc
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -208,7 +207,8 @@ class PartWriter:
     """Appends rows to the part files of one attempt, rotating them as :class:`ResultStore` says.
 
     Its parts carry a random writer id, so no other writer (a concurrent task on the same
-    ``output_path``) ever opens them.
+    ``output_path``) ever opens them. It is synchronous: on object storage a write may close a part,
+    which uploads it, so ``blocking`` tells an event loop to call it from a thread.
     """
 
     def __init__(self, store: ResultStore, attempt: int) -> None:
@@ -216,6 +216,7 @@ class PartWriter:
         self.attempt = attempt
         self.writer_id = uuid.uuid4().hex[:8]
         self.parts: list[str] = []
+        self.blocking = not store.local
         self._file: Any = None
         self._rows = 0
         self._opened = 0.0
@@ -228,7 +229,7 @@ class PartWriter:
         self.parts.append(name)
         self._rows, self._opened = 0, time.monotonic()
 
-    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
         """Append ``row``; returns it as stored (see :func:`encode_row`)."""
         if self._file is None:
             self._open()
@@ -238,42 +239,43 @@ class PartWriter:
         if self.store.local:
             self._file.flush()
         elif self.store.rows_per_part and self._rows >= self.store.rows_per_part:
-            await self._rotate()
+            self._rotate()
         return row
 
-    async def commit_if_stale(self) -> None:
+    def commit_if_stale(self) -> None:
         """Close the open part when it is older than ``seconds_per_part`` (called periodically)."""
         limit = self.store.seconds_per_part
         if self._file is not None and limit and time.monotonic() - self._opened >= limit:
-            await self._rotate()
+            self._rotate()
 
-    async def _rotate(self) -> None:
+    def _rotate(self) -> None:
         done, self._file = self._file, None
-        # Closing uploads the part: a network call that must not stall the event loop.
-        await asyncio.to_thread(done.close)
+        done.close()  # on object storage: the upload that makes the part visible
 
-    async def close(self) -> None:
+    def close(self) -> None:
         if self._file is not None:
-            await self._rotate()
+            self._rotate()
 
 
 class MemoryWriter:
     """Keeps rows in memory, for small batches whose results go to XCom."""
 
+    blocking = False
+
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.parts: list[str] = []
 
-    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
         # The same encoding as a part file: what goes to XCom is what would have been stored.
         row = json.loads(encode_row(row)[1])
         self.rows.append(row)
         return row
 
-    async def commit_if_stale(self) -> None:
+    def commit_if_stale(self) -> None:
         return None
 
-    async def close(self) -> None:
+    def close(self) -> None:
         return None
 
 

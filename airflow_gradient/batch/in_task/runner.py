@@ -88,7 +88,7 @@ def run_batch(
             await engine.run(reuse.attach(pending) if reuse is not None else pending, progress)
         finally:
             # Runs on errors and cancellation too: the rows written so far reach storage.
-            await writer.close()
+            await engine.store(writer.close)
             if reuse is not None:
                 reuse.close()
             for hook in hooks:

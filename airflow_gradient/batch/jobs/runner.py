@@ -15,7 +15,6 @@ without a line a failed row, and returns the same manifest.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import time
@@ -247,14 +246,14 @@ def land_results(
     already = sum(1 for custom_id in items if state.is_done(custom_id))
     attempt = BatchAttempt(output_path, store, state, total=len(items), already=already, started=started)
 
-    async def write(custom_id: str, outcome: Any) -> None:
-        await write_row(custom_id, row_of(items[custom_id][0], custom_id, outcome, parse))
+    def write(custom_id: str, outcome: Any) -> None:
+        write_row(custom_id, row_of(items[custom_id][0], custom_id, outcome, parse))
 
-    async def write_row(custom_id: str, row: dict[str, Any]) -> None:
+    def write_row(custom_id: str, row: dict[str, Any]) -> None:
         _, digest, model = items[custom_id]
         row["request_digest"] = digest
         settings.costing.stamp(row, model)
-        attempt.progress.record(await attempt.writer.write(row))
+        attempt.progress.record(attempt.writer.write(row))
 
     def unsent_row(custom_id: str) -> dict[str, Any] | None:
         """The row of an item that was not uploaded, or None: it was, and has no result line."""
@@ -265,33 +264,31 @@ def land_results(
             return skipped_row(index, custom_id, f"cost budget max_cost_usd={settings.max_cost_usd:g} reached")
         return None
 
-    async def main() -> None:
-        seen: set[str] = set()
-        try:
-            with tempfile.TemporaryDirectory(prefix="gradient-batch-results-") as tmp:
-                for job in jobs:
-                    for path in await _download(hook, job, Path(tmp), log):
-                        for custom_id, outcome in read_result_lines(path, log.warning, hook.settings.api_key):
-                            if custom_id not in items:
-                                log.warning("Batch job %s returned unknown custom_id %r; passed over",
-                                            job.batch_id, custom_id)
-                            elif custom_id not in seen and not state.is_done(custom_id):
-                                seen.add(custom_id)
-                                await write(custom_id, outcome)
-            missing_error = missing_item_error(*_job_end(jobs))
-            for custom_id in items:
-                if custom_id not in seen and not state.is_done(custom_id):
-                    if (row := unsent_row(custom_id)) is not None:
-                        await write_row(custom_id, row)
-                    else:
-                        await write(custom_id, missing_error)
-        finally:
-            # Runs on errors too: the rows written so far reach storage.
-            await attempt.writer.close()
-            if plan.reuse is not None:
-                plan.reuse.close()
+    seen: set[str] = set()
+    try:
+        with tempfile.TemporaryDirectory(prefix="gradient-batch-results-") as tmp:
+            for job in jobs:
+                for path in _download(hook, job, Path(tmp), log):
+                    for custom_id, outcome in read_result_lines(path, log.warning, hook.settings.api_key):
+                        if custom_id not in items:
+                            log.warning("Batch job %s returned unknown custom_id %r; passed over",
+                                        job.batch_id, custom_id)
+                        elif custom_id not in seen and not state.is_done(custom_id):
+                            seen.add(custom_id)
+                            write(custom_id, outcome)
+        missing_error = missing_item_error(*_job_end(jobs))
+        for custom_id in items:
+            if custom_id not in seen and not state.is_done(custom_id):
+                if (row := unsent_row(custom_id)) is not None:
+                    write_row(custom_id, row)
+                else:
+                    write(custom_id, missing_error)
+    finally:
+        # Runs on errors too: the rows written so far reach storage.
+        attempt.writer.close()
+        if plan.reuse is not None:
+            plan.reuse.close()
 
-    asyncio.run(main())
     usage = attempt.usage()
     manifest = attempt.manifest(
         requests={"sent": sum((job.request_counts.total if job.request_counts else 0) for job in jobs),
@@ -309,10 +306,10 @@ def land_results(
     return manifest
 
 
-async def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path, log: Any) -> list[Path]:
+def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path, log: Any) -> list[Path]:
     """The job's result files on local disk; none when the job ended without results."""
     try:
-        results = await asyncio.to_thread(hook.get_results, job.batch_id)
+        results = hook.get_results(job.batch_id)
     except GradientAPIError as exc:
         if job.status == "completed" or exc.status not in (404, 409, 412):
             raise
@@ -321,7 +318,7 @@ async def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path,
     paths = []
     for kind, url in results.urls:
         path = directory / f"{job.batch_id}-{kind}.jsonl"
-        await asyncio.to_thread(hook.download_file, url, path)
+        hook.download_file(url, path)
         paths.append(path)
     return paths
 
