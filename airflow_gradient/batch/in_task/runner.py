@@ -62,9 +62,9 @@ def run_batch(
     """Run the batch and return its manifest (with the rows under ``results`` when in memory).
 
     Raises :class:`GradientRequestInvalid` before sending anything when an item is invalid, ids
-    repeat, the batch has more than :data:`~airflow_gradient.batch.attempt.XCOM_MAX_ITEMS` items and no ``output_path``, an item's
-    model has no price while ``max_cost_usd`` is set, or a ``reuse_results_from`` location does
-    not exist.
+    repeat, the batch has more than :data:`~airflow_gradient.batch.attempt.XCOM_MAX_ITEMS` items
+    and no ``output_path``, an item's model has no price while ``max_cost_usd`` is set, or a
+    ``reuse_results_from`` location does not exist.
     """
     log = log or logging.getLogger(__name__)
     started = time.monotonic()
