@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -40,6 +40,10 @@ from airflow_gradient.exceptions import (
     GradientTimeoutError,
 )
 from airflow_gradient.pricing import CostBudget, Costing
+
+if TYPE_CHECKING:  # the engine does not import the hook module at run time
+    from airflow_gradient._typing import TaskLog
+    from airflow_gradient.hooks.gradient import GradientHook
 
 FEED_CHUNK = 256
 TICK_S = 1.0
@@ -161,13 +165,13 @@ class BatchEngine:
 
     def __init__(
         self,
-        hooks: Sequence[Any],
+        hooks: Sequence[GradientHook],
         limiter: RateLimiter,
         writer: Writer,
         settings: EngineSettings,
         *,
         parse: Callable[[str], Any] | None = None,
-        log: logging.Logger | Any = None,
+        log: TaskLog | None = None,
         costing: Costing = Costing(),
         cost_budget: CostBudget | None = None,
     ) -> None:
@@ -199,7 +203,7 @@ class BatchEngine:
             ticker.cancel()
         self.log.info(progress.line(self.limiter.pacing().describe()))
 
-    async def _worker(self, hook: Any, feeder: _Feeder, progress: BatchProgress) -> None:
+    async def _worker(self, hook: GradientHook, feeder: _Feeder, progress: BatchProgress) -> None:
         while (item := await feeder.next()) is not None:
             if item.reused is not None:
                 row = item.reused
@@ -244,7 +248,7 @@ class BatchEngine:
                              budget.spent_before + progress.spend.priced_usd)
         return False
 
-    async def _send(self, hook: Any, item: BatchItem, progress: BatchProgress) -> dict[str, Any]:
+    async def _send(self, hook: GradientHook, item: BatchItem, progress: BatchProgress) -> dict[str, Any]:
         calls = _ItemCalls(self.limiter, self._slots, lambda: self._account_refused, item.estimated_tokens, progress)
         self._tokens_in_flight += item.estimated_tokens
         started = time.monotonic()

@@ -53,12 +53,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.inputs import Shard, id_key
 from airflow_gradient.batch.progress import USAGE_KEYS, add_usage
 from airflow_gradient.exceptions import GradientOutputError, GradientProtocolError
 from airflow_gradient.pricing import COST_DECIMALS, Spend
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +135,11 @@ def skipped_row(index: int, custom_id: str, reason: str) -> dict[str, Any]:
 # -- storage ------------------------------------------------------------------------------------
 
 
-def _is_local(path: Any) -> bool:
+def _is_local(path: ObjectStoragePath | Path) -> bool:
     return (getattr(path, "protocol", "") or "file") in ("file", "local")
 
 
-def list_parts(path: Any) -> list[Any]:
+def list_parts(path: ObjectStoragePath) -> list[ObjectStoragePath]:
     """The part files under ``path``, oldest attempt first."""
     try:
         children = list(path.iterdir()) if path.exists() else []
@@ -151,7 +155,7 @@ def shard_dir_name(shard: Shard) -> str:
     return f"shard-{shard.index}-of-{shard.count}"
 
 
-def list_batch_parts(path: Any) -> list[Any]:
+def list_batch_parts(path: ObjectStoragePath) -> list[ObjectStoragePath]:
     """The part files of a whole batch: those under ``path`` and those of its shards' folders."""
     parts = list_parts(path)
     try:
@@ -186,7 +190,7 @@ def iter_rows(part: Any) -> Iterator[dict[str, Any]]:
 
 
 def iter_jsonl(
-    path: Any, *, what: str, scrub: Callable[[str], str] | None = None
+    path: ObjectStoragePath | Path, *, what: str, scrub: Callable[[str], str] | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` of each JSON object line of a JSONL file (an ``ObjectStoragePath``
     or ``pathlib.Path``); blank lines are skipped, and a line that is not a UTF-8 JSON object is
@@ -253,7 +257,7 @@ class ResumeState:
         return bool(self.done) and id_key(custom_id) in self.done
 
 
-def scan_output(output_path: Any) -> tuple[ResultStore | None, ResumeState]:
+def scan_output(output_path: ObjectStoragePath | None) -> tuple[ResultStore | None, ResumeState]:
     """The store under ``output_path`` (None: the rows go to XCom) and what earlier attempts left there."""
     store = ResultStore(output_path) if output_path is not None else None
     return store, store.scan() if store is not None else ResumeState()
@@ -262,7 +266,7 @@ def scan_output(output_path: Any) -> tuple[ResultStore | None, ResumeState]:
 class ResultStore:
     """The part files of one batch's results under ``path`` (an ``ObjectStoragePath`` directory)."""
 
-    def __init__(self, path: Any, *, rows_per_part: int | None = None, seconds_per_part: float | None = None):
+    def __init__(self, path: ObjectStoragePath, *, rows_per_part: int | None = None, seconds_per_part: float | None = None):
         self.path = path
         self.local = _is_local(path)
         self.rows_per_part = rows_per_part or (None if self.local else REMOTE_ROWS_PER_PART)

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_gradient import arguments
 from airflow_gradient.batch.engine import BatchEngine, EngineSettings
@@ -33,6 +33,10 @@ from airflow_gradient.batch.results import (
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+    from airflow_gradient._typing import TaskLog
 
 # Without output_path the rows travel in XCom (the metadata database): keep that small.
 XCOM_MAX_ITEMS = 1000
@@ -59,7 +63,7 @@ def pool_hooks(gradient_conn_id: str, max_concurrency: int, max_retries: int | N
 
 
 def prepare_batch(
-    inputs: BatchInputs, output_path: Any, *, check: Callable[[BatchItem], None] | None = None
+    inputs: BatchInputs, output_path: ObjectStoragePath | None, *, check: Callable[[BatchItem], None] | None = None
 ) -> tuple[ResultStore | None, ResumeState, int]:
     """Read earlier attempts' rows, validate every item; return the store, the resume state and
     the count.
@@ -91,7 +95,7 @@ class BatchAttempt:
     :param started: when the attempt began (``time.monotonic()``), for ``wall_time_s``.
     """
 
-    def __init__(self, output_path: Any, store: ResultStore | None, state: ResumeState, *,
+    def __init__(self, output_path: ObjectStoragePath | None, store: ResultStore | None, state: ResumeState, *,
                  total: int, already: int, started: float) -> None:
         self.output_path = output_path
         self.store = store
@@ -120,7 +124,7 @@ class BatchAttempt:
         progress = self.progress
         manifest = build_manifest(
             output_path=str(self.output_path) if self.output_path is not None else None,
-            parts=[part.name for part in list_parts(self.output_path)] if self.store is not None else [],
+            parts=[part.name for part in list_parts(self.store.path)] if self.store is not None else [],
             total=self.total,
             counts={"succeeded": self.already + progress.succeeded, "failed": progress.failed,
                     "skipped": progress.skipped},
@@ -145,9 +149,9 @@ def run_batch(
     inputs: BatchInputs,
     limiter: RateLimiter,
     settings: EngineSettings,
-    output_path: Any = None,
+    output_path: ObjectStoragePath | None = None,
     parse: Callable[[str], Any] | None = None,
-    log: logging.Logger | Any = None,
+    log: TaskLog | None = None,
     costing: Costing = Costing(),
     max_cost_usd: float | None = None,
     reuse_results_from: Any = None,
@@ -218,11 +222,13 @@ def _run_until_alarm(main: Callable[[], Any]) -> None:
     if not callable(previous):
         asyncio.run(main())
         return
+    assert alarm is not None  # previous is callable only where there is a SIGALRM
     rang = False
 
     async def guarded() -> None:
         nonlocal rang
         loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None  # asyncio.run runs this as a task
 
         def on_alarm() -> None:
             nonlocal rang

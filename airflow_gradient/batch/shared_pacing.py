@@ -315,7 +315,7 @@ class SharedRateLimiter:
         if self._fallback is None and self._store is not None:
             try:
                 self._urgent.set()
-                if self._flushing():
+                if self._flushing() and self._flusher is not None:
                     await self._flusher
                 self._in_flight = [0, 0.0]  # the batch is over: this task no longer counts
                 await self._flush(force=True)

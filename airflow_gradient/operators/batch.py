@@ -191,7 +191,8 @@ class GradientBatchOperator(GradientBaseOperator):
         if self.prompt_template is None:
             return None
         # Strict whatever the DAG says: a misspelt column must fail, not send an empty prompt.
-        env = self.get_template_env(dag=self.dag if self.has_dag() else None).overlay(undefined=jinja2.StrictUndefined)
+        dag = self.dag if self.has_dag() else None  # type: ignore[no-untyped-call]  # Airflow's is unannotated
+        env = self.get_template_env(dag=dag).overlay(undefined=jinja2.StrictUndefined)
         try:
             template = env.from_string(self.prompt_template)
         except jinja2.TemplateSyntaxError as exc:
