@@ -83,7 +83,7 @@ class _ItemCalls:
     from the limiter; the slot is given back when the attempt ends, so an item waiting for its retry
     does not keep a request from being in flight."""
 
-    __slots__ = ("limiter", "slots", "refused", "tokens", "progress", "outstanding", "attempts")
+    __slots__ = ("attempts", "limiter", "outstanding", "progress", "refused", "slots", "tokens")
 
     def __init__(self, limiter: RateLimiter, slots: asyncio.Semaphore, refused: Callable[[], GradientError | None],
                  tokens: int, progress: BatchProgress) -> None:

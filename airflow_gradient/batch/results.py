@@ -266,7 +266,9 @@ def scan_output(output_path: ObjectStoragePath | None) -> tuple[ResultStore | No
 class ResultStore:
     """The part files of one batch's results under ``path`` (an ``ObjectStoragePath`` directory)."""
 
-    def __init__(self, path: ObjectStoragePath, *, rows_per_part: int | None = None, seconds_per_part: float | None = None):
+    def __init__(
+        self, path: ObjectStoragePath, *, rows_per_part: int | None = None, seconds_per_part: float | None = None
+    ) -> None:
         self.path = path
         self.local = _is_local(path)
         self.rows_per_part = rows_per_part or (None if self.local else REMOTE_ROWS_PER_PART)
@@ -418,7 +420,8 @@ def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
     roots = {manifest.get("batch_output_path") for manifest in shards}
     if indexes != list(range(count)) or {m["shard"]["count"] for m in shards} != {count} or len(roots) != 1:
         raise ValueError(f"merge_manifests needs shards 0 to {count - 1} of one batch exactly once, got "
-                         f"shards {indexes} of {sorted({m['shard']['count'] for m in shards})} under {sorted(map(str, roots))}")
+                         f"shards {indexes} of {sorted({m['shard']['count'] for m in shards})} "
+                         f"under {sorted(map(str, roots))}")
 
     def added(key: str) -> dict[str, int]:
         total: dict[str, int] = {}

@@ -313,7 +313,7 @@ class GradientHook(BaseHook):
         """Async :meth:`create_response`; ``observer`` is told of every attempt and reply."""
         req = self.prepare_request(request)
         if req.stream:
-            async for event in self.astream_response(req, timeout=timeout, observer=observer):
+            async for event in self.astream_response(req, timeout=timeout, observer=observer):  # noqa: B007
                 pass
             return event.response  # type: ignore[return-value]  # the last event is "completed"
         body = req.to_wire()

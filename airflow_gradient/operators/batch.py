@@ -241,7 +241,8 @@ class GradientBatchOperator(GradientBaseOperator):
             raise AirflowException(message)
         if self.output_asset is not None:
             context["outlet_events"][self.output_asset].extra.update(
-                {key: manifest[key] for key in ("output_path", "counts", "usage", "cost_usd", "reused") if key in manifest}
+                {key: manifest[key] for key in ("output_path", "counts", "usage", "cost_usd", "reused")
+                 if key in manifest}
             )
         return manifest
 

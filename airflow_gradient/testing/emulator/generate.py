@@ -119,7 +119,7 @@ def example_for_schema(schema: Any, text: str, number: float = 1, root: Any = No
         return text
     if "$ref" in schema:
         return example_for_schema(_resolve(root, schema["$ref"]), text, number, root)
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     if "const" in schema:
         return schema["const"]
