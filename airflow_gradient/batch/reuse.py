@@ -149,14 +149,14 @@ def _parts_of(path: ObjectStoragePath) -> list[ObjectStoragePath]:
     return list_parts(path) if path.is_dir() else []
 
 
-def open_part(part: Any) -> IO[bytes]:
+def open_part(part: ObjectStoragePath) -> IO[bytes]:
     """A part file opened for reading bytes. A local file is opened directly: Airflow's wrapper
     around an ``ObjectStoragePath`` file costs tens of microseconds per call, and copying a reused
     row takes two calls (seek, readline)."""
     return open(part.path, "rb") if _is_local(part) else part.open("rb")
 
 
-def iter_located_rows(part: Any) -> Iterator[tuple[int, bytes]]:
+def iter_located_rows(part: ObjectStoragePath) -> Iterator[tuple[int, bytes]]:
     """``(byte offset, line)`` of each line of a part file, read as bytes."""
     offset = 0
     with open_part(part) as handle:
@@ -179,7 +179,7 @@ class ReuseIndex:
     """The succeeded rows of earlier runs, by request digest; :meth:`attach` marks the items they
     answer. Build it with :meth:`scan`."""
 
-    def __init__(self, parts: list[Any], table: DigestTable, summary: ReuseSummary,
+    def __init__(self, parts: list[ObjectStoragePath], table: DigestTable, summary: ReuseSummary,
                  log: TaskLog) -> None:
         self.parts = parts
         self.table = table
@@ -251,7 +251,9 @@ class ReuseIndex:
         self._open.clear()
 
 
-def _succeeded_digest(line: bytes, part: Any, offset: int, summary: ReuseSummary, log: TaskLog) -> str | None:
+def _succeeded_digest(
+    line: bytes, part: ObjectStoragePath, offset: int, summary: ReuseSummary, log: TaskLog
+) -> str | None:
     """The ``request_digest`` of a succeeded row; None for other rows, with a warning for corrupt ones."""
     if not line.strip():
         return None
@@ -274,7 +276,7 @@ def _succeeded_digest(line: bytes, part: Any, offset: int, summary: ReuseSummary
     return digest
 
 
-def _corrupt(summary: ReuseSummary, log: TaskLog, part: Any, offset: int, why: str) -> None:
+def _corrupt(summary: ReuseSummary, log: TaskLog, part: ObjectStoragePath, offset: int, why: str) -> None:
     summary.corrupt += 1
     if summary.corrupt <= MAX_WARNINGS:
         log.warning("reuse_results_from: the row at byte %d of %s is passed over (%s); its item is sent "
