@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs bench lock clean
+.PHONY: demo test lint docs bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,15 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-## The whole test suite, then the docs built with warnings as errors.
-test: $(STAMP)
+## The linters and the type checker, the whole test suite, then the docs built with warnings as errors.
+test: lint
 	$(PY) -m pytest
 	$(MAKE) docs
+
+## ruff on all the Python here, and mypy --strict on airflow_gradient (settings in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check airflow_gradient tests bench dags_examples scripts
+	$(PY) -m mypy
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir build/site

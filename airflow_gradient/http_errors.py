@@ -83,7 +83,7 @@ def _str_or_none(value: Any) -> str | None:
 def request_id_of(headers: httpx.Headers) -> str | None:
     for name in _REQUEST_ID_HEADERS:
         if value := headers.get(name):
-            return value
+            return str(value)
     return None
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
@@ -36,7 +37,7 @@ def is_retryable(exc: BaseException) -> bool:
 
 def backoff_seconds(attempt: int, rng: Callable[[], float] = random.random) -> float:
     """Exponential backoff with jitter for retry number ``attempt`` (1 for the first retry)."""
-    return min(INITIAL_BACKOFF_S * 2 ** (attempt - 1), MAX_BACKOFF_S) * (1 - 0.25 * rng())
+    return min(INITIAL_BACKOFF_S * 2.0 ** (attempt - 1), MAX_BACKOFF_S) * (1 - 0.25 * rng())
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class RetryPolicy:
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        told = getattr(exc, "retry_after", None)
+        told: float | None = getattr(exc, "retry_after", None)
         if told is not None:
             return min(told + hint_jitter(random.random()), self.max_wait)
         return min(backoff_seconds(state.attempt_number), self.max_wait)

@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
@@ -26,7 +26,7 @@ from airflow_gradient.models.result import ResponseResult
 
 log = logging.getLogger(__name__)
 
-SchemaLike = Union[type[BaseModel], dict[str, Any]]
+SchemaLike = type[BaseModel] | dict[str, Any]
 # Models often wrap JSON in a Markdown fence even when told not to; that much is forgiven.
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.S | re.I)
 

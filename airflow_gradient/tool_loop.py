@@ -101,7 +101,7 @@ def _refused(call: ToolCall, reason: str) -> str:
     return json.dumps({"error": reason})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _arguments_model(function: Callable[..., Any]) -> type[BaseModel]:
     """A pydantic model of ``function``'s keyword parameters: the JSON schema and the validator."""
     hints = get_type_hints(function)

@@ -23,7 +23,9 @@ CONCURRENCY = 20
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bench_workers(emu: Any, tmp: Path, n: int, latency: float = LATENCY, concurrency: int = CONCURRENCY) -> dict[str, Any]:
+def bench_workers(
+    emu: Any, tmp: Path, n: int, latency: float = LATENCY, concurrency: int = CONCURRENCY
+) -> dict[str, Any]:
     """Throughput of ``n`` items on one worker and on two; every item must succeed once."""
     from bench.run import connection_env
 

@@ -107,7 +107,8 @@ def bench_shared_cost(emu: Any, tmp: Path, n: int, concurrency: int = 64, rounds
     _flush_db()
     best = {mode: max(values) for mode, values in rates.items()}
     median = {mode: sorted(values)[rounds // 2] for mode, values in rates.items()}
-    return {"n": n, "concurrency": concurrency, "memory_req_s": [round(x) for x in rates["memory"]], "redis_req_s": [round(x) for x in rates["redis"]],
+    return {"n": n, "concurrency": concurrency,
+            "memory_req_s": [round(x) for x in rates["memory"]], "redis_req_s": [round(x) for x in rates["redis"]],
             "ratio_best": round(best["redis"] / best["memory"], 2),
             "ratio_median": round(median["redis"] / median["memory"], 2)}
 
@@ -121,7 +122,7 @@ def _child(run_dir: str, index: str, per_task: str, limit: str, concurrency: str
         output_path=str(Path(run_dir) / f"out-{index}"), max_concurrency=int(concurrency),
         requests_per_minute=float(limit), max_output_tokens=20, progress_interval=600,
     )
-    operator.hook.settings  # read the connection before the start line
+    _ = operator.hook.settings  # read the connection before the start line
     (Path(run_dir) / f"ready-{index}").touch()
     while not (Path(run_dir) / "go").exists():
         time.sleep(0.02)

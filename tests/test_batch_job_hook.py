@@ -90,5 +90,5 @@ def test_a_refused_upload_says_the_link_is_at_fault(hook, tmp_path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text("{}\n")
     url = hook.create_file(path.name).upload_url
-    with pytest.raises(GradientAuthError, match="storage host .*signature does not match"):
+    with pytest.raises(GradientAuthError, match=r"storage host .*signature does not match"):
         hook.upload_file(url.replace("X-Signature=", "X-Signature=0"), path)

@@ -461,7 +461,7 @@ def test_openai_sdk_streams_reasoning_and_tool_calls(sdk: openai.OpenAI) -> None
 def test_openai_sdk_sees_a_cut_stream_fail(emulator: GradientEmulator, sdk: openai.OpenAI) -> None:
     emulator.configure(stream_cut_after=5)
     with sdk.responses.stream(model=MODEL, input="a b c d e f") as stream:
-        with pytest.raises(RuntimeError, match="response.completed"):
+        with pytest.raises(RuntimeError, match=r"response\.completed"):
             stream.get_final_response()
 
 

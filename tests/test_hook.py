@@ -12,7 +12,6 @@ from airflow_gradient import (
     GradientAuthError,
     GradientBadRequestError,
     GradientConfigError,
-    GradientConnectionError,
     GradientHook,
     GradientNotFoundError,
     GradientPaymentError,

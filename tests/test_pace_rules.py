@@ -51,7 +51,7 @@ def test_state_is_json_scalars_and_round_trips() -> None:
 def test_unpaced_until_told_and_configured_spacing() -> None:
     state = PaceState()
     assert state.ceiling(0).source == "unpaced"
-    for i in range(100):
+    for _ in range(100):
         send(state, 0.0)
     state = PaceState(configured_rpm=600)
     assert state.ceiling(0).source == "configured"
@@ -85,11 +85,11 @@ def test_spent_budget_waits_for_the_reset() -> None:
 
 def test_isolated_header_less_429_costs_nothing_but_its_own_wait() -> None:
     state = PaceState()
-    for i in range(10):
+    for _ in range(10):
         send(state, 0.0)
     reply(state, 429, 0.1, {"retry-after": "1"})
     assert state.wait_s(1, 0.1) == 0 and state.ceiling(0.1).source == "unpaced"
-    for i in range(9):
+    for _ in range(9):
         reply(state, 200, 0.2)
     assert state.ceiling(0.2).source == "unpaced" and state.probe_limit is None
     assert (state.rate_limited, state.isolated_429s, state.cuts) == (1, 1, 0)
@@ -104,7 +104,7 @@ def test_429_showing_quota_left_is_isolated() -> None:
 
 def test_429_with_spent_quota_pauses_everyone_until_reset_and_a_success_with_quota_left_lifts_it() -> None:
     state = PaceState()
-    for i in range(3):
+    for _ in range(3):
         send(state, 0.0)
     reply(state, 429, 0.1, {**quota(600, 0, 3, 0.1)}, rand=1.0)
     assert state.wait_s(1, 0.1) == pytest.approx(3 + 0.5)
@@ -120,17 +120,17 @@ def test_429_with_spent_quota_pauses_everyone_until_reset_and_a_success_with_quo
 
 def test_a_run_of_header_less_429s_pauses_and_cuts_from_the_rate_measured_over_elapsed_time() -> None:
     state = PaceState()
-    for i in range(20 + RUN_LENGTH):
+    for _ in range(20 + RUN_LENGTH):
         send(state, 0.0)
     for i in range(20):  # 20 admitted in the first 2 s
         reply(state, 200, 0.1 * i)
-    for i in range(RUN_LENGTH):
+    for _ in range(RUN_LENGTH):
         reply(state, 429, 2.0, {"retry-after": "2"})
     # 20 requests in 2 s elapsed plus 2 s the server asks for: 300 per minute.
     assert state.probe_limit == pytest.approx(300)
     assert state.wait_s(1, 2.0) == pytest.approx(2.25)
     assert state.ceiling(4.25).requests_per_minute == pytest.approx(300 * BETA)
-    for i in range(RUN_LENGTH + 1):
+    for _ in range(RUN_LENGTH + 1):
         state.on_send(1, 0.0)  # sent before the cut, answered later
     assert state.ceiling(4.25).source == "probing" and state.cuts == 1
     # A success of a request sent before the cut, back during the pause, was admitted in the
@@ -139,9 +139,9 @@ def test_a_run_of_header_less_429s_pauses_and_cuts_from_the_rate_measured_over_e
     assert state.probe_limit == pytest.approx(300 + 60 / 4)
     # 429s of requests already in flight do not cut again.
     send_at = 4.3
-    for i in range(RUN_LENGTH):
+    for _ in range(RUN_LENGTH):
         state.on_send(1, send_at)
-    for i in range(RUN_LENGTH):
+    for _ in range(RUN_LENGTH):
         reply(state, 429, 4.4)
     assert state.cuts == 1
 

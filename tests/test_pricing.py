@@ -175,7 +175,7 @@ def test_cost_budget_counts_what_earlier_tries_spent(emulator, monkeypatch, tmp_
     out = tmp_path / "o"
     inputs = [{"input": "[[fault:500x1]] flaky document", "custom_id": "flaky"}, *DOCS]
     budget = 0.0005
-    run, state, manifest = run_task("cost_budget_retry", inputs=inputs, output_path=str(out), max_output_tokens=10,
+    run, _state, manifest = run_task("cost_budget_retry", inputs=inputs, output_path=str(out), max_output_tokens=10,
                                   max_cost_usd=budget, max_concurrency=1, max_retries=0, retries=1,
                                   retry_delay=datetime.timedelta(0))
     assert try_numbers(run) == {"b": 2}
@@ -212,7 +212,7 @@ def test_refusal_names_both_arguments(gradient_conn) -> None:
     assert gradient_conn.request_count(path=None) == 0
 
 
-def test_batch_job_budget_applies_to_estimates_before_upload(jobs, tmp_path) -> None:  # noqa: F811
+def test_batch_job_budget_applies_to_estimates_before_upload(jobs, tmp_path) -> None:
     # Estimated at 5 input and 10 output tokens, half price as a batch: $0.000045 an item; 4 fit.
     prices = {MODEL: {**PRICES[MODEL], "batch_discount": 0.5}}
     _, state, manifest = run_task("cost_budget_job", GradientBatchJobOperator, inputs=DOCS[:8], prices=prices,

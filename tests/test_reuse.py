@@ -126,7 +126,7 @@ def test_an_earlier_location_that_does_not_exist_fails_before_sending(gradient_c
     assert gradient_conn.request_count(path=None) == 0
 
 
-def test_job_operator_does_not_upload_reused_items(jobs, tmp_path) -> None:  # noqa: F811
+def test_job_operator_does_not_upload_reused_items(jobs, tmp_path) -> None:
     fast = {"poll_interval": 0.02, "prices": PRICES}
     _, state, first = run_task("reuse_job_first", GradientBatchJobOperator, inputs=DOCS,
                                output_path=str(tmp_path / "run1"), **fast)

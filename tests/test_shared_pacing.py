@@ -273,7 +273,7 @@ def test_redis_down_at_start_names_the_connection(monkeypatch) -> None:
         "AIRFLOW_CONN_GRADIENT_DEFAULT"])
     for name, value in redis_conn_env("pace_store", 1, port=_closed_port()).items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(GradientRateLimitStoreError, match="rate_limit_store='pace_store'.*unreachable"):
+    with pytest.raises(GradientRateLimitStoreError, match=r"rate_limit_store='pace_store'.*unreachable"):
         limiter_for(None, GradientHook().settings)
     # The URI form's path is the database, as users write it; two different ones are refused.
     monkeypatch.setenv("AIRFLOW_CONN_PACE_STORE", "redis://127.0.0.1:6379/3")

@@ -231,7 +231,7 @@ def test_collect_writes_whole_lines_as_they_complete() -> None:
     seen_at: list[int] = []
 
     def stream() -> Any:
-        for index, event in enumerate(events):
+        for event in events:
             seen_at.append(len(lines))
             yield event
         yield StreamEvent(kind="completed", response=ResponseResult(id="r"))

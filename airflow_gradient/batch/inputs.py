@@ -24,13 +24,16 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import jinja2
 
 from airflow_gradient import arguments
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.request import ResponseRequest, build_request
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 # Rough characters per token, for the estimate the rate limiter needs before a reply tells usage.
 CHARS_PER_TOKEN = 4
@@ -131,7 +134,7 @@ def estimate_tokens(request: ResponseRequest) -> int:
     return sum(estimate_token_split(request))
 
 
-def iter_input_rows(path: Any) -> Iterator[dict[str, Any]]:
+def iter_input_rows(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL (one object a line) or CSV (header line) file on an ``ObjectStoragePath``.
 
     The user's input, so a bad line is an error (before anything is sent); the batch's own part
@@ -165,11 +168,11 @@ def _not_json(constant: str) -> NoReturn:
     raise ValueError(f"{constant} is not a JSON value")
 
 
-def _bad_line(path: Any, number: int, problem: str, rule: str) -> GradientRequestInvalid:
+def _bad_line(path: ObjectStoragePath, number: int, problem: str, rule: str) -> GradientRequestInvalid:
     return GradientRequestInvalid(f"invalid rows_path {path}: line {number} {problem}", [(f"rows_path:{number}", rule)])
 
 
-def _text_lines(path: Any) -> Iterator[str]:
+def _text_lines(path: ObjectStoragePath) -> Iterator[str]:
     """The file's lines (endings kept, as the csv module wants them), decoded one by one so that
     bytes that are not UTF-8 are reported with their line and byte offset."""
     offset = 0
@@ -185,7 +188,7 @@ def _text_lines(path: Any) -> Iterator[str]:
             offset += len(raw)
 
 
-def _csv_rows(path: Any, lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+def _csv_rows(path: ObjectStoragePath, lines: Iterator[str]) -> Iterator[dict[str, Any]]:
     reader = csv.reader(lines)
     try:
         header = next((fields for fields in reader if fields), None)  # blank lines before it are passed over
@@ -244,7 +247,7 @@ class BatchInputs:
         *,
         inputs: Iterable[Any] | None = None,
         rows: Iterable[Mapping[str, Any]] | None = None,
-        rows_path: Any = None,
+        rows_path: ObjectStoragePath | None = None,
         render: Renderer | None = None,
         shared: Mapping[str, Any] | None = None,
         default_model: str | None = None,
@@ -312,6 +315,7 @@ class BatchInputs:
             yield spec
 
     def _file_rows(self) -> Iterator[Mapping[str, Any]]:
+        assert self._rows_path is not None  # only read when the batch has a rows_path
         try:
             yield from iter_input_rows(self._rows_path)
         except OSError as exc:

@@ -16,8 +16,8 @@ def read_results(
     order. A sharded batch's ``output_path`` (or its merged manifest, see
     :func:`~airflow_gradient.batch.results.merge_manifests`) reads every shard as one result; one
     shard's manifest reads that shard. Where several attempts wrote a row for the same item, the
-    ``succeeded`` one wins, else the latest. All rows are loaded: for very large batches, read the part files row by row instead
-    (:func:`airflow_gradient.batch.results.iter_rows`).
+    ``succeeded`` one wins, else the latest. All rows are loaded: for very large batches, read the
+    part files row by row instead (:func:`airflow_gradient.batch.results.iter_rows`).
     """
     if by not in ("custom_id", "index"):
         raise ValueError(f"by must be 'custom_id' or 'index', not {by!r}")

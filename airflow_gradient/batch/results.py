@@ -36,11 +36,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.inputs import Shard, id_key
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
 from airflow_gradient.pricing import COST_DECIMALS, Spend
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +58,19 @@ REMOTE_SECONDS_PER_PART = 15.0
 # -- storage ------------------------------------------------------------------------------------
 
 
-def is_local(path: Any) -> bool:
+def is_local(path: ObjectStoragePath | Path) -> bool:
     """Whether ``path`` (an ``ObjectStoragePath`` or ``pathlib.Path``) is on local disk."""
     return (getattr(path, "protocol", "") or "file") in ("file", "local")
 
 
-def as_storage_path(value: Any) -> Any:
+def as_storage_path(value: str | ObjectStoragePath | Path) -> ObjectStoragePath:
     """``value`` (a URI string, a path or an ``ObjectStoragePath``) as an ``ObjectStoragePath``."""
     from airflow.sdk import ObjectStoragePath
 
     return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(str(value))
 
 
-def list_parts(path: Any) -> list[Any]:
+def list_parts(path: ObjectStoragePath) -> list[ObjectStoragePath]:
     """The part files under ``path``, oldest attempt first."""
     try:
         children = list(path.iterdir()) if path.exists() else []
@@ -82,7 +86,7 @@ def shard_dir_name(shard: Shard) -> str:
     return f"shard-{shard.index}-of-{shard.count}"
 
 
-def list_batch_parts(path: Any) -> list[Any]:
+def list_batch_parts(path: ObjectStoragePath) -> list[ObjectStoragePath]:
     """The part files of a whole batch: those under ``path`` and those of its shards' folders."""
     parts = list_parts(path)
     try:
@@ -118,7 +122,7 @@ def iter_rows(part: Any) -> Iterator[dict[str, Any]]:
 
 
 def iter_jsonl(
-    path: Any, *, what: str, scrub: Callable[[str], str] | None = None
+    path: ObjectStoragePath | Path, *, what: str, scrub: Callable[[str], str] | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` of each JSON object line of a JSONL file (an ``ObjectStoragePath``
     or ``pathlib.Path``); blank lines are skipped, and a line that is not a UTF-8 JSON object is
@@ -161,7 +165,7 @@ class ResumeState:
         return bool(self.done) and id_key(custom_id) in self.done
 
 
-def scan_output(output_path: Any) -> tuple[ResultStore | None, ResumeState]:
+def scan_output(output_path: ObjectStoragePath | None) -> tuple[ResultStore | None, ResumeState]:
     """The store under ``output_path`` (None: the rows go to XCom) and what earlier attempts left there."""
     store = ResultStore(output_path) if output_path is not None else None
     return store, store.scan() if store is not None else ResumeState()
@@ -170,7 +174,9 @@ def scan_output(output_path: Any) -> tuple[ResultStore | None, ResumeState]:
 class ResultStore:
     """The part files of one batch's results under ``path`` (an ``ObjectStoragePath`` directory)."""
 
-    def __init__(self, path: Any, *, rows_per_part: int | None = None, seconds_per_part: float | None = None):
+    def __init__(
+        self, path: ObjectStoragePath, *, rows_per_part: int | None = None, seconds_per_part: float | None = None
+    ) -> None:
         self.path = path
         self.local = is_local(path)
         self.rows_per_part = rows_per_part or (None if self.local else REMOTE_ROWS_PER_PART)
@@ -325,7 +331,8 @@ def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
     roots = {manifest.get("batch_output_path") for manifest in shards}
     if indexes != list(range(count)) or {m["shard"]["count"] for m in shards} != {count} or len(roots) != 1:
         raise ValueError(f"merge_manifests needs shards 0 to {count - 1} of one batch exactly once, got "
-                         f"shards {indexes} of {sorted({m['shard']['count'] for m in shards})} under {sorted(map(str, roots))}")
+                         f"shards {indexes} of {sorted({m['shard']['count'] for m in shards})} "
+                         f"under {sorted(map(str, roots))}")
 
     def added(key: str) -> dict[str, int]:
         total: dict[str, int] = {}

@@ -23,7 +23,7 @@ import re
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -31,6 +31,10 @@ from airflow_gradient.batch.inputs import DIGEST_BYTES, BatchItem
 from airflow_gradient.batch.results import PART_RE, as_storage_path, is_local, list_parts
 from airflow_gradient.exceptions import GradientRequestInvalid
 
+if TYPE_CHECKING:
+
+    from airflow.sdk import ObjectStoragePath
+    from airflow_gradient._typing import TaskLog
 _DIGEST_RE = re.compile(rf"^[0-9a-f]{{{2 * DIGEST_BYTES}}}$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 OFFSET_BITS = 40  # byte offsets up to 1 TB in a part file
@@ -133,20 +137,20 @@ def _expand(location: Any) -> list[Any]:
     return _parts_of(path)
 
 
-def _parts_of(path: Any) -> list[Any]:
+def _parts_of(path: ObjectStoragePath) -> list[ObjectStoragePath]:
     if PART_RE.match(path.name) and path.is_file():
         return [path]
     return list_parts(path) if path.is_dir() else []
 
 
-def open_part(part: Any) -> IO[bytes]:
+def open_part(part: ObjectStoragePath) -> IO[bytes]:
     """A part file opened for reading bytes. A local file is opened directly: Airflow's wrapper
     around an ``ObjectStoragePath`` file costs tens of microseconds per call, and copying a reused
     row takes two calls (seek, readline)."""
     return open(part.path, "rb") if is_local(part) else part.open("rb")
 
 
-def iter_located_rows(part: Any) -> Iterator[tuple[int, bytes]]:
+def iter_located_rows(part: ObjectStoragePath) -> Iterator[tuple[int, bytes]]:
     """``(byte offset, line)`` of each line of a part file, read as bytes."""
     offset = 0
     with open_part(part) as handle:
@@ -169,8 +173,8 @@ class ReuseIndex:
     """The succeeded rows of earlier runs, by request digest; :meth:`attach` marks the items they
     answer. Build it with :meth:`scan`."""
 
-    def __init__(self, parts: list[Any], table: DigestTable, summary: ReuseSummary,
-                 log: logging.Logger | Any) -> None:
+    def __init__(self, parts: list[ObjectStoragePath], table: DigestTable, summary: ReuseSummary,
+                 log: TaskLog) -> None:
         self.parts = parts
         self.table = table
         self.summary = summary
@@ -178,7 +182,7 @@ class ReuseIndex:
         self._open: dict[int, IO[bytes]] = {}
 
     @classmethod
-    def scan(cls, reuse_results_from: Any, log: logging.Logger | Any = None) -> ReuseIndex | None:
+    def scan(cls, reuse_results_from: Any, log: TaskLog | None = None) -> ReuseIndex | None:
         """Read every earlier row once (None when ``reuse_results_from`` is empty).
 
         Raises :class:`GradientRequestInvalid` naming ``reuse_results_from`` when a location that
@@ -241,7 +245,9 @@ class ReuseIndex:
         self._open.clear()
 
 
-def _succeeded_digest(line: bytes, part: Any, offset: int, summary: ReuseSummary, log: Any) -> str | None:
+def _succeeded_digest(
+    line: bytes, part: ObjectStoragePath, offset: int, summary: ReuseSummary, log: TaskLog
+) -> str | None:
     """The ``request_digest`` of a succeeded row; None for other rows, with a warning for corrupt ones."""
     if not line.strip():
         return None
@@ -264,7 +270,7 @@ def _succeeded_digest(line: bytes, part: Any, offset: int, summary: ReuseSummary
     return digest
 
 
-def _corrupt(summary: ReuseSummary, log: Any, part: Any, offset: int, why: str) -> None:
+def _corrupt(summary: ReuseSummary, log: TaskLog, part: ObjectStoragePath, offset: int, why: str) -> None:
     summary.corrupt += 1
     if summary.corrupt <= MAX_WARNINGS:
         log.warning("reuse_results_from: the row at byte %d of %s is passed over (%s); its item is sent "

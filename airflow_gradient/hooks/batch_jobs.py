@@ -229,7 +229,8 @@ def _check_storage(response: httpx.Response, what: str) -> None:
         return
     found = re.search(r"<Message>(.*?)</Message>", response.text, re.S)
     detail = found.group(1).strip() if found else response.text.strip()[:300] or "no details"
-    cls = GradientAuthError if status in (401, 403) else GradientServerError if status >= 500 else GradientBadRequestError
+    cls = (GradientAuthError if status in (401, 403)
+           else GradientServerError if status >= 500 else GradientBadRequestError)
     raise cls(f"{what} was refused by the storage host (an expired or altered link, or a header it "
               f"does not accept): {detail}", status=status)
 

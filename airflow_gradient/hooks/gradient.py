@@ -83,7 +83,7 @@ def _extras_of(conn_id: str, conn: Any) -> dict[str, Any]:
         return {}
     try:
         parsed = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         # Not the text itself: a half-typed extra may hold a secret.
         raise GradientConfigError(
             f"Airflow connection {conn_id!r} has extras that are not valid JSON ({exc.msg} at line {exc.lineno} "
@@ -214,7 +214,7 @@ class GradientHook(BaseHook):
         except ValueError as exc:  # the host is not a URL
             raise GradientConfigError(f"Airflow connection {self.gradient_conn_id!r}: {exc}") from None
         # The task's own arguments win over the connection's extras.
-        overrides = {"read_timeout": self._timeout_override, "max_retries": self._max_retries_override}
+        overrides: dict[str, Any] = {"read_timeout": self._timeout_override, "max_retries": self._max_retries_override}
         return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
     @property
@@ -313,14 +313,14 @@ class GradientHook(BaseHook):
         """Async :meth:`create_response`; ``observer`` is told of every attempt and reply."""
         req = self.prepare_request(request)
         if req.stream:
-            async for event in self.astream_response(req, timeout=timeout, observer=observer):
+            async for event in self.astream_response(req, timeout=timeout, observer=observer):  # noqa: B007
                 pass
             return event.response  # type: ignore[return-value]  # the last event is "completed"
         body = req.to_wire()
         body.pop("stream", None)
         retrying = self.retry_policy.async_retrying(self._log_retry)
         started = time.monotonic()
-        result = await retrying(self._asend_once, body, timeout, observer)
+        result: ResponseResult = await retrying(self._asend_once, body, timeout, observer)
         return _stamp(result, retrying.statistics, started)
 
     def _send_once(self, body: dict[str, Any], timeout: float | None) -> ResponseResult:

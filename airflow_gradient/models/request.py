@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -52,7 +52,7 @@ def _content_part_tag(value: Any) -> str:
 
 
 ContentPart = Annotated[
-    Union[Annotated[InputTextPart, Tag("text")], Annotated[dict[str, Any], Tag("other")]],
+    Annotated[InputTextPart, Tag("text")] | Annotated[dict[str, Any], Tag("other")],
     Discriminator(_content_part_tag),
 ]
 
@@ -136,12 +136,12 @@ def _input_item_tag(value: Any) -> str:
 
 
 InputItem = Annotated[
-    Union[
-        Annotated[MessageItem, Tag("message")],
-        Annotated[FunctionCallItem, Tag("function_call")],
-        Annotated[FunctionCallOutputItem, Tag("function_call_output")],
-        Annotated[ReasoningItem, Tag("reasoning")],
-    ],
+    (
+        Annotated[MessageItem, Tag("message")]
+        | Annotated[FunctionCallItem, Tag("function_call")]
+        | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+        | Annotated[ReasoningItem, Tag("reasoning")]
+    ),
     Discriminator(_input_item_tag),
 ]
 

@@ -284,7 +284,8 @@ class ResponseResult(_Open):
         if self.choices and self.choices[0].finish_reason:
             return self.choices[0].finish_reason
         if self.status == "incomplete":
-            reason = (self.incomplete_details or {}).get("reason") if isinstance(self.incomplete_details, dict) else None
+            details = self.incomplete_details
+            reason = (details or {}).get("reason") if isinstance(details, dict) else None
             return "content_filter" if reason == "content_filter" else "length"
         if any(item.type == "function_call" for item in self.output):
             return "tool_calls"
@@ -320,7 +321,7 @@ def parse_reply(
     the function-call arguments, raises :class:`GradientProtocolError` naming ``what`` and where."""
     try:
         result = ResponseResult.model_validate(data)
-        result.tool_calls  # read the arguments now, so that a reply fails here or never
+        _ = result.tool_calls  # read the arguments now, so that a reply fails here or never
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(map(str, first["loc"])) or "top level"

@@ -192,7 +192,8 @@ class GradientBatchOperator(GradientBaseOperator):
         if self.prompt_template is None:
             return None
         # Strict whatever the DAG says: a misspelt column must fail, not send an empty prompt.
-        env = self.get_template_env(dag=self.dag if self.has_dag() else None).overlay(undefined=jinja2.StrictUndefined)
+        dag = self.dag if self.has_dag() else None  # type: ignore[no-untyped-call]  # Airflow's is unannotated
+        env = self.get_template_env(dag=dag).overlay(undefined=jinja2.StrictUndefined)
         try:
             template = env.from_string(self.prompt_template)
         except jinja2.TemplateSyntaxError as exc:
@@ -241,7 +242,8 @@ class GradientBatchOperator(GradientBaseOperator):
             raise AirflowException(message)
         if self.output_asset is not None:
             context["outlet_events"][self.output_asset].extra.update(
-                {key: manifest[key] for key in ("output_path", "counts", "usage", "cost_usd", "reused") if key in manifest}
+                {key: manifest[key] for key in ("output_path", "counts", "usage", "cost_usd", "reused")
+                 if key in manifest}
             )
         return manifest
 

@@ -98,7 +98,7 @@ class GradientBatchJobOperator(GradientBatchOperator):
         self._batch_ids: list[str] = []
 
     @cached_property
-    def hook(self) -> GradientBatchJobsHook:  # type: ignore[override]
+    def hook(self) -> GradientBatchJobsHook:
         return GradientBatchJobsHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
 
     def execute(self, context: Context) -> dict[str, Any]:

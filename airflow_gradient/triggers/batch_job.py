@@ -37,7 +37,7 @@ class GradientBatchJobTrigger(BaseTrigger):
         max_poll_failures: int = DEFAULT_MAX_POLL_FAILURES,
         cancel_on_kill: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger's is unannotated
         self.gradient_conn_id = gradient_conn_id
         self.batch_ids = list(batch_ids)
         self.end_time = end_time

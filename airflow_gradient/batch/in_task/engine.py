@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 
@@ -40,6 +40,10 @@ from airflow_gradient.exceptions import (
     GradientTimeoutError,
 )
 from airflow_gradient.pricing import CostBudget, Costing
+
+if TYPE_CHECKING:  # the engine does not import the hook module at run time
+    from airflow_gradient._typing import TaskLog
+    from airflow_gradient.hooks.gradient import GradientHook
 
 FEED_CHUNK = 256
 TICK_S = 1.0
@@ -81,7 +85,7 @@ class _ItemCalls:
     from the limiter; the slot is given back when the attempt ends, so an item waiting for its retry
     does not keep a request from being in flight."""
 
-    __slots__ = ("limiter", "slots", "refused", "tokens", "progress", "outstanding", "attempts")
+    __slots__ = ("attempts", "limiter", "outstanding", "progress", "refused", "slots", "tokens")
 
     def __init__(self, limiter: RateLimiter, slots: asyncio.Semaphore, refused: Callable[[], GradientError | None],
                  tokens: int, progress: BatchProgress) -> None:
@@ -168,13 +172,13 @@ class BatchEngine:
 
     def __init__(
         self,
-        hooks: Sequence[Any],
+        hooks: Sequence[GradientHook],
         limiter: RateLimiter,
         writer: Writer,
         settings: EngineSettings,
         *,
         parse: Callable[[str], Any] | None = None,
-        log: logging.Logger | Any = None,
+        log: TaskLog | None = None,
         costing: Costing = Costing(),
         cost_budget: CostBudget | None = None,
     ) -> None:
@@ -216,7 +220,7 @@ class BatchEngine:
         async with self._store_lock:
             return await asyncio.to_thread(call, *args)
 
-    async def _worker(self, hook: Any, feeder: _Feeder, progress: BatchProgress) -> None:
+    async def _worker(self, hook: GradientHook, feeder: _Feeder, progress: BatchProgress) -> None:
         while (item := await feeder.next()) is not None:
             if item.reused is not None:
                 row = item.reused
@@ -261,7 +265,7 @@ class BatchEngine:
                              budget.spent_before + progress.spend.priced_usd)
         return False
 
-    async def _send(self, hook: Any, item: BatchItem, progress: BatchProgress) -> dict[str, Any]:
+    async def _send(self, hook: GradientHook, item: BatchItem, progress: BatchProgress) -> dict[str, Any]:
         calls = _ItemCalls(self.limiter, self._slots, lambda: self._account_refused, item.estimated_tokens, progress)
         self._tokens_in_flight += item.estimated_tokens
         started = time.monotonic()

@@ -169,7 +169,7 @@ def _number(value: str | None) -> float | None:
 
 
 def _cubic_k() -> float:
-    return ((1 - BETA) / CUBIC_C) ** (1 / 3)
+    return float(((1 - BETA) / CUBIC_C) ** (1 / 3))
 
 
 @dataclass
@@ -394,6 +394,7 @@ class PaceState:
     def _probe_refused(self, now: float) -> None:
         """Rule 7: a lone 429 while probing. Above the limit found, the probe fell back to it;
         at or below it, that limit was too high."""
+        assert self.probe_limit is not None  # only called while probing
         probed = self.probed_rpm(now) or 0.0
         if probed > self.probe_limit:
             # The last rate that got through is just below the one refused.

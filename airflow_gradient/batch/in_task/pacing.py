@@ -135,7 +135,12 @@ class AdaptiveRateLimiter:
         """Sleep ``seconds``, or less when a reply wakes the first in line."""
         loop = asyncio.get_running_loop()
         self._sleeper = future = loop.create_future()
-        timer = loop.call_later(seconds, lambda: future.done() or future.set_result(None))
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        timer = loop.call_later(seconds, wake)
         try:
             await future
         finally:

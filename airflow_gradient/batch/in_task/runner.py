@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.attempt import BatchAttempt, prepare_batch
 from airflow_gradient.batch.in_task.engine import BatchEngine, EngineSettings
@@ -23,6 +23,10 @@ from airflow_gradient.batch.inputs import BatchInputs
 from airflow_gradient.batch.reuse import ReuseIndex
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+    from airflow_gradient._typing import TaskLog
 
 AIOHTTP_TRANSPORT = importlib.util.find_spec("httpx_aiohttp") is not None
 WORKERS_PER_POOL = 4
@@ -52,9 +56,9 @@ def run_batch(
     inputs: BatchInputs,
     limiter: RateLimiter,
     settings: EngineSettings,
-    output_path: Any = None,
+    output_path: ObjectStoragePath | None = None,
     parse: Callable[[str], Any] | None = None,
-    log: logging.Logger | Any = None,
+    log: TaskLog | None = None,
     costing: Costing = Costing(),
     max_cost_usd: float | None = None,
     reuse_results_from: Any = None,
@@ -125,11 +129,13 @@ def _run_until_alarm(main: Callable[[], Any]) -> None:
     if not callable(previous):
         asyncio.run(main())
         return
+    assert alarm is not None  # previous is callable only where there is a SIGALRM
     rang = False
 
     async def guarded() -> None:
         nonlocal rang
         loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None  # asyncio.run runs this as a task
 
         def on_alarm() -> None:
             nonlocal rang

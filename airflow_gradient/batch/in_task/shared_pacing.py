@@ -315,7 +315,7 @@ class SharedRateLimiter:
         if self._fallback is None and self._store is not None:
             try:
                 self._urgent.set()
-                if self._flushing():
+                if self._flushing() and self._flusher is not None:
                     await self._flusher
                 self._in_flight = [0, 0.0]  # the batch is over: this task no longer counts
                 await self._flush(force=True)
@@ -454,7 +454,7 @@ class SharedRateLimiter:
             assert self._store is not None
             try:
                 pace = await self._store.update(
-                    lambda state, now, in_flight: _applied(state, events, offset, now, in_flight, self._configured),
+                    lambda state, now, in_flight: _applied(state, events, offset, now, in_flight, self._configured),  # noqa: B023
                     self._task, InFlight(*self._in_flight),
                 )
             except Exception as exc:
@@ -498,7 +498,7 @@ class SharedRateLimiter:
                 assert self._store is not None
                 await self._store.client.ping()
                 rpm, tpm = self._configured
-                pace = await self._store.update(lambda state, now, in_flight: _joined(state, rpm, tpm, now, in_flight))
+                pace = await self._store.update(lambda state, now, in_flight: _joined(state, rpm, tpm, now, in_flight))  # noqa: B023
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
@@ -541,5 +541,5 @@ def limiter_for(
         return AdaptiveRateLimiter(requests_per_minute, tokens_per_minute)
     kwargs = redis_client_kwargs(store)
     check_reachable(store, kwargs)
-    return SharedRateLimiter(lambda: async_client(kwargs), account_digest(settings.base_url, settings.api_key), requests_per_minute,
-                             tokens_per_minute, store_name=store)
+    return SharedRateLimiter(lambda: async_client(kwargs), account_digest(settings.base_url, settings.api_key),
+                             requests_per_minute, tokens_per_minute, store_name=store)

@@ -16,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
 
 from airflow_gradient.batch.results import is_local
 
@@ -79,7 +82,7 @@ def request_id(task: str, input_digest: str, round_number: int, part: int) -> st
 class LedgerStore:
     """Where the ledger lives: ``<output_path>/batch_jobs.json``, or nowhere without a path."""
 
-    def __init__(self, output_path: Any) -> None:
+    def __init__(self, output_path: ObjectStoragePath | None) -> None:
         self.path = output_path / LEDGER_NAME if output_path is not None else None
 
     def load(self) -> JobLedger | None:

@@ -96,7 +96,8 @@ def anthropic_message_as_response(message: dict[str, Any]) -> dict[str, Any]:
         if kind == "text":
             texts.append({"type": "output_text", "text": block.get("text", "")})
         elif kind == "thinking":
-            output.append({"type": "reasoning", "content": [{"type": "reasoning_text", "text": block.get("thinking", "")}]})
+            thinking = {"type": "reasoning_text", "text": block.get("thinking", "")}
+            output.append({"type": "reasoning", "content": [thinking]})
         elif kind == "tool_use":
             output.append({"type": "function_call", "call_id": block.get("id"), "name": block.get("name"),
                            "arguments": json.dumps(block.get("input") or {})})

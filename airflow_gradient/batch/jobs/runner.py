@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_gradient import arguments
 from airflow_gradient.batch.attempt import BatchAttempt, prepare_batch
@@ -44,6 +44,10 @@ from airflow_gradient.exceptions import GradientAPIError, GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.models.batch_job import BatchJob
 from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+    from airflow_gradient._typing import TaskLog
 
 # The completion windows Gradient documents for a job: only "24h".
 COMPLETION_WINDOWS = ("24h",)
@@ -85,7 +89,7 @@ class _Plan:
             and (self.reuse is None or self.reuse.row_for(item.index, item.custom_id, item.digest) is None)
 
 
-def _plan(inputs: BatchInputs, state: ResumeState, settings: JobSettings, log: Any) -> _Plan:
+def _plan(inputs: BatchInputs, state: ResumeState, settings: JobSettings, log: TaskLog) -> _Plan:
     """Scan ``reuse_results_from``; with ``max_cost_usd``, the items whose estimates pass it."""
     plan = _Plan(ReuseIndex.scan(settings.reuse_results_from, log))
     if settings.max_cost_usd is None:
@@ -115,9 +119,9 @@ def submit_jobs(
     inputs: BatchInputs,
     *,
     task: str,
-    output_path: Any = None,
+    output_path: ObjectStoragePath | None = None,
     settings: JobSettings = JobSettings(),
-    log: logging.Logger | Any = None,
+    log: TaskLog | None = None,
 ) -> list[BatchJob]:
     """Validate, then create the jobs of a new round or re-attach to the open one; return them
     (none when every item already has a succeeded row).
@@ -151,7 +155,7 @@ def submit_jobs(
 
 
 def _round(
-    ledgers: LedgerStore, written: InputFiles, task: str, settings: JobSettings, log: logging.Logger | Any
+    ledgers: LedgerStore, written: InputFiles, task: str, settings: JobSettings, log: TaskLog
 ) -> tuple[JobLedger, Round | None, bool]:
     """The ledger, the round to run (None: nothing to send) and whether it was there already."""
     digest = f"{written.digest}:{settings.completion_window}:{sorted((settings.metadata or {}).items())}"
@@ -184,7 +188,7 @@ def _create(
     files: list[InputFile],
     settings: JobSettings,
     save: Callable[[], None],
-    log: logging.Logger | Any,
+    log: TaskLog,
 ) -> BatchJob:
     if record.batch_id is not None:
         job = hook.get_job(record.batch_id)
@@ -207,7 +211,7 @@ def _create(
 
 
 def wait_for_jobs(
-    hook: GradientBatchJobsHook, watch: JobWatch, log: logging.Logger | Any = None
+    hook: GradientBatchJobsHook, watch: JobWatch, log: TaskLog | None = None
 ) -> dict[str, Any]:
     """Poll in the worker until ``watch`` has an outcome (``deferrable=False``)."""
     log = log or logging.getLogger(__name__)
@@ -227,9 +231,9 @@ def land_results(
     inputs: BatchInputs,
     jobs: list[BatchJob],
     *,
-    output_path: Any = None,
+    output_path: ObjectStoragePath | None = None,
     parse: Parse | None = None,
-    log: logging.Logger | Any = None,
+    log: TaskLog | None = None,
     settings: JobSettings = JobSettings(),
 ) -> dict[str, Any]:
     """Download the finished jobs' results, write one row per item, return the manifest.
@@ -306,7 +310,7 @@ def land_results(
     return manifest
 
 
-def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path, log: Any) -> list[Path]:
+def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path, log: TaskLog) -> list[Path]:
     """The job's result files on local disk; none when the job ended without results."""
     try:
         results = hook.get_results(job.batch_id)

@@ -193,7 +193,8 @@ class BatchJobStore:
         lines = list(done)
         if left is not None:
             answered = {line.custom_id for line in done}
-            lines += [ResultLine(line["custom_id"], left, "") for line in job["lines"] if line["custom_id"] not in answered]
+            lines += [ResultLine(line["custom_id"], left, "")
+                      for line in job["lines"] if line["custom_id"] not in answered]
         if end == "failed":
             errors, files = [{"code": "forced_failure", "message": "the emulator was told to fail this job"}], {}
         else:
@@ -435,7 +436,9 @@ def batch_jobs_router(state: EmulatorState) -> APIRouter:
     return router
 
 
-def _read_input(data: bytes, provider: str, endpoint: str, config: BatchJobsConfig) -> tuple[list[dict[str, Any]], str | None]:
+def _read_input(
+    data: bytes, provider: str, endpoint: str, config: BatchJobsConfig
+) -> tuple[list[dict[str, Any]], str | None]:
     """The input lines of a job, or why the file is refused."""
     if len(data) > config.max_file_bytes:
         return [], f"the file is {len(data)} bytes, more than the {config.max_file_bytes} allowed"

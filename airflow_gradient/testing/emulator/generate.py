@@ -119,7 +119,7 @@ def example_for_schema(schema: Any, text: str, number: float = 1, root: Any = No
         return text
     if "$ref" in schema:
         return example_for_schema(_resolve(root, schema["$ref"]), text, number, root)
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         return schema["enum"][0]
     if "const" in schema:
         return schema["const"]
@@ -149,11 +149,12 @@ def structured_text(request: ResponseRequest, prompt_key: str) -> str | None:
     """The JSON text answering a ``response_format`` of ``json_schema`` / ``json_object``, or
     None when the request asks for plain text. ``[[json:bad]]`` makes it invalid JSON."""
     fmt = request.response_format
-    if fmt is None or fmt.type == "text":
+    kind = fmt if fmt is None or isinstance(fmt, str) else fmt.type  # the bare strings are allowed
+    if kind is None or kind == "text":
         return None
     if directive(prompt_key, "json") == "bad":
         return '{"echo": ' + json.dumps(prompt_key)
-    if fmt.type == "json_schema":
+    if kind == "json_schema" and fmt is not None and not isinstance(fmt, str):
         spec = fmt.json_schema or {}
         schema = spec["schema"] if isinstance(spec.get("schema"), dict) else spec
         return json.dumps(example_for_schema(schema, prompt_key[:STRUCTURED_STRING_CHARS], 1.0))
@@ -272,4 +273,4 @@ def rate_limit_cost(request: ResponseRequest, reply: Reply) -> int:
     """Tokens a request counts against ``tpm_limit``: its input plus its output budget
     (``max_output_tokens`` when set, else the reply's output tokens)."""
     budget = request.max_output_tokens or request.max_tokens or reply.usage["output_tokens"]
-    return reply.usage["input_tokens"] + budget
+    return int(reply.usage["input_tokens"] + budget)

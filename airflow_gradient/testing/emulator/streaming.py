@@ -239,7 +239,7 @@ def plan_stream(
     frames.extend(framing.trailer)
     if error_after is not None and error_after < len(frames):
         error = framing.error("the model stopped while streaming", error_after)
-        return StreamPlan(frames[:error_after] + [error], "error")
+        return StreamPlan([*frames[:error_after], error], "error")
     if cut_after is not None and cut_after < len(frames):
         return StreamPlan(frames[:cut_after], "cut")
     return StreamPlan(frames)
