@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any, Literal
 
 from airflow_gradient.testing.emulator.faults import openai_error
@@ -96,7 +96,7 @@ def anthropic_message(reply: Reply) -> dict[str, Any]:
 
 
 def iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def job_json(job: dict[str, Any], shape: ResponseShape) -> dict[str, Any]:
