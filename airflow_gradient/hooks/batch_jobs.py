@@ -22,18 +22,16 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import ValidationError
 from tenacity import retry_if_exception
 
 from airflow_gradient.exceptions import (
     GradientAuthError,
     GradientBadRequestError,
     GradientConflictError,
-    GradientProtocolError,
     GradientServerError,
 )
-from airflow_gradient.hooks.gradient import GradientHook, GradientSettings, _json_object
-from airflow_gradient.http_errors import request_id_of
+from airflow_gradient import replies
+from airflow_gradient.hooks.gradient import GradientHook, GradientSettings
 from airflow_gradient.models.batch_job import BatchJob, BatchJobPage, BatchJobResults, FileUpload
 from airflow_gradient.retry import is_retryable
 
@@ -164,19 +162,8 @@ class GradientBatchJobsHook(GradientHook):
         return await retrying(once)
 
     def _read(self, call: _Call[T], response: httpx.Response) -> T:
-        self._check_status(response)
-        request_id = request_id_of(response.headers)
-        data = _json_object(response, request_id)
-        try:
-            return call.model(data)
-        except ValidationError as exc:
-            error = exc.errors(include_url=False)[0]
-            raise GradientProtocolError(
-                f"{call.method} {call.path.split('?')[0]} reply is not a known shape: {error['msg']} at "
-                f"{'.'.join(map(str, error['loc'])) or 'top level'}",
-                status=response.status_code,
-                request_id=request_id,
-            ) from None
+        return replies.json_model(response, self.gradient_conn_id, call.model,
+                                  f"{call.method} {call.path.split('?')[0]} reply")
 
     # -- presigned object storage ---------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from httpx_sse import EventSource
 from tenacity import RetryCallState
 
 from airflow.sdk import BaseHook
-from airflow_gradient import arguments
+from airflow_gradient import arguments, replies
 from airflow_gradient._version import __version__
 from airflow_gradient.exceptions import (
     GradientArgumentError,
@@ -29,13 +29,13 @@ from airflow_gradient.exceptions import (
     GradientRequestInvalid,
     GradientTimeoutError,
 )
-from airflow_gradient.http_errors import error_from_response, request_id_of
+from airflow_gradient.http_errors import request_id_of
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request
-from airflow_gradient.models.result import CallInfo, ResponseResult, parse_reply
+from airflow_gradient.models.result import CallInfo, ResponseResult
 from airflow_gradient.retry import RetryPolicy
 from airflow_gradient.scrub import scrub_text, scrubbed_response
-from airflow_gradient.streaming import StreamDecoder, collect
+from airflow_gradient.streaming import StreamDecoder, acollect, collect
 from airflow_gradient.transport_errors import DESCRIPTIONS, TRANSPORT_EXCEPTIONS, origin, what_happened
 from airflow_gradient.wait_hints import rate_limit_headers
 
@@ -313,9 +313,7 @@ class GradientHook(BaseHook):
         """Async :meth:`create_response`; ``observer`` is told of every attempt and reply."""
         req = self.prepare_request(request)
         if req.stream:
-            async for event in self.astream_response(req, timeout=timeout, observer=observer):
-                pass
-            return event.response  # type: ignore[return-value]  # the last event is "completed"
+            return await acollect(self.astream_response(req, timeout=timeout, observer=observer))
         body = req.to_wire()
         body.pop("stream", None)
         retrying = self.retry_policy.async_retrying(self._log_retry)
@@ -325,7 +323,8 @@ class GradientHook(BaseHook):
 
     def _send_once(self, body: dict[str, Any], timeout: float | None) -> ResponseResult:
         client = self.get_conn()
-        return self._parse(self._exchange(client, self._build(client, "POST", "/responses", body, timeout), timeout))
+        response = self._exchange(client, self._build(client, "POST", "/responses", body, timeout), timeout)
+        return replies.response_result(response, self.gradient_conn_id)
 
     async def _asend_once(
         self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
@@ -334,7 +333,7 @@ class GradientHook(BaseHook):
             await observer.before_send()
         client = self.get_async_conn()
         request = self._build(client, "POST", "/responses", body, timeout)
-        return self._parse(await self._aexchange(client, request, timeout, observer))
+        return replies.response_result(await self._aexchange(client, request, timeout, observer), self.gradient_conn_id)
 
     # -- one HTTP attempt ---------------------------------------------------------------------
     # Every request but a stream's body goes through _exchange / _aexchange: the reply is read whole
@@ -425,7 +424,7 @@ class GradientHook(BaseHook):
         decoder = _decoder_for(response)
         try:
             with _broken_stream(decoder, self.settings.api_key):
-                if _is_sse(response):
+                if replies.is_sse(response):
                     for sse in EventSource(response).iter_sse():
                         yield from decoder.feed(sse.event, self._scrub(sse.data))
                 else:
@@ -449,7 +448,7 @@ class GradientHook(BaseHook):
         decoder = _decoder_for(response)
         try:
             with _broken_stream(decoder, self.settings.api_key):
-                if _is_sse(response):
+                if replies.is_sse(response):
                     async for sse in EventSource(response).aiter_sse():
                         for event in decoder.feed(sse.event, self._scrub(sse.data)):
                             yield event
@@ -473,8 +472,8 @@ class GradientHook(BaseHook):
         with self._transport_errors(attempt):
             attempt.response = client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
         # An error body, or content that is not a stream, is small: read whole like any reply.
-        response = self._read_body(attempt) if _must_read_before_use(attempt.reply) else attempt.reply
-        return self._check_stream_open(response)
+        response = self._read_body(attempt) if replies.must_read_before_use(attempt.reply) else attempt.reply
+        return replies.check_stream_open(response, self.gradient_conn_id)
 
     async def _aopen_stream(
         self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
@@ -484,22 +483,11 @@ class GradientHook(BaseHook):
         client = self.get_async_conn()
         attempt = await self._asend_head(client, self._build(client, "POST", "/responses", body, timeout), timeout)
         response = attempt.reply
-        if _must_read_before_use(response):
+        if replies.must_read_before_use(response):
             response = await self._aread_body(attempt)
         if observer is not None:
             observer.on_reply(response.status_code, response.headers)
-        return self._check_stream_open(response)
-
-    def _check_stream_open(self, response: httpx.Response) -> httpx.Response:
-        self._check_status(response)
-        if not _is_sse(response) and not _is_json(response):
-            raise GradientProtocolError(
-                f"streamed reply has content type {response.headers.get('content-type') or 'none'!r}, "
-                "not text/event-stream",
-                status=response.status_code,
-                request_id=request_id_of(response.headers),
-            )
-        return response
+        return replies.check_stream_open(response, self.gradient_conn_id)
 
     @staticmethod
     def _build(
@@ -557,28 +545,6 @@ class GradientHook(BaseHook):
             return GradientConnectionError(f"{DESCRIPTIONS[event]} at {url} before a reply ({detail})")
         return GradientConnectionError(f"cannot reach {url}: {detail}")
 
-    def _check_status(self, response: httpx.Response) -> None:
-        if response.status_code >= 400:
-            raise error_from_response(response, conn_id=self.gradient_conn_id)
-
-    def _parse(self, response: httpx.Response) -> ResponseResult:
-        self._check_status(response)
-        request_id = request_id_of(response.headers)
-        data = _json_object(response, request_id)
-        if data.get("error") and not (data.get("output") or data.get("choices")):
-            raise GradientProtocolError(
-                f"HTTP {response.status_code} carried an error body: {json.dumps(data['error'])[:300]}",
-                status=response.status_code,
-                request_id=request_id,
-            )
-        if "output" not in data and "choices" not in data:
-            raise GradientProtocolError(
-                "reply has neither 'output' nor 'choices'", status=response.status_code, request_id=request_id
-            )
-        result = parse_reply(data, status=response.status_code, request_id=request_id)
-        result._call = CallInfo(request_id=request_id, rate_limit_headers=rate_limit_headers(response.headers))
-        return result
-
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
@@ -593,8 +559,8 @@ class GradientHook(BaseHook):
         """``GET /v1/models``: the models the key may use. Bills nothing."""
         client = self.get_conn()
         response = self._exchange(client, self._build(client, "GET", "/models", None, None), None)
-        self._check_status(response)
-        data = _json_object(response, request_id_of(response.headers))
+        replies.check_status(response, self.gradient_conn_id)
+        data = replies.json_object(response)
         models = data.get("data")
         if not isinstance(models, list):
             raise GradientProtocolError("GET /models reply has no 'data' list", status=response.status_code)
@@ -609,45 +575,6 @@ class GradientHook(BaseHook):
         except Exception as exc:  # the UI wants a reason, not a traceback
             return False, f"{type(exc).__name__}: {exc}"
         return True, f"Connected to {self.settings.base_url}: {count} models available"
-
-
-def _json_object(response: httpx.Response, request_id: str | None) -> dict[str, Any]:
-    if not _is_json(response):
-        raise GradientProtocolError(
-            f"HTTP {response.status_code} reply has content type "
-            f"{response.headers.get('content-type') or 'none'!r}, not JSON",
-            status=response.status_code,
-            request_id=request_id,
-        )
-    try:
-        data = response.json()
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what Python reads
-        raise GradientProtocolError(
-            f"HTTP {response.status_code} reply is not valid JSON: {exc}",
-            status=response.status_code,
-            request_id=request_id,
-        ) from None
-    if not isinstance(data, dict):
-        raise GradientProtocolError(
-            f"HTTP {response.status_code} reply is JSON {type(data).__name__}, not an object",
-            status=response.status_code,
-            request_id=request_id,
-        )
-    return data
-
-
-def _is_sse(response: httpx.Response) -> bool:
-    return "text/event-stream" in response.headers.get("content-type", "")
-
-
-def _is_json(response: httpx.Response) -> bool:
-    return "json" in response.headers.get("content-type", "")
-
-
-def _must_read_before_use(response: httpx.Response) -> bool:
-    # Error bodies and unexpected content are small and read at once (a read failure is still
-    # retryable then); a 200 stream, or a whole JSON reply to stream, is read after the retry loop.
-    return response.status_code >= 400 or not (_is_sse(response) or _is_json(response))
 
 
 def _decoder_for(response: httpx.Response) -> StreamDecoder:
