@@ -14,7 +14,6 @@ the key has no business on a storage host.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from airflow_gradient.exceptions import (
     GradientServerError,
 )
 from airflow_gradient import replies
-from airflow_gradient.hooks.gradient import GradientHook, GradientSettings
+from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models.batch_job import BatchJob, BatchJobPage, BatchJobResults, FileUpload
 from airflow_gradient.retry import is_retryable
 
@@ -60,30 +59,10 @@ class GradientBatchJobsHook(GradientHook):
     """Create, watch, cancel and download Gradient Batch Inference jobs.
 
     Same connection as :class:`GradientHook`. Sync methods serve the worker, the ``a``-prefixed
-    ones the triggerer; :meth:`aload_settings` reads the connection without blocking an event loop.
+    ones the triggerer, which gives the hook settings it read with the async connection API.
     """
 
     hook_name = "DigitalOcean Gradient Batch Inference"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._prefetched_conn: Any = None
-
-    # -- connection -----------------------------------------------------------------------------
-
-    def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
-        if self._prefetched_conn is not None and conn_id == self.gradient_conn_id:
-            return self._prefetched_conn
-        return super().get_connection(conn_id)
-
-    async def aload_settings(self) -> GradientSettings:
-        """The connection's settings, fetched with the async connection API (triggerer-safe)."""
-        if "settings" not in self.__dict__:
-            self._prefetched_conn = await self.aget_connection(self.gradient_conn_id)
-            # Building the settings registers the key with the secrets masker, which may message the
-            # supervisor synchronously: done in a thread, never on the event loop.
-            await asyncio.to_thread(getattr, self, "settings")
-        return self.settings
 
     # -- the JSON API ---------------------------------------------------------------------------
 

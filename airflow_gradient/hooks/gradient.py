@@ -10,8 +10,8 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cache, cached_property
-from typing import Any, Literal, Protocol, TypeVar
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import httpx
 from httpx_sse import EventSource
@@ -39,6 +39,9 @@ from airflow_gradient.streaming import StreamDecoder, acollect, collect
 from airflow_gradient.transport_errors import DESCRIPTIONS, TRANSPORT_EXCEPTIONS, origin, what_happened
 from airflow_gradient.wait_hints import rate_limit_headers
 
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
 DEFAULT_BASE_URL = "https://inference.do-ai.run/v1"
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 # Long generations routinely pass the 60 s that SDKs default to.
@@ -60,7 +63,8 @@ class CallObserver(Protocol):
 
 @dataclass(frozen=True)
 class GradientSettings:
-    """What the hook read from the Airflow connection. The key never shows in ``repr``."""
+    """A Gradient connection's settings, as a value (:meth:`from_connection`); a hook takes them or
+    reads them itself. The key never shows in ``repr``."""
 
     conn_id: str
     base_url: str
@@ -73,6 +77,53 @@ class GradientSettings:
     # The ``prices`` extra as stored; validated where it is used (:mod:`airflow_gradient.pricing`).
     prices: Any = None
     rate_limit_store: str | None = None
+
+    @classmethod
+    def from_connection(
+        cls, conn_id: str, conn: Connection, *, read_timeout: float | None = None, max_retries: int | None = None
+    ) -> GradientSettings:
+        """The settings of Airflow connection ``conn`` (named ``conn_id``), its key registered with
+        the secrets masker; ``read_timeout`` and ``max_retries``, when given, win over its extras.
+
+        Raises :class:`GradientConfigError` naming the connection when it has no key, a bad URL or
+        an invalid extra.
+        """
+        key = (conn.password or "").strip()
+        if not key:
+            raise GradientConfigError(
+                f"Airflow connection {conn_id!r} has no model access key: put it in the connection's password field"
+            )
+        _mask(key)
+        extra = _extras_of(conn_id, conn)
+        try:
+            settings = cls(
+                conn_id=conn_id,
+                base_url=_base_url_of(conn.host, conn.port, conn.schema),
+                api_key=key,
+                default_model=arguments.optional(arguments.text, "model", extra.get("model") or None),
+                connect_timeout=_extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_S,
+                                              arguments.positive_number),
+                read_timeout=_extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT_S, arguments.positive_number),
+                max_retries=_extra_number(extra, "max_retries", DEFAULT_MAX_RETRIES, arguments.non_negative_int),
+                max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
+                prices=extra.get("prices"),
+                rate_limit_store=str(extra.get("rate_limit_store") or "").strip() or None,
+            )
+        except GradientArgumentError as exc:
+            # The value is quoted to help; a key pasted into the wrong field is not.
+            reason = exc.reason.replace(key, "***")
+            raise GradientConfigError(
+                f"Airflow connection {conn_id!r} has an invalid extra: {exc.argument}: {reason}; allowed: {exc.allowed}"
+            ) from None
+        except ValueError as exc:  # the host is not a URL
+            raise GradientConfigError(f"Airflow connection {conn_id!r}: {exc}") from None
+        return settings.overridden(read_timeout=read_timeout, max_retries=max_retries)
+
+    def overridden(self, *, read_timeout: float | None = None, max_retries: int | None = None) -> GradientSettings:
+        """These settings with a task's own ``read_timeout`` / ``max_retries`` where given: a task's
+        arguments win over the connection's extras."""
+        overrides = {k: v for k, v in (("read_timeout", read_timeout), ("max_retries", max_retries)) if v is not None}
+        return dataclasses.replace(self, **overrides) if overrides else self
 
 
 def _extras_of(conn_id: str, conn: Any) -> dict[str, Any]:
@@ -141,6 +192,9 @@ class GradientHook(BaseHook):
     :param async_transport: ``"aiohttp"`` carries the async client's requests over aiohttp's
         connection pool (the ``httpx-aiohttp`` package), which costs 2-3 times less CPU per request
         than httpx's own; the batch engine uses it when installed.
+    :param settings: settings already read (:meth:`GradientSettings.from_connection`): the hook
+        then never reads the connection, and ``gradient_conn_id`` is theirs. ``timeout`` and
+        ``max_retries`` still win over them.
     """
 
     conn_name_attr = "gradient_conn_id"
@@ -156,11 +210,16 @@ class GradientHook(BaseHook):
         max_retries: int | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         async_transport: Literal["httpx", "aiohttp"] = "httpx",
+        settings: GradientSettings | None = None,
     ) -> None:
         super().__init__()
-        self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
         self._timeout_override = arguments.optional(arguments.positive_number, "timeout", timeout)
         self._max_retries_override = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
+        if settings is not None:
+            gradient_conn_id = settings.conn_id
+            settings = settings.overridden(read_timeout=self._timeout_override, max_retries=self._max_retries_override)
+        self._settings = settings
+        self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
         self.max_connections = arguments.positive_int("max_connections", max_connections)
         self.async_transport = arguments.one_of("async_transport", async_transport, ("httpx", "aiohttp"))
         self._client: httpx.Client | None = None
@@ -178,44 +237,16 @@ class GradientHook(BaseHook):
 
     # -- connection ---------------------------------------------------------------------------
 
-    @cached_property
+    @property
     def settings(self) -> GradientSettings:
-        """The connection's settings, read once; the key is registered with the secrets masker."""
-        conn = self.get_connection(self.gradient_conn_id)
-        key = (conn.password or "").strip()
-        if not key:
-            raise GradientConfigError(
-                f"Airflow connection {self.gradient_conn_id!r} has no model access key: "
-                "put it in the connection's password field"
+        """The settings given, else the connection's, read once; the key is registered with the
+        secrets masker."""
+        if self._settings is None:
+            self._settings = GradientSettings.from_connection(
+                self.gradient_conn_id, self.get_connection(self.gradient_conn_id),
+                read_timeout=self._timeout_override, max_retries=self._max_retries_override,
             )
-        _mask(key)
-        extra = _extras_of(self.gradient_conn_id, conn)
-        try:
-            settings = GradientSettings(
-                conn_id=self.gradient_conn_id,
-                base_url=_base_url_of(conn.host, conn.port, conn.schema),
-                api_key=key,
-                default_model=arguments.optional(arguments.text, "model", extra.get("model") or None),
-                connect_timeout=_extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_S,
-                                              arguments.positive_number),
-                read_timeout=_extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT_S, arguments.positive_number),
-                max_retries=_extra_number(extra, "max_retries", DEFAULT_MAX_RETRIES, arguments.non_negative_int),
-                max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
-                prices=extra.get("prices"),
-                rate_limit_store=str(extra.get("rate_limit_store") or "").strip() or None,
-            )
-        except GradientArgumentError as exc:
-            # The value is quoted to help; a key pasted into the wrong field is not.
-            reason = exc.reason.replace(key, "***")
-            raise GradientConfigError(
-                f"Airflow connection {self.gradient_conn_id!r} has an invalid extra: {exc.argument}: "
-                f"{reason}; allowed: {exc.allowed}"
-            ) from None
-        except ValueError as exc:  # the host is not a URL
-            raise GradientConfigError(f"Airflow connection {self.gradient_conn_id!r}: {exc}") from None
-        # The task's own arguments win over the connection's extras.
-        overrides = {"read_timeout": self._timeout_override, "max_retries": self._max_retries_override}
-        return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        return self._settings
 
     @property
     def retry_policy(self) -> RetryPolicy:
