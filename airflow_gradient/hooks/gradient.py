@@ -122,8 +122,13 @@ class GradientSettings:
     def overridden(self, *, read_timeout: float | None = None, max_retries: int | None = None) -> GradientSettings:
         """These settings with a task's own ``read_timeout`` / ``max_retries`` where given: a task's
         arguments win over the connection's extras."""
-        overrides = {k: v for k, v in (("read_timeout", read_timeout), ("max_retries", max_retries)) if v is not None}
-        return dataclasses.replace(self, **overrides) if overrides else self
+        if read_timeout is None and max_retries is None:
+            return self
+        return dataclasses.replace(
+            self,
+            read_timeout=self.read_timeout if read_timeout is None else read_timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+        )
 
 
 def _extras_of(conn_id: str, conn: Any) -> dict[str, Any]:
