@@ -218,13 +218,13 @@ class GradientHook(BaseHook):
         settings: GradientSettings | None = None,
     ) -> None:
         super().__init__()
+        self.gradient_conn_id = arguments.text(
+            "gradient_conn_id", settings.conn_id if settings is not None else gradient_conn_id
+        )
         self._timeout_override = arguments.optional(arguments.positive_number, "timeout", timeout)
         self._max_retries_override = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
-        if settings is not None:
-            gradient_conn_id = settings.conn_id
-            settings = settings.overridden(read_timeout=self._timeout_override, max_retries=self._max_retries_override)
-        self._settings = settings
-        self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
+        self._settings = (settings.overridden(read_timeout=self._timeout_override, max_retries=self._max_retries_override)
+                          if settings is not None else None)
         self.max_connections = arguments.positive_int("max_connections", max_connections)
         self.async_transport = arguments.one_of("async_transport", async_transport, ("httpx", "aiohttp"))
         self._client: httpx.Client | None = None
