@@ -124,9 +124,7 @@ class GradientBatchJobsHook(GradientHook):
         retrying = self.retry_policy.retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
 
         def once() -> T:
-            client = self.get_conn()
-            return self._read(call, self._exchange(client, self._build(client, call.method, call.path, call.body, None),
-                                                   None))
+            return self._read(call, self.request(call.method, call.path, call.body))
 
         return retrying(once)
 
@@ -134,9 +132,7 @@ class GradientBatchJobsHook(GradientHook):
         retrying = self.retry_policy.async_retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
 
         async def once() -> T:
-            client = self.get_async_conn()
-            request = self._build(client, call.method, call.path, call.body, None)
-            return self._read(call, await self._aexchange(client, request, None))
+            return self._read(call, await self.arequest(call.method, call.path, call.body))
 
         return await retrying(once)
 

@@ -358,24 +358,43 @@ class GradientHook(BaseHook):
         return _stamp(result, retrying.statistics, started)
 
     def _send_once(self, body: dict[str, Any], timeout: float | None) -> ResponseResult:
-        client = self.get_conn()
-        response = self._exchange(client, self._build(client, "POST", "/responses", body, timeout), timeout)
-        return replies.response_result(response, self.gradient_conn_id)
+        return replies.response_result(self.request("POST", "/responses", body, timeout=timeout), self.gradient_conn_id)
 
     async def _asend_once(
         self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
     ) -> ResponseResult:
         if observer is not None:
             await observer.before_send()
-        client = self.get_async_conn()
-        request = self._build(client, "POST", "/responses", body, timeout)
-        return replies.response_result(await self._aexchange(client, request, timeout, observer), self.gradient_conn_id)
+        response = await self.arequest("POST", "/responses", body, timeout=timeout, observer=observer)
+        return replies.response_result(response, self.gradient_conn_id)
 
     # -- one HTTP attempt ---------------------------------------------------------------------
     # Every request but a stream's body goes through _exchange / _aexchange: the reply is read whole
     # within the attempt's time limit, wire failures are named for what they are, and the key is
     # scrubbed from the reply before anything reads it. A failure after a 2xx status arrived is a
     # GradientProtocolError (never retried): the reply was generated and may be billed.
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> httpx.Response:
+        """One attempt of ``method path`` (``body`` sent as JSON) through the pooled client: the
+        whole reply, scrubbed of the key, in at most ``timeout`` seconds (default: the connection's
+        read timeout). Not retried and not checked: :mod:`airflow_gradient.replies` reads it."""
+        client = self.get_conn()
+        return self._exchange(client, self._build(client, method, path, body, timeout), timeout)
+
+    async def arequest(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        observer: CallObserver | None = None,
+    ) -> httpx.Response:
+        """Async :meth:`request`; ``observer`` hears of the reply's status as soon as it arrives."""
+        client = self.get_async_conn()
+        return await self._aexchange(client, self._build(client, method, path, body, timeout), timeout, observer)
 
     def _attempt_limit(self, timeout: float | None) -> float:
         return timeout if timeout is not None else self.settings.read_timeout
@@ -593,8 +612,7 @@ class GradientHook(BaseHook):
 
     def list_models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``: the models the key may use. Bills nothing."""
-        client = self.get_conn()
-        response = self._exchange(client, self._build(client, "GET", "/models", None, None), None)
+        response = self.request("GET", "/models")
         replies.check_status(response, self.gradient_conn_id)
         data = replies.json_object(response)
         models = data.get("data")
