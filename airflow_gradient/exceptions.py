@@ -36,7 +36,10 @@ written by :class:`~airflow_gradient.GradientBatchJobOperator`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class GradientError(Exception):
@@ -202,6 +205,16 @@ class GradientProtocolError(GradientError):
         super().__init__(message)
         self.status = status
         self.request_id = request_id
+
+    @classmethod
+    def of_shape(
+        cls, exc: ValidationError, what: str, *, status: int | None = None, request_id: str | None = None
+    ) -> GradientProtocolError:
+        """The error for ``what`` (a reply, a frame) that pydantic refused: its first problem and where."""
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(map(str, first["loc"])) or "top level"
+        return cls(f"{what} does not match the documented shape: {first['msg']} at {where}",
+                   status=status, request_id=request_id)
 
 
 class GradientOutputError(GradientError):

@@ -79,6 +79,10 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Max retries",
                         "schema": {"type": ["integer", "null"], "default": 2, "minimum": 0},
                     },
+                    "max_retry_wait": {
+                        "label": "Longest wait between tries (s)",
+                        "schema": {"type": ["number", "null"], "default": 60, "minimum": 0},
+                    },
                     "prices": {
                         "label": "Prices (USD per million tokens)",
                         "schema": {"type": ["object", "null"]},

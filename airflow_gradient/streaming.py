@@ -13,12 +13,14 @@ The final result is the terminal frame's response; its ``output`` falls back to 
 deltas when it comes back empty (older vLLM sent ``response.completed`` with ``output: []``).
 A stream without a terminal frame (``response.completed``/``incomplete``, a ``finish_reason``, a
 finished snapshot or ``[DONE]``) or with an ``error`` frame raises :class:`GradientProtocolError`.
+:func:`collect` and :func:`acollect` drain a stream of events to its final result, the one sync and
+the one async driver.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,8 +176,8 @@ class StreamDecoder:
             try:
                 self._usage = Usage.model_validate(frame["usage"])
             except ValidationError as exc:
-                raise self._protocol_error(f"stream frame {self.frames} has usage of the wrong shape: "
-                                           f"{exc.errors(include_url=False)[0]['msg']}") from None
+                raise GradientProtocolError.of_shape(exc, f"stream frame {self.frames} usage", status=self.status,
+                                                     request_id=self.request_id) from None
         events: list[StreamEvent] = []
         for choice in frame.get("choices") or ():
             if choice.get("index", 0) != 0:
@@ -266,19 +268,44 @@ class StreamDecoder:
         return GradientProtocolError(message, status=self.status, request_id=self.request_id)
 
 
+class _Collector:
+    """What draining a stream keeps: the final result, and the text of the line not yet whole."""
+
+    def __init__(self, on_line: Callable[[str], None] | None) -> None:
+        self.on_line = on_line
+        self.pending = ""
+        self.result: ResponseResult | None = None
+
+    def add(self, event: StreamEvent) -> None:
+        if event.kind == "text_delta" and self.on_line is not None:
+            *lines, self.pending = (self.pending + event.text).split("\n")
+            for line in lines:
+                self.on_line(line)
+        elif event.kind == "completed":
+            self.result = event.response
+
+    def finish(self) -> ResponseResult:
+        if self.pending and self.on_line is not None:
+            self.on_line(self.pending)
+        if self.result is None:
+            raise GradientProtocolError("stream gave no completed event")
+        return self.result
+
+
 def collect(events: Iterable[StreamEvent], on_line: Callable[[str], None] | None = None) -> ResponseResult:
     """Drain a stream to its final result; ``on_line`` gets each whole line of text as it completes
     (a log wants lines, not a line per token)."""
-    pending, result = "", None
+    collector = _Collector(on_line)
     for event in events:
-        if event.kind == "text_delta" and on_line is not None:
-            *lines, pending = (pending + event.text).split("\n")
-            for line in lines:
-                on_line(line)
-        elif event.kind == "completed":
-            result = event.response
-    if pending and on_line is not None:
-        on_line(pending)
-    if result is None:
-        raise GradientProtocolError("stream gave no completed event")
-    return result
+        collector.add(event)
+    return collector.finish()
+
+
+async def acollect(
+    events: AsyncIterable[StreamEvent], on_line: Callable[[str], None] | None = None
+) -> ResponseResult:
+    """Async :func:`collect`."""
+    collector = _Collector(on_line)
+    async for event in events:
+        collector.add(event)
+    return collector.finish()

@@ -14,7 +14,6 @@ the key has no business on a storage host.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,18 +21,16 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import ValidationError
 from tenacity import retry_if_exception
 
 from airflow_gradient.exceptions import (
     GradientAuthError,
     GradientBadRequestError,
     GradientConflictError,
-    GradientProtocolError,
     GradientServerError,
 )
-from airflow_gradient.hooks.gradient import GradientHook, GradientSettings, _json_object
-from airflow_gradient.http_errors import request_id_of
+from airflow_gradient import replies
+from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models.batch_job import BatchJob, BatchJobPage, BatchJobResults, FileUpload
 from airflow_gradient.retry import is_retryable
 
@@ -62,30 +59,10 @@ class GradientBatchJobsHook(GradientHook):
     """Create, watch, cancel and download Gradient Batch Inference jobs.
 
     Same connection as :class:`GradientHook`. Sync methods serve the worker, the ``a``-prefixed
-    ones the triggerer; :meth:`aload_settings` reads the connection without blocking an event loop.
+    ones the triggerer, which gives the hook settings it read with the async connection API.
     """
 
     hook_name = "DigitalOcean Gradient Batch Inference"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._prefetched_conn: Any = None
-
-    # -- connection -----------------------------------------------------------------------------
-
-    def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
-        if self._prefetched_conn is not None and conn_id == self.gradient_conn_id:
-            return self._prefetched_conn
-        return super().get_connection(conn_id)
-
-    async def aload_settings(self) -> GradientSettings:
-        """The connection's settings, fetched with the async connection API (triggerer-safe)."""
-        if "settings" not in self.__dict__:
-            self._prefetched_conn = await self.aget_connection(self.gradient_conn_id)
-            # Building the settings registers the key with the secrets masker, which may message the
-            # supervisor synchronously: done in a thread, never on the event loop.
-            await asyncio.to_thread(getattr, self, "settings")
-        return self.settings
 
     # -- the JSON API ---------------------------------------------------------------------------
 
@@ -147,9 +124,7 @@ class GradientBatchJobsHook(GradientHook):
         retrying = self.retry_policy.retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
 
         def once() -> T:
-            client = self.get_conn()
-            return self._read(call, self._exchange(client, self._build(client, call.method, call.path, call.body, None),
-                                                   None))
+            return self._read(call, self.request(call.method, call.path, call.body))
 
         return retrying(once)
 
@@ -157,26 +132,13 @@ class GradientBatchJobsHook(GradientHook):
         retrying = self.retry_policy.async_retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
 
         async def once() -> T:
-            client = self.get_async_conn()
-            request = self._build(client, call.method, call.path, call.body, None)
-            return self._read(call, await self._aexchange(client, request, None))
+            return self._read(call, await self.arequest(call.method, call.path, call.body))
 
         return await retrying(once)
 
     def _read(self, call: _Call[T], response: httpx.Response) -> T:
-        self._check_status(response)
-        request_id = request_id_of(response.headers)
-        data = _json_object(response, request_id)
-        try:
-            return call.model(data)
-        except ValidationError as exc:
-            error = exc.errors(include_url=False)[0]
-            raise GradientProtocolError(
-                f"{call.method} {call.path.split('?')[0]} reply is not a known shape: {error['msg']} at "
-                f"{'.'.join(map(str, error['loc'])) or 'top level'}",
-                status=response.status_code,
-                request_id=request_id,
-            ) from None
+        return replies.json_model(response, self.gradient_conn_id, call.model,
+                                  f"{call.method} {call.path.split('?')[0]} reply")
 
     # -- presigned object storage ---------------------------------------------------------------
 

@@ -10,15 +10,15 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cache, cached_property
-from typing import Any, Literal, Protocol, TypeVar
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import httpx
 from httpx_sse import EventSource
 from tenacity import RetryCallState
 
 from airflow.sdk import BaseHook
-from airflow_gradient import arguments
+from airflow_gradient import arguments, replies
 from airflow_gradient._version import __version__
 from airflow_gradient.exceptions import (
     GradientArgumentError,
@@ -29,15 +29,18 @@ from airflow_gradient.exceptions import (
     GradientRequestInvalid,
     GradientTimeoutError,
 )
-from airflow_gradient.http_errors import error_from_response, request_id_of
+from airflow_gradient.http_errors import request_id_of
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request
-from airflow_gradient.models.result import CallInfo, ResponseResult, parse_reply
+from airflow_gradient.models.result import CallInfo, ResponseResult
 from airflow_gradient.retry import RetryPolicy
 from airflow_gradient.scrub import scrub_text, scrubbed_response
-from airflow_gradient.streaming import StreamDecoder, collect
+from airflow_gradient.streaming import StreamDecoder, acollect, collect
 from airflow_gradient.transport_errors import DESCRIPTIONS, TRANSPORT_EXCEPTIONS, origin, what_happened
 from airflow_gradient.wait_hints import rate_limit_headers
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 DEFAULT_BASE_URL = "https://inference.do-ai.run/v1"
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -60,7 +63,8 @@ class CallObserver(Protocol):
 
 @dataclass(frozen=True)
 class GradientSettings:
-    """What the hook read from the Airflow connection. The key never shows in ``repr``."""
+    """A Gradient connection's settings, as a value (:meth:`from_connection`); a hook takes them or
+    reads them itself. The key never shows in ``repr``."""
 
     conn_id: str
     base_url: str
@@ -73,6 +77,58 @@ class GradientSettings:
     # The ``prices`` extra as stored; validated where it is used (:mod:`airflow_gradient.pricing`).
     prices: Any = None
     rate_limit_store: str | None = None
+
+    @classmethod
+    def from_connection(
+        cls, conn_id: str, conn: Connection, *, read_timeout: float | None = None, max_retries: int | None = None
+    ) -> GradientSettings:
+        """The settings of Airflow connection ``conn`` (named ``conn_id``), its key registered with
+        the secrets masker; ``read_timeout`` and ``max_retries``, when given, win over its extras.
+
+        Raises :class:`GradientConfigError` naming the connection when it has no key, a bad URL or
+        an invalid extra.
+        """
+        key = (conn.password or "").strip()
+        if not key:
+            raise GradientConfigError(
+                f"Airflow connection {conn_id!r} has no model access key: put it in the connection's password field"
+            )
+        _mask(key)
+        extra = _extras_of(conn_id, conn)
+        try:
+            settings = cls(
+                conn_id=conn_id,
+                base_url=_base_url_of(conn.host, conn.port, conn.schema),
+                api_key=key,
+                default_model=arguments.optional(arguments.text, "model", extra.get("model") or None),
+                connect_timeout=_extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_S,
+                                              arguments.positive_number),
+                read_timeout=_extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT_S, arguments.positive_number),
+                max_retries=_extra_number(extra, "max_retries", DEFAULT_MAX_RETRIES, arguments.non_negative_int),
+                max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
+                prices=extra.get("prices"),
+                rate_limit_store=str(extra.get("rate_limit_store") or "").strip() or None,
+            )
+        except GradientArgumentError as exc:
+            # The value is quoted to help; a key pasted into the wrong field is not.
+            reason = exc.reason.replace(key, "***")
+            raise GradientConfigError(
+                f"Airflow connection {conn_id!r} has an invalid extra: {exc.argument}: {reason}; allowed: {exc.allowed}"
+            ) from None
+        except ValueError as exc:  # the host is not a URL
+            raise GradientConfigError(f"Airflow connection {conn_id!r}: {exc}") from None
+        return settings.overridden(read_timeout=read_timeout, max_retries=max_retries)
+
+    def overridden(self, *, read_timeout: float | None = None, max_retries: int | None = None) -> GradientSettings:
+        """These settings with a task's own ``read_timeout`` / ``max_retries`` where given: a task's
+        arguments win over the connection's extras."""
+        if read_timeout is None and max_retries is None:
+            return self
+        return dataclasses.replace(
+            self,
+            read_timeout=self.read_timeout if read_timeout is None else read_timeout,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+        )
 
 
 def _extras_of(conn_id: str, conn: Any) -> dict[str, Any]:
@@ -141,6 +197,9 @@ class GradientHook(BaseHook):
     :param async_transport: ``"aiohttp"`` carries the async client's requests over aiohttp's
         connection pool (the ``httpx-aiohttp`` package), which costs 2-3 times less CPU per request
         than httpx's own; the batch engine uses it when installed.
+    :param settings: settings already read (:meth:`GradientSettings.from_connection`): the hook
+        then never reads the connection, and ``gradient_conn_id`` is theirs. ``timeout`` and
+        ``max_retries`` still win over them.
     """
 
     conn_name_attr = "gradient_conn_id"
@@ -156,11 +215,18 @@ class GradientHook(BaseHook):
         max_retries: int | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         async_transport: Literal["httpx", "aiohttp"] = "httpx",
+        settings: GradientSettings | None = None,
     ) -> None:
         super().__init__()
-        self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
+        self.gradient_conn_id = arguments.text(
+            "gradient_conn_id", settings.conn_id if settings is not None else gradient_conn_id
+        )
         self._timeout_override = arguments.optional(arguments.positive_number, "timeout", timeout)
         self._max_retries_override = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
+        self._settings = (
+            settings.overridden(read_timeout=self._timeout_override, max_retries=self._max_retries_override)
+            if settings is not None else None
+        )
         self.max_connections = arguments.positive_int("max_connections", max_connections)
         self.async_transport = arguments.one_of("async_transport", async_transport, ("httpx", "aiohttp"))
         self._client: httpx.Client | None = None
@@ -178,44 +244,16 @@ class GradientHook(BaseHook):
 
     # -- connection ---------------------------------------------------------------------------
 
-    @cached_property
+    @property
     def settings(self) -> GradientSettings:
-        """The connection's settings, read once; the key is registered with the secrets masker."""
-        conn = self.get_connection(self.gradient_conn_id)
-        key = (conn.password or "").strip()
-        if not key:
-            raise GradientConfigError(
-                f"Airflow connection {self.gradient_conn_id!r} has no model access key: "
-                "put it in the connection's password field"
+        """The settings given, else the connection's, read once; the key is registered with the
+        secrets masker."""
+        if self._settings is None:
+            self._settings = GradientSettings.from_connection(
+                self.gradient_conn_id, self.get_connection(self.gradient_conn_id),
+                read_timeout=self._timeout_override, max_retries=self._max_retries_override,
             )
-        _mask(key)
-        extra = _extras_of(self.gradient_conn_id, conn)
-        try:
-            settings = GradientSettings(
-                conn_id=self.gradient_conn_id,
-                base_url=_base_url_of(conn.host, conn.port, conn.schema),
-                api_key=key,
-                default_model=arguments.optional(arguments.text, "model", extra.get("model") or None),
-                connect_timeout=_extra_number(extra, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_S,
-                                              arguments.positive_number),
-                read_timeout=_extra_number(extra, "timeout", DEFAULT_READ_TIMEOUT_S, arguments.positive_number),
-                max_retries=_extra_number(extra, "max_retries", DEFAULT_MAX_RETRIES, arguments.non_negative_int),
-                max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
-                prices=extra.get("prices"),
-                rate_limit_store=str(extra.get("rate_limit_store") or "").strip() or None,
-            )
-        except GradientArgumentError as exc:
-            # The value is quoted to help; a key pasted into the wrong field is not.
-            reason = exc.reason.replace(key, "***")
-            raise GradientConfigError(
-                f"Airflow connection {self.gradient_conn_id!r} has an invalid extra: {exc.argument}: "
-                f"{reason}; allowed: {exc.allowed}"
-            ) from None
-        except ValueError as exc:  # the host is not a URL
-            raise GradientConfigError(f"Airflow connection {self.gradient_conn_id!r}: {exc}") from None
-        # The task's own arguments win over the connection's extras.
-        overrides: dict[str, Any] = {"read_timeout": self._timeout_override, "max_retries": self._max_retries_override}
-        return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        return self._settings
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -313,9 +351,7 @@ class GradientHook(BaseHook):
         """Async :meth:`create_response`; ``observer`` is told of every attempt and reply."""
         req = self.prepare_request(request)
         if req.stream:
-            async for event in self.astream_response(req, timeout=timeout, observer=observer):  # noqa: B007
-                pass
-            return event.response  # type: ignore[return-value]  # the last event is "completed"
+            return await acollect(self.astream_response(req, timeout=timeout, observer=observer))
         body = req.to_wire()
         body.pop("stream", None)
         retrying = self.retry_policy.async_retrying(self._log_retry)
@@ -324,23 +360,43 @@ class GradientHook(BaseHook):
         return _stamp(result, retrying.statistics, started)
 
     def _send_once(self, body: dict[str, Any], timeout: float | None) -> ResponseResult:
-        client = self.get_conn()
-        return self._parse(self._exchange(client, self._build(client, "POST", "/responses", body, timeout), timeout))
+        return replies.response_result(self.request("POST", "/responses", body, timeout=timeout), self.gradient_conn_id)
 
     async def _asend_once(
         self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
     ) -> ResponseResult:
         if observer is not None:
             await observer.before_send()
-        client = self.get_async_conn()
-        request = self._build(client, "POST", "/responses", body, timeout)
-        return self._parse(await self._aexchange(client, request, timeout, observer))
+        response = await self.arequest("POST", "/responses", body, timeout=timeout, observer=observer)
+        return replies.response_result(response, self.gradient_conn_id)
 
     # -- one HTTP attempt ---------------------------------------------------------------------
     # Every request but a stream's body goes through _exchange / _aexchange: the reply is read whole
     # within the attempt's time limit, wire failures are named for what they are, and the key is
     # scrubbed from the reply before anything reads it. A failure after a 2xx status arrived is a
     # GradientProtocolError (never retried): the reply was generated and may be billed.
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> httpx.Response:
+        """One attempt of ``method path`` (``body`` sent as JSON) through the pooled client: the
+        whole reply, scrubbed of the key, in at most ``timeout`` seconds (default: the connection's
+        read timeout). Not retried and not checked: :mod:`airflow_gradient.replies` reads it."""
+        client = self.get_conn()
+        return self._exchange(client, self._build(client, method, path, body, timeout), timeout)
+
+    async def arequest(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        observer: CallObserver | None = None,
+    ) -> httpx.Response:
+        """Async :meth:`request`; ``observer`` hears of the reply's status as soon as it arrives."""
+        client = self.get_async_conn()
+        return await self._aexchange(client, self._build(client, method, path, body, timeout), timeout, observer)
 
     def _attempt_limit(self, timeout: float | None) -> float:
         return timeout if timeout is not None else self.settings.read_timeout
@@ -425,7 +481,7 @@ class GradientHook(BaseHook):
         decoder = _decoder_for(response)
         try:
             with _broken_stream(decoder, self.settings.api_key):
-                if _is_sse(response):
+                if replies.is_sse(response):
                     for sse in EventSource(response).iter_sse():
                         yield from decoder.feed(sse.event, self._scrub(sse.data))
                 else:
@@ -449,7 +505,7 @@ class GradientHook(BaseHook):
         decoder = _decoder_for(response)
         try:
             with _broken_stream(decoder, self.settings.api_key):
-                if _is_sse(response):
+                if replies.is_sse(response):
                     async for sse in EventSource(response).aiter_sse():
                         for event in decoder.feed(sse.event, self._scrub(sse.data)):
                             yield event
@@ -473,8 +529,8 @@ class GradientHook(BaseHook):
         with self._transport_errors(attempt):
             attempt.response = client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
         # An error body, or content that is not a stream, is small: read whole like any reply.
-        response = self._read_body(attempt) if _must_read_before_use(attempt.reply) else attempt.reply
-        return self._check_stream_open(response)
+        response = self._read_body(attempt) if replies.must_read_before_use(attempt.reply) else attempt.reply
+        return replies.check_stream_open(response, self.gradient_conn_id)
 
     async def _aopen_stream(
         self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
@@ -484,22 +540,11 @@ class GradientHook(BaseHook):
         client = self.get_async_conn()
         attempt = await self._asend_head(client, self._build(client, "POST", "/responses", body, timeout), timeout)
         response = attempt.reply
-        if _must_read_before_use(response):
+        if replies.must_read_before_use(response):
             response = await self._aread_body(attempt)
         if observer is not None:
             observer.on_reply(response.status_code, response.headers)
-        return self._check_stream_open(response)
-
-    def _check_stream_open(self, response: httpx.Response) -> httpx.Response:
-        self._check_status(response)
-        if not _is_sse(response) and not _is_json(response):
-            raise GradientProtocolError(
-                f"streamed reply has content type {response.headers.get('content-type') or 'none'!r}, "
-                "not text/event-stream",
-                status=response.status_code,
-                request_id=request_id_of(response.headers),
-            )
-        return response
+        return replies.check_stream_open(response, self.gradient_conn_id)
 
     @staticmethod
     def _build(
@@ -557,28 +602,6 @@ class GradientHook(BaseHook):
             return GradientConnectionError(f"{DESCRIPTIONS[event]} at {url} before a reply ({detail})")
         return GradientConnectionError(f"cannot reach {url}: {detail}")
 
-    def _check_status(self, response: httpx.Response) -> None:
-        if response.status_code >= 400:
-            raise error_from_response(response, conn_id=self.gradient_conn_id)
-
-    def _parse(self, response: httpx.Response) -> ResponseResult:
-        self._check_status(response)
-        request_id = request_id_of(response.headers)
-        data = _json_object(response, request_id)
-        if data.get("error") and not (data.get("output") or data.get("choices")):
-            raise GradientProtocolError(
-                f"HTTP {response.status_code} carried an error body: {json.dumps(data['error'])[:300]}",
-                status=response.status_code,
-                request_id=request_id,
-            )
-        if "output" not in data and "choices" not in data:
-            raise GradientProtocolError(
-                "reply has neither 'output' nor 'choices'", status=response.status_code, request_id=request_id
-            )
-        result = parse_reply(data, status=response.status_code, request_id=request_id)
-        result._call = CallInfo(request_id=request_id, rate_limit_headers=rate_limit_headers(response.headers))
-        return result
-
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
@@ -591,10 +614,9 @@ class GradientHook(BaseHook):
 
     def list_models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``: the models the key may use. Bills nothing."""
-        client = self.get_conn()
-        response = self._exchange(client, self._build(client, "GET", "/models", None, None), None)
-        self._check_status(response)
-        data = _json_object(response, request_id_of(response.headers))
+        response = self.request("GET", "/models")
+        replies.check_status(response, self.gradient_conn_id)
+        data = replies.json_object(response)
         models = data.get("data")
         if not isinstance(models, list):
             raise GradientProtocolError("GET /models reply has no 'data' list", status=response.status_code)
@@ -609,45 +631,6 @@ class GradientHook(BaseHook):
         except Exception as exc:  # the UI wants a reason, not a traceback
             return False, f"{type(exc).__name__}: {exc}"
         return True, f"Connected to {self.settings.base_url}: {count} models available"
-
-
-def _json_object(response: httpx.Response, request_id: str | None) -> dict[str, Any]:
-    if not _is_json(response):
-        raise GradientProtocolError(
-            f"HTTP {response.status_code} reply has content type "
-            f"{response.headers.get('content-type') or 'none'!r}, not JSON",
-            status=response.status_code,
-            request_id=request_id,
-        )
-    try:
-        data = response.json()
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what Python reads
-        raise GradientProtocolError(
-            f"HTTP {response.status_code} reply is not valid JSON: {exc}",
-            status=response.status_code,
-            request_id=request_id,
-        ) from None
-    if not isinstance(data, dict):
-        raise GradientProtocolError(
-            f"HTTP {response.status_code} reply is JSON {type(data).__name__}, not an object",
-            status=response.status_code,
-            request_id=request_id,
-        )
-    return data
-
-
-def _is_sse(response: httpx.Response) -> bool:
-    return "text/event-stream" in response.headers.get("content-type", "")
-
-
-def _is_json(response: httpx.Response) -> bool:
-    return "json" in response.headers.get("content-type", "")
-
-
-def _must_read_before_use(response: httpx.Response) -> bool:
-    # Error bodies and unexpected content are small and read at once (a read failure is still
-    # retryable then); a 200 stream, or a whole JSON reply to stream, is read after the retry loop.
-    return response.status_code >= 400 or not (_is_sse(response) or _is_json(response))
 
 
 def _decoder_for(response: httpx.Response) -> StreamDecoder:

@@ -323,10 +323,7 @@ def parse_reply(
         result = ResponseResult.model_validate(data)
         _ = result.tool_calls  # read the arguments now, so that a reply fails here or never
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(map(str, first["loc"])) or "top level"
-        raise GradientProtocolError(f"{what} does not match the documented shape: {first['msg']} at {where}",
-                                    status=status, request_id=request_id) from None
+        raise GradientProtocolError.of_shape(exc, what, status=status, request_id=request_id) from None
     except GradientProtocolError as exc:
         raise GradientProtocolError(f"{what}: {exc}", status=status, request_id=request_id) from None
     except (TypeError, ValueError, RecursionError) as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
@@ -124,8 +123,17 @@ class GradientBaseOperator(BaseOperator):
             Prices.parse(prices)  # refused as soon as the DAG is parsed; kept as given
         self.prices = prices
 
-    @cached_property
+    # Made on first use; on_kill closes it only if it was made (making one would read the connection).
+    _hook: GradientHook | None = None
+
+    @property
     def hook(self) -> GradientHook:
+        if self._hook is None:
+            self._hook = self.make_hook()
+        return self._hook
+
+    def make_hook(self) -> GradientHook:
+        """The operator's hook (``hook`` makes it on first use)."""
         return GradientHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
 
     def shared_params(self, schema: OutputSchema | None = None) -> dict[str, Any]:
@@ -156,5 +164,5 @@ class GradientBaseOperator(BaseOperator):
 
     def on_kill(self) -> None:
         # Best effort: the task is going away; closing the pool frees its sockets now.
-        if "hook" in self.__dict__:
-            self.hook.close()
+        if self._hook is not None:
+            self._hook.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cached_property
 from typing import Any
 
 import jinja2
@@ -19,7 +18,6 @@ from airflow_gradient.batch.in_task.shared_pacing import limiter_for
 from airflow_gradient.batch.inputs import BatchInputs, Renderer, Shard
 from airflow_gradient.batch.results import shard_dir_name
 from airflow_gradient.exceptions import GradientRequestInvalid
-from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
 from airflow_gradient.pricing import Costing
 from airflow_gradient.structured import OutputSchema
@@ -179,15 +177,6 @@ class GradientBatchOperator(GradientBaseOperator):
                                "a RateLimiter (acquire, on_reply, on_usage, pacing)")
             self._engine_settings()
 
-    @cached_property
-    def pool_hooks(self) -> list[GradientHook]:
-        """One hook (one connection pool) per few workers: see :mod:`airflow_gradient.batch.in_task.engine`."""
-        return pool_hooks(self.gradient_conn_id, self.max_concurrency, self.max_retries)
-
-    @cached_property
-    def hook(self) -> GradientHook:
-        return self.pool_hooks[0]
-
     def _renderer(self, context: Context) -> Renderer | None:
         if self.prompt_template is None:
             return None
@@ -261,7 +250,9 @@ class GradientBatchOperator(GradientBaseOperator):
             if shard is not None and root is not None:
                 output_path = root / shard_dir_name(shard)
             manifest = run_batch(
-                hooks=self.pool_hooks,
+                # One hook (one connection pool) per few workers, on the settings read by ``hook``;
+                # the batch owns them and closes them when it ends.
+                hooks=pool_hooks(self.hook.settings, self.max_concurrency),
                 inputs=inputs,
                 limiter=self._limiter(),
                 settings=self._engine_settings(),
@@ -277,15 +268,3 @@ class GradientBatchOperator(GradientBaseOperator):
                             batch_output_path=str(root) if root is not None else None)
         return self._finish(context, manifest, "Batch manifest")
 
-    def on_kill(self) -> None:
-        """Close every client made so far, each pool on its own (the base closes ``hook`` only)."""
-        # Only hooks already made (cached_property keeps them in the instance dict): making one now
-        # would read the connection. ``hook`` may be a pool hook too; a second close does nothing.
-        for hook in [*self.__dict__.get("pool_hooks", ()), self.__dict__.get("hook")]:
-            if hook is None:
-                continue
-            try:
-                hook.close()
-            except Exception:
-                # Best effort: the task is going away, and this must not hide why.
-                self.log.warning("Could not close a Gradient client", exc_info=True)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException
@@ -97,8 +96,11 @@ class GradientBatchJobOperator(GradientBatchOperator):
             self._job_settings(metadata=None)  # job_metadata is templated: checked once rendered
         self._batch_ids: list[str] = []
 
-    @cached_property
+    @property
     def hook(self) -> GradientBatchJobsHook:
+        return cast(GradientBatchJobsHook, super().hook)  # made by make_hook below
+
+    def make_hook(self) -> GradientBatchJobsHook:
         return GradientBatchJobsHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
 
     def execute(self, context: Context) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, DEFAULT_POLL_INTERVAL_S, JobWatch
 from airflow_gradient.exceptions import GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.hooks.gradient import GradientSettings
 
 # on_kill runs under a bound set by the triggerer; our own keeps one slow call from using it all.
 CANCEL_TIMEOUT_S = 30.0
@@ -58,18 +59,25 @@ class GradientBatchJobTrigger(BaseTrigger):
             },
         )
 
-    def _hook(self) -> GradientBatchJobsHook:
-        # No retries inside a poll: the poll loop is the retry, bounded by max_poll_failures.
-        return GradientBatchJobsHook(self.gradient_conn_id, max_retries=0)
+    async def _hook(self) -> GradientBatchJobsHook:
+        """A hook on the connection, read with the async connection API (the triggerer's loop must
+        not block)."""
+        conn = await GradientBatchJobsHook.aget_connection(self.gradient_conn_id)
+        # Building the settings registers the key with the secrets masker, which may message the
+        # supervisor synchronously: done in a thread, never on the event loop. No retries inside a
+        # poll: the poll loop is the retry, bounded by max_poll_failures.
+        settings = await asyncio.to_thread(GradientSettings.from_connection, self.gradient_conn_id, conn,
+                                           max_retries=0)
+        return GradientBatchJobsHook(settings=settings)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         watch = JobWatch(self.batch_ids, deadline=self.end_time, poll_interval=self.poll_interval,
                          max_poll_failures=self.max_poll_failures)
-        hook = self._hook()
+        hook: GradientBatchJobsHook | None = None
         try:
             while True:
                 try:
-                    await hook.aload_settings()
+                    hook = hook or await self._hook()
                     outcome = watch.observe([await hook.aget_job(batch_id) for batch_id in watch.pending])
                 except GradientError as exc:
                     self.log.warning("Polling batch jobs failed (%d in a row): %s", watch.failures + 1, exc)
@@ -80,20 +88,22 @@ class GradientBatchJobTrigger(BaseTrigger):
                 self.log.info("Batch jobs: %s", watch.describe())
                 await asyncio.sleep(watch.sleep_seconds())
         finally:
-            await hook.aclose()
+            if hook is not None:
+                await hook.aclose()
 
     async def on_kill(self) -> None:
         """Cancel the unfinished jobs, best effort: a failure is logged, never raised."""
         if not self.cancel_on_kill:
             return
-        hook = self._hook()
+        hook: GradientBatchJobsHook | None = None
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
-                await hook.aload_settings()
+                hook = await self._hook()
                 for batch_id in self.batch_ids:
                     job = await hook.acancel_job(batch_id)
                     self.log.info("Cancel of batch job %s requested: %s", batch_id, job.status)
         except (GradientError, TimeoutError) as exc:
             self.log.warning("Could not cancel the batch jobs %s: %s", self.batch_ids, exc)
         finally:
-            await hook.aclose()
+            if hook is not None:
+                await hook.aclose()

@@ -21,7 +21,7 @@ from airflow_gradient.batch.in_task.engine import BatchEngine, EngineSettings
 from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.inputs import BatchInputs
 from airflow_gradient.batch.reuse import ReuseIndex
-from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.hooks.gradient import GradientHook, GradientSettings
 from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
 
 if TYPE_CHECKING:
@@ -32,22 +32,22 @@ AIOHTTP_TRANSPORT = importlib.util.find_spec("httpx_aiohttp") is not None
 WORKERS_PER_POOL = 4
 
 
-def pool_hooks(gradient_conn_id: str, max_concurrency: int, max_retries: int | None = None) -> list[GradientHook]:
-    """The hooks the engine's workers send through.
+def pool_hooks(
+    gradient: str | GradientSettings, max_concurrency: int, max_retries: int | None = None
+) -> list[GradientHook]:
+    """The hooks the engine's workers send through, all on one settings value (``gradient``, or
+    read once from the connection it names); :func:`run_batch` closes them.
 
     With ``httpx-aiohttp`` installed: one hook on aiohttp's pool, which serves any concurrency at a
     fraction of httpx's CPU per request. Without it: one hook (one httpx pool) per
     :data:`WORKERS_PER_POOL` workers, since httpx's pool slows down with the requests it carries.
     """
+    settings = gradient if isinstance(gradient, GradientSettings) else GradientHook(gradient).settings
     if AIOHTTP_TRANSPORT:
-        return [GradientHook(gradient_conn_id, max_retries=max_retries, max_connections=max_concurrency,
+        return [GradientHook(settings=settings, max_retries=max_retries, max_connections=max_concurrency,
                              async_transport="aiohttp")]
-    hooks = [GradientHook(gradient_conn_id, max_retries=max_retries, max_connections=WORKERS_PER_POOL)
-             for _ in range(-(-max_concurrency // WORKERS_PER_POOL))]
-    for other in hooks[1:]:
-        # The connection is read once; cached_property keeps its value in the instance dict.
-        other.__dict__["settings"] = hooks[0].settings
-    return hooks
+    return [GradientHook(settings=settings, max_retries=max_retries, max_connections=WORKERS_PER_POOL)
+            for _ in range(-(-max_concurrency // WORKERS_PER_POOL))]
 
 
 def run_batch(
