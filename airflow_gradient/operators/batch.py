@@ -40,6 +40,8 @@ class GradientBatchOperator(GradientBatchBaseOperator):
         reported as skipped.
     :param item_timeout: seconds allowed for one item, retries included.
     :param progress_interval: seconds between progress log lines.
+    :param request_timeout: time limit of each HTTP attempt of an item, seconds, whole reply
+        included (see :class:`GradientResponseOperator`); default: the connection's ``timeout``.
     :param rate_limiter: a :class:`~airflow_gradient.batch.pacing.RateLimiter` to use instead of the
         in-task one. Without it, a Gradient connection whose extra ``rate_limit_store`` names a Redis
         connection shares one pace with every task on the account (see ``docs/scaling-out.md``);
@@ -58,8 +60,8 @@ class GradientBatchOperator(GradientBatchBaseOperator):
         :func:`~airflow_gradient.merge_manifests` of the shards' XComs cover the whole batch.
 
     The shared request parameters (model, instructions, temperature...) are those of
-    :class:`~airflow_gradient.operators.base.GradientBaseOperator`; ``request_timeout`` and
-    ``max_retries`` apply to each item.
+    :class:`~airflow_gradient.operators.base.GradientBaseOperator`; ``max_retries`` applies to
+    each item.
 
     The XCom value is the manifest: ``output_path``, ``parts``, ``total``, ``counts`` (succeeded,
     failed, skipped), ``usage`` (input, output, total, cached, reasoning tokens), ``requests``
@@ -83,6 +85,7 @@ class GradientBatchOperator(GradientBatchBaseOperator):
         rate_limiter: RateLimiter | None = None,
         shard_index: int | None = None,
         shard_count: int | None = None,
+        request_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -97,6 +100,7 @@ class GradientBatchOperator(GradientBatchBaseOperator):
         self.shard_count = shard_count
         # What is not templated is checked now, so a bad value fails the DAG file, not a paid run.
         with fails_for_good():
+            self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
             arguments.optional(arguments.positive_number, "requests_per_minute", requests_per_minute)
             arguments.optional(arguments.positive_number, "tokens_per_minute", tokens_per_minute)
             arguments.optional(arguments.instance, "rate_limiter", rate_limiter, RateLimiter,

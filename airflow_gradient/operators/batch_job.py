@@ -30,13 +30,14 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
     Takes the same items, validation, ``custom_id`` rules, ``output_path`` and ``output_schema`` as
     :class:`GradientBatchOperator` (the arguments of
     :class:`~airflow_gradient.operators.batch_base.GradientBatchBaseOperator`), and lands the same
-    JSONL rows and the same manifest, so switching between the two is one class name. The in-task
-    pacing arguments (``max_concurrency``, ``requests_per_minute``, ``tokens_per_minute``,
-    ``max_total_tokens``, ``item_timeout``, ``progress_interval``, ``rate_limiter``) are not
-    arguments of this operator: Gradient paces its own jobs. ``reuse_results_from`` works the same
-    (reused items are not uploaded); ``max_cost_usd`` is applied to the estimates before upload (no
-    reply corrects them while a job runs), the rows' ``cost_usd`` take off the model's
-    ``batch_discount`` from ``prices``.
+    JSONL rows and the same manifest, so switching between the two is a class name and the pacing
+    arguments: those of the in-task batch (``max_concurrency``, ``requests_per_minute``,
+    ``tokens_per_minute``, ``max_total_tokens``, ``item_timeout``, ``progress_interval``,
+    ``rate_limiter``, ``request_timeout``) are not arguments of this operator, since Gradient sends
+    and paces the requests of its own jobs. ``reuse_results_from`` works the same (reused items are
+    not uploaded); ``max_cost_usd`` is applied to the estimates before upload (no reply corrects
+    them while a job runs), the rows' ``cost_usd`` take off the model's ``batch_discount`` from
+    ``prices``.
 
     The task validates every item, writes the JSONL input (split into several jobs above
     ``max_requests_per_file`` requests or ``max_bytes_per_file`` bytes), uploads it, creates the
