@@ -153,6 +153,10 @@ class GradientBaseOperator(BaseOperator):
         return resolve_prices(self.prices, self.hook.settings.prices)
 
     def on_kill(self) -> None:
-        # Best effort: the task is going away; closing the pool frees its sockets now.
+        # Best effort: the task is going away; closing the pool frees its sockets now, and a client
+        # that will not close must not hide why the task ended.
         if "hook" in self.__dict__:
-            self.hook.close()
+            try:
+                self.hook.close()
+            except Exception:
+                self.log.warning("Could not close a Gradient client", exc_info=True)
