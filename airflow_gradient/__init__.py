@@ -2,6 +2,9 @@
 
 from airflow_gradient._version import __version__
 from airflow_gradient.exceptions import (
+    BatchItemCancelled,
+    BatchItemExpired,
+    BatchItemFailed,
     GradientAPIError,
     GradientArgumentError,
     GradientAuthError,
@@ -34,6 +37,9 @@ from airflow_gradient.structured import OutputSchema
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
 __all__ = [
+    "BatchItemCancelled",
+    "BatchItemExpired",
+    "BatchItemFailed",
     "GradientAPIError",
     "GradientArgumentError",
     "GradientAuthError",

@@ -22,7 +22,13 @@ Every error derives from :class:`GradientError`, so one ``except GradientError``
     ├── GradientProtocolError         a reply that is not what the API documents: malformed JSON,
     │                                 an error body in a 200, a stream without a terminal event
     ├── GradientOutputError           the reply does not fit the requested ``output_schema``
-    └── GradientToolLoopError         the model still called tools after ``max_tool_rounds``
+    ├── GradientToolLoopError         the model still called tools after ``max_tool_rounds``
+    └── BatchItemFailed               a Batch Inference job gave no usable result for an item
+        ├── BatchItemExpired          the job's completion window ended before the item ran
+        └── BatchItemCancelled        the job was cancelled before the item ran
+
+``BatchItemFailed`` and its subclasses are not raised: they name the ``error.type`` of a failed row
+written by :class:`~airflow_gradient.GradientBatchJobOperator`.
 
 ``GradientAPIError`` and its subclasses carry ``status``, the server's ``message``, ``code`` and
 ``request_id`` when the body or headers had them. ``retryable`` says whether the hook retries it.
@@ -206,7 +212,22 @@ class GradientToolLoopError(GradientError):
     """The model still asked for tools after the allowed number of rounds."""
 
 
+class BatchItemFailed(GradientError):
+    """The job reported no usable result for the item."""
+
+
+class BatchItemExpired(BatchItemFailed):
+    """The job's completion window ended before the item ran."""
+
+
+class BatchItemCancelled(BatchItemFailed):
+    """The job was cancelled before the item ran."""
+
+
 __all__ = [
+    "BatchItemCancelled",
+    "BatchItemExpired",
+    "BatchItemFailed",
     "GradientAPIError",
     "GradientArgumentError",
     "GradientAuthError",
@@ -220,6 +241,7 @@ __all__ = [
     "GradientPaymentError",
     "GradientProtocolError",
     "GradientRateLimitError",
+    "GradientRateLimitStoreError",
     "GradientRequestInvalid",
     "GradientServerError",
     "GradientTimeoutError",

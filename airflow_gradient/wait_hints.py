@@ -1,7 +1,7 @@
 """How long the server asks us to wait: the one reading of every wait hint, and its jitter.
 
 Both the per-item retry (:mod:`airflow_gradient.retry`) and the batch pacer
-(:mod:`airflow_gradient.batch.pace_rules`) read hints here, so they always agree:
+(:mod:`airflow_gradient.batch.in_task.pace_rules`) read hints here, so they always agree:
 
 - ``retry-after-ms``: milliseconds.
 - ``Retry-After``: seconds, or an HTTP date.

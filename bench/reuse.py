@@ -41,7 +41,7 @@ def _write_corpus(path: Path, n: int, changed: set[int] = frozenset()) -> None: 
 def _run(rows: Path, out: Path, concurrency: int, reuse_from: Path | None, model: str) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
     from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
-    from airflow_gradient.batch.runner import pool_hooks
+    from airflow_gradient.batch.in_task.runner import pool_hooks
 
     inputs = BatchInputs(rows_path=ObjectStoragePath(str(rows)), render=lambda row: f"Summarise: {row['text']}",
                          shared={"max_output_tokens": 20}, default_model=model)

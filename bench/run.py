@@ -139,7 +139,7 @@ def run_ours(
     """One batch through the operator's code path; returns its manifest."""
     from airflow.sdk import ObjectStoragePath
     from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
-    from airflow_gradient.batch.runner import pool_hooks
+    from airflow_gradient.batch.in_task.runner import pool_hooks
 
     render = None
     if rows_path is not None:

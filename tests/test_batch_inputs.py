@@ -6,7 +6,7 @@ import jinja2
 import pytest
 
 from airflow.sdk import ObjectStoragePath
-from airflow_gradient.batch.inputs import BatchInputs, estimate_tokens, iter_rows
+from airflow_gradient.batch.inputs import BatchInputs, estimate_tokens, iter_input_rows
 from airflow_gradient.exceptions import GradientRequestInvalid
 
 
@@ -81,7 +81,7 @@ def test_rows_render_into_the_template_and_keep_their_ids() -> None:
 def test_rows_path_jsonl_and_csv_are_read_lazily(tmp_path) -> None:
     jsonl = tmp_path / "rows.jsonl"
     jsonl.write_text('{"t": "one"}\n\n{"t": "two"}\nnot json\n')
-    rows = iter_rows(ObjectStoragePath(str(jsonl)))
+    rows = iter_input_rows(ObjectStoragePath(str(jsonl)))
     assert next(rows) == {"t": "one"} and next(rows) == {"t": "two"}
     with pytest.raises(GradientRequestInvalid, match="line 4 is not JSON"):
         next(rows)
@@ -128,7 +128,7 @@ def test_rows_are_read_one_line_at_a_time(tmp_path) -> None:
     # The first row comes out before the bad line is read: no pass holds the file in memory.
     csv_file = tmp_path / "rows.csv"
     csv_file.write_bytes(b"t\none\n" + b"\xff\n")
-    rows = iter_rows(ObjectStoragePath(str(csv_file)))
+    rows = iter_input_rows(ObjectStoragePath(str(csv_file)))
     assert next(rows) == {"t": "one"}
     with pytest.raises(GradientRequestInvalid, match="line 3 is not UTF-8"):
         next(rows)

@@ -8,10 +8,12 @@ import time
 import pytest
 
 from airflow_gradient.batch.inputs import BatchInputs
-from airflow_gradient.batch.job_files import FileLimits, write_input_files
-from airflow_gradient.batch.job_output import BatchItemCancelled, BatchItemExpired, outcome_of, row_of
-from airflow_gradient.batch.job_watch import JobWatch
+from airflow_gradient.batch.jobs.files import FileLimits, write_input_files
+from airflow_gradient.batch.jobs.output import outcome_of, row_of
+from airflow_gradient.batch.jobs.watch import JobWatch
 from airflow_gradient.exceptions import (
+    BatchItemCancelled,
+    BatchItemExpired,
     GradientAuthError,
     GradientBadRequestError,
     GradientRequestInvalid,

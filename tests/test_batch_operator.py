@@ -169,7 +169,7 @@ def test_output_schema_parses_rows_and_fails_bad_json(gradient_conn, tmp_path) -
 
 
 def test_without_httpx_aiohttp_workers_spread_over_httpx_pools(gradient_conn, tmp_path, monkeypatch) -> None:
-    from airflow_gradient.batch import runner
+    from airflow_gradient.batch.in_task import runner
 
     monkeypatch.setattr(runner, "AIOHTTP_TRANSPORT", False)
     hooks = runner.pool_hooks("gradient_default", max_concurrency=10)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from airflow_gradient.batch.pacing import SAFETY, AdaptiveRateLimiter, RateLimiter
+from airflow_gradient.batch.in_task.pacing import SAFETY, AdaptiveRateLimiter, RateLimiter
 
 
 async def timed_acquires(limiter: AdaptiveRateLimiter, count: int, tokens: int = 1) -> float:

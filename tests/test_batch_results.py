@@ -8,7 +8,8 @@ import pytest
 
 from airflow.sdk import ObjectStoragePath
 from airflow_gradient import read_results
-from airflow_gradient.batch.results import ResultStore, failed_row, skipped_row
+from airflow_gradient.batch.results import ResultStore
+from airflow_gradient.batch.rows import failed_row, skipped_row
 from airflow_gradient.exceptions import GradientServerError
 
 
@@ -17,28 +18,28 @@ def ok_row(index: int, custom_id: str, tokens: int = 3) -> dict:
             "usage": {"total_tokens": tokens, "input_tokens": 1}, "attempts": 1}
 
 
-async def write_attempt(store: ResultStore, attempt: int, rows: list[dict]) -> list[str]:
+def write_attempt(store: ResultStore, attempt: int, rows: list[dict]) -> list[str]:
     writer = store.writer(attempt)
     for row in rows:
-        await writer.write(row)
-    await writer.close()
+        writer.write(row)
+    writer.close()
     return writer.parts
 
 
-async def test_local_rows_are_on_disk_as_soon_as_written(tmp_path) -> None:
+def test_local_rows_are_on_disk_as_soon_as_written(tmp_path) -> None:
     store = ResultStore(ObjectStoragePath(str(tmp_path / "out")))
     writer = store.writer(1)
-    await writer.write(ok_row(0, "a"))
+    writer.write(ok_row(0, "a"))
     # Still open: a kill now must not lose the row.
     assert [json.loads(line)["custom_id"] for line in (tmp_path / "out" / writer.parts[0]).open()] == ["a"]
-    await writer.close()
+    writer.close()
 
 
-async def test_scan_finds_succeeded_ids_and_the_next_attempt(tmp_path) -> None:
+def test_scan_finds_succeeded_ids_and_the_next_attempt(tmp_path) -> None:
     store = ResultStore(ObjectStoragePath(str(tmp_path / "out")))
     error = failed_row(1, "b", GradientServerError("boom", status=500), attempts=3, latency_s=0.5)
     assert error["error"] == {"type": "GradientServerError", "status": 500, "message": "HTTP 500: boom"}
-    (part,) = await write_attempt(store, 1, [ok_row(0, "a", tokens=5), error, skipped_row(2, "c", "budget")])
+    (part,) = write_attempt(store, 1, [ok_row(0, "a", tokens=5), error, skipped_row(2, "c", "budget")])
     with (tmp_path / "out" / part).open("a") as handle:
         handle.write('{"index": 3, "custom_id": "d", "sta')  # cut short by a kill
     state = store.scan()
@@ -47,13 +48,13 @@ async def test_scan_finds_succeeded_ids_and_the_next_attempt(tmp_path) -> None:
     assert state.usage["total_tokens"] == 5
 
 
-async def test_reader_merges_attempts_succeeded_first(tmp_path) -> None:
+def test_reader_merges_attempts_succeeded_first(tmp_path) -> None:
     path = ObjectStoragePath(str(tmp_path / "out"))
     store = ResultStore(path)
     boom = GradientServerError("boom", status=500)
-    await write_attempt(store, 1, [ok_row(2, "c"), failed_row(0, "a", boom, attempts=3, latency_s=0.1),
+    write_attempt(store, 1, [ok_row(2, "c"), failed_row(0, "a", boom, attempts=3, latency_s=0.1),
                                    skipped_row(1, "b", "budget")])
-    await write_attempt(store, 2, [ok_row(1, "b"), failed_row(2, "c", boom, attempts=1, latency_s=0.1)])
+    write_attempt(store, 2, [ok_row(1, "b"), failed_row(2, "c", boom, attempts=1, latency_s=0.1)])
     by_id = read_results(str(path))
     assert {k: v["status"] for k, v in by_id.items()} == {"a": "failed", "b": "succeeded", "c": "succeeded"}
     assert [row["custom_id"] for row in read_results(path, by="index")] == ["a", "b", "c"]

@@ -65,16 +65,16 @@ def test_rows_from_s3_results_to_s3_and_resume(gradient_conn, s3) -> None:
     assert set(gradient_conn.generated_counts().values()) == {1}
 
 
-async def test_parts_rotate_on_object_storage(s3) -> None:
+def test_parts_rotate_on_object_storage(s3) -> None:
     path = ObjectStoragePath(f"{s3}/rotate/")
     store = ResultStore(path, rows_per_part=2)
     assert not store.local
     writer = store.writer(1)
     for i in range(5):
-        await writer.write({"index": i, "custom_id": f"id{i}", "status": "succeeded"})
+        writer.write({"index": i, "custom_id": f"id{i}", "status": "succeeded"})
     # Two parts are closed, hence visible, while the third is still open.
     stem = f"part-00001-{writer.writer_id}"
     assert [p.name for p in list_parts(path)] == [f"{stem}-00000.jsonl", f"{stem}-00001.jsonl"]
-    await writer.close()
+    writer.close()
     assert writer.parts[-1] == f"{stem}-00002.jsonl"
     assert store.scan().attempt == 2 and len(read_results(path)) == 5

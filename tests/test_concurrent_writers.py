@@ -66,20 +66,20 @@ def test_two_tasks_on_one_output_path_keep_every_row(gradient_conn, tmp_path) ->
     assert len(read_results(str(out))) == 2 * N
 
 
-async def test_a_part_is_never_reopened_for_writing(tmp_path) -> None:
+def test_a_part_is_never_reopened_for_writing(tmp_path) -> None:
     store = ResultStore(ObjectStoragePath(str(tmp_path / "o")))
     first, second = store.writer(1), store.writer(1)
     assert first.writer_id != second.writer_id
     # Were two writers ever to pick one name, the second fails instead of truncating the first's rows.
     second.writer_id = first.writer_id
-    await first.write({"index": 0, "custom_id": "a", "status": "succeeded"})
+    first.write({"index": 0, "custom_id": "a", "status": "succeeded"})
     try:
-        await second.write({"index": 1, "custom_id": "b", "status": "succeeded"})
+        second.write({"index": 1, "custom_id": "b", "status": "succeeded"})
     except FileExistsError:
         pass
     else:
         raise AssertionError("a second writer opened an existing part")
-    await first.close()
+    first.close()
     assert [row["custom_id"] for row in _all_lines(tmp_path / "o")] == ["a"]
 
 

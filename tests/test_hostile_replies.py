@@ -22,7 +22,7 @@ import pytest
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientHook, GradientResponseOperator, read_results
-from airflow_gradient.batch.job_output import read_result_lines
+from airflow_gradient.batch.jobs.output import read_result_lines
 from airflow_gradient.exceptions import GradientBadRequestError, GradientConnectionError, GradientProtocolError
 from tests.conftest import conn_env, run_dag, task_states, xcom_value
 from tests.hostile_server import RawRequest, hostile_server, http_bytes, reply_body, send_json

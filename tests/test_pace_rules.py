@@ -1,4 +1,4 @@
-"""The pacing rules (airflow_gradient.batch.pace_rules) on a fake clock: one test per rule."""
+"""The pacing rules (airflow_gradient.batch.in_task.pace_rules) on a fake clock: one test per rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_gradient.batch.pace_rules import (
+from airflow_gradient.batch.in_task.pace_rules import (
     BETA,
     CHANGE_HOLD_S,
     CUBIC_C,

@@ -24,11 +24,11 @@ def _row(**fields) -> dict:
 
 
 @pytest.mark.parametrize("memory", [False, True], ids=["part-file", "xcom"])
-async def test_stored_rows_are_utf8_json_and_returned_as_stored(tmp_path, memory) -> None:
+def test_stored_rows_are_utf8_json_and_returned_as_stored(tmp_path, memory) -> None:
     writer = MemoryWriter() if memory else ResultStore(ObjectStoragePath(str(tmp_path / "o"))).writer(1)
-    surrogate = await writer.write(_row(output_text="a \ud800 b"))
-    too_deep = await writer.write(_row(custom_id="d", tool_calls=[{"arguments": _deeply_nested(100_000)}]))
-    await writer.close()
+    surrogate = writer.write(_row(output_text="a \ud800 b"))
+    too_deep = writer.write(_row(custom_id="d", tool_calls=[{"arguments": _deeply_nested(100_000)}]))
+    writer.close()
     assert surrogate["output_text"] == "a \ufffd b" and surrogate["status"] == "succeeded"
     # Stored, and counted, as the failed row it was written as.
     assert (too_deep["custom_id"], too_deep["index"], too_deep["status"]) == ("d", 3, "failed")

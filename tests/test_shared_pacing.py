@@ -22,7 +22,7 @@ import pytest
 from airflow.sdk import DAG
 from airflow_gradient import GradientBatchOperator, GradientHook, GradientRateLimitStoreError, read_results
 from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
-from airflow_gradient.batch.pace_store import (
+from airflow_gradient.batch.in_task.pace_store import (
     KEY_PREFIX,
     STATE_TTL_S,
     PaceStore,
@@ -30,8 +30,8 @@ from airflow_gradient.batch.pace_store import (
     async_client,
     redis_client_kwargs,
 )
-from airflow_gradient.batch.runner import pool_hooks
-from airflow_gradient.batch.shared_pacing import SharedRateLimiter, limiter_for
+from airflow_gradient.batch.in_task.runner import pool_hooks
+from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, xcom_value
 from tests.services import REDIS_HOST, REDIS_PORT, redis_database
 
@@ -113,7 +113,7 @@ def test_reservations_from_several_clients_never_overlap() -> None:
 
 
 def _pace(rpm: float):
-    from airflow_gradient.batch.pace_store import DerivedPace
+    from airflow_gradient.batch.in_task.pace_store import DerivedPace
 
     return DerivedPace(requests_per_minute=rpm, tokens_per_minute=None, token_burst=0.0, pause_until=0.0,
                        source="configured")
@@ -159,8 +159,8 @@ def test_a_probed_limit_found_through_redis_is_the_one_found_in_memory() -> None
     same times: the same limit found, the same ceiling after."""
     import redis.asyncio
 
-    from airflow_gradient.batch.pace_rules import PaceState
-    from airflow_gradient.batch.shared_pacing import _applied, _Event, _joined
+    from airflow_gradient.batch.in_task.pace_rules import PaceState
+    from airflow_gradient.batch.in_task.shared_pacing import _applied, _Event, _joined
 
     start = time.time() - 100.0  # on Redis's clock, in its past: every event keeps its own time
     events = []
@@ -198,9 +198,9 @@ def test_a_dead_task_stops_holding_the_budget(monkeypatch) -> None:
     counting after IN_FLIGHT_TTL_S, a task that ends counts none."""
     import redis.asyncio
 
-    from airflow_gradient.batch import pace_store
-    from airflow_gradient.batch.pace_store import InFlight
-    from airflow_gradient.batch.shared_pacing import _joined
+    from airflow_gradient.batch.in_task import pace_store
+    from airflow_gradient.batch.in_task.pace_store import InFlight
+    from airflow_gradient.batch.in_task.shared_pacing import _joined
 
     seen: list[InFlight] = []
 
@@ -377,7 +377,7 @@ def test_redis_lost_mid_batch_loses_no_row(emulator, monkeypatch, tmp_path, capl
 
         cutter = threading.Thread(target=cut_after_a_third)
         cutter.start()
-        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.shared_pacing"):
+        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.shared_pacing"):
             manifest = run_batch(
                 hooks=hooks,
                 inputs=BatchInputs(inputs=[f"item {i}" for i in range(n)], default_model="test-model"),
@@ -419,7 +419,7 @@ def test_shares_again_once_redis_answers(monkeypatch, caplog) -> None:
             finally:
                 restored.cut()
 
-        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.shared_pacing"):
+        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.shared_pacing"):
             asyncio.run(main())
         assert any("answers again" in r.getMessage() for r in caplog.records)
 

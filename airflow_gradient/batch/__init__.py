@@ -1,29 +1,47 @@
-"""Batches of ``/v1/responses`` calls made from one task.
+"""Batches of ``/v1/responses`` calls: sent from the task itself, or as provider-side Batch
+Inference jobs. Both read the same inputs and write the same rows, part files and manifest.
 
-One job per module, in the order data flows:
+What both kinds share, in the order data flows:
 
 - :mod:`~airflow_gradient.batch.inputs`: items from lists, rows or a file; validation; ``custom_id``
-- :mod:`~airflow_gradient.batch.pacing`: the rate limiter interface and the adaptive in-task limiter
-- :mod:`~airflow_gradient.batch.shared_pacing`: the limiter shared by every task on an account
-  (its state in Redis, :mod:`~airflow_gradient.batch.pace_store`), and :func:`limiter_for`, which
-  picks a batch's limiter
-- :mod:`~airflow_gradient.batch.engine`: concurrent sending, budget, one row per item
-- :mod:`~airflow_gradient.batch.results`: the row schema, part files, resume, the manifest
-- :mod:`~airflow_gradient.batch.reader`: reading results back downstream
+- :mod:`~airflow_gradient.batch.attempt`: one attempt, from validation (the XCom cap) to the manifest
+- :mod:`~airflow_gradient.batch.rows`: the row of one item, its builders, its usage keys, its encoding
 - :mod:`~airflow_gradient.batch.progress`: counters and the progress line
-- :mod:`~airflow_gradient.batch.runner`: one batch from validation to manifest
+- :mod:`~airflow_gradient.batch.results`: storage paths, part files, resume, the manifest
+- :mod:`~airflow_gradient.batch.reuse`: rows copied from earlier runs (``reuse_results_from``)
+- :mod:`~airflow_gradient.batch.reader`: reading results back downstream
 
-``inputs``, ``results`` and ``reader`` do not depend on the engine: a provider-side batch job
-shares them, and with them the row schema and the manifest.
+The in-task engine, :mod:`airflow_gradient.batch.in_task`:
+
+- :mod:`~airflow_gradient.batch.in_task.pace_rules`: the pacing rules, a pure state
+- :mod:`~airflow_gradient.batch.in_task.pacing`: the rate limiter interface and the adaptive in-task
+  limiter
+- :mod:`~airflow_gradient.batch.in_task.pace_store`: the shared limiter's state in Redis
+- :mod:`~airflow_gradient.batch.in_task.shared_pacing`: the limiter shared by every task on an
+  account, and :func:`limiter_for`, which picks a batch's limiter
+- :mod:`~airflow_gradient.batch.in_task.engine`: concurrent sending, budget, one row per item
+- :mod:`~airflow_gradient.batch.in_task.runner`: one in-task batch from validation to manifest
+
+Provider-side Batch Inference jobs, :mod:`airflow_gradient.batch.jobs`:
+
+- :mod:`~airflow_gradient.batch.jobs.files`: the JSONL input files a job reads
+- :mod:`~airflow_gradient.batch.jobs.ledger`: which jobs a task submitted, so a retry does not
+  submit them again
+- :mod:`~airflow_gradient.batch.jobs.watch`: polling jobs until they end (shared with the trigger)
+- :mod:`~airflow_gradient.batch.jobs.output`: a job's result lines as rows
+- :mod:`~airflow_gradient.batch.jobs.runner`: submit, wait, land the results
+
+Neither subpackage imports the other: what they share lives here.
 """
 
-from airflow_gradient.batch.engine import BatchEngine, EngineSettings
+from airflow_gradient.batch.attempt import XCOM_MAX_ITEMS
+from airflow_gradient.batch.in_task.engine import BatchEngine, EngineSettings
+from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
+from airflow_gradient.batch.in_task.runner import run_batch
+from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
 from airflow_gradient.batch.inputs import BatchInputs, BatchItem, Shard
-from airflow_gradient.batch.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
 from airflow_gradient.batch.reader import read_results
 from airflow_gradient.batch.results import merge_manifests
-from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, run_batch
-from airflow_gradient.batch.shared_pacing import SharedRateLimiter, limiter_for
 
 __all__ = [
     "XCOM_MAX_ITEMS",

@@ -131,8 +131,12 @@ def estimate_tokens(request: ResponseRequest) -> int:
     return sum(estimate_token_split(request))
 
 
-def iter_rows(path: Any) -> Iterator[dict[str, Any]]:
+def iter_input_rows(path: Any) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL (one object a line) or CSV (header line) file on an ``ObjectStoragePath``.
+
+    The user's input, so a bad line is an error (before anything is sent); the batch's own part
+    files are read by :func:`~airflow_gradient.batch.results.iter_rows`, which passes a bad line
+    over (its item is sent again).
 
     The file is read one line at a time and must be UTF-8 (a byte order mark, as spreadsheets
     write, is skipped). A line that cannot be a row raises :class:`GradientRequestInvalid` naming
@@ -309,7 +313,7 @@ class BatchInputs:
 
     def _file_rows(self) -> Iterator[Mapping[str, Any]]:
         try:
-            yield from iter_rows(self._rows_path)
+            yield from iter_input_rows(self._rows_path)
         except OSError as exc:
             raise GradientRequestInvalid(
                 f"invalid batch: rows_path: cannot read {self._rows_path}: {type(exc).__name__}: {exc}",

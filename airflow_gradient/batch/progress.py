@@ -6,9 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_gradient.batch.rows import USAGE_KEYS, add_usage
 from airflow_gradient.pricing import Spend
-
-USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 
 
 def _duration(seconds: float) -> str:
@@ -16,13 +15,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def add_usage(totals: dict[str, int], row: dict[str, Any]) -> None:
-    """Add a row's token usage to ``totals`` (the keys of :data:`USAGE_KEYS`)."""
-    for key, value in (row.get("usage") or {}).items():
-        if key in totals:
-            totals[key] += value
 
 
 @dataclass
@@ -49,7 +41,7 @@ class BatchProgress:
         return self.succeeded + self.failed + self.skipped
 
     def record(self, row: dict[str, Any]) -> None:
-        """Count one finished row (see :mod:`airflow_gradient.batch.results` for its shape)."""
+        """Count one finished row (see :mod:`airflow_gradient.batch.rows` for its shape)."""
         status = row["status"]
         if status == "succeeded":
             self.succeeded += 1

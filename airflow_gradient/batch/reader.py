@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from airflow_gradient.batch.results import iter_rows, list_batch_parts
-
-
-def _as_path(value: Any) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(str(value))
+from airflow_gradient.batch.results import as_storage_path, iter_rows, list_batch_parts
 
 
 def read_results(
@@ -36,7 +30,7 @@ def read_results(
         merged = {row["custom_id"]: row for row in rows}
     else:
         merged = {}
-        for part in list_batch_parts(_as_path(source)):
+        for part in list_batch_parts(as_storage_path(source)):
             for row in iter_rows(part):
                 earlier = merged.get(row["custom_id"])
                 if earlier is None or earlier["status"] != "succeeded":

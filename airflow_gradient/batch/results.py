@@ -24,28 +24,11 @@ Every reader goes through :func:`iter_rows`: a line that is not a whole row (the
 cut by a kill, even inside a multi-byte character, or a damaged line) is passed over with a warning,
 so its item counts as not done and is sent again.
 
-Rows are written by :func:`encode_row`: always one line of valid UTF-8 JSON (see there).
-
-A row (``status`` is ``succeeded``, ``failed`` or ``skipped``)::
-
-    {"index": 0, "custom_id": "doc-1", "status": "succeeded", "output_text": "...",
-     "tool_calls": [{"call_id", "name", "arguments"}], "finish_reason": "stop",
-     "usage": {"input_tokens", "output_tokens", "total_tokens", "cached_tokens",
-               "reasoning_tokens", "tool_output_tokens"},
-     "response_id": "resp_...", "model": "...", "attempts": 1, "latency_s": 0.21, "error": null,
-     "parsed": {...},   # "parsed" only when the batch has an output schema
-     "request_digest": "<32 hex>", "cost_usd": 0.00042}   # cost_usd only when the price is known
-
-``request_digest`` (:func:`~airflow_gradient.batch.inputs.request_digest`) lets a later run reuse
-the row; a row copied from an earlier run (:mod:`~airflow_gradient.batch.reuse`) adds
-``"reused": true`` and ``"reused_from"``.
-
-``error`` is ``{"type": "GradientServerError", "status": 500, "message": "..."}`` on failed rows.
+Each row is built and encoded by :mod:`~airflow_gradient.batch.rows`, which describes its shape.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -56,8 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_gradient.batch.inputs import Shard, id_key
-from airflow_gradient.batch.progress import USAGE_KEYS, add_usage
-from airflow_gradient.exceptions import GradientOutputError, GradientProtocolError
+from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
 from airflow_gradient.pricing import COST_DECIMALS, Spend
 
 log = logging.getLogger(__name__)
@@ -67,72 +49,21 @@ PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.jsonl$")
 SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
 REMOTE_ROWS_PER_PART = 1000
 REMOTE_SECONDS_PER_PART = 15.0
-MAX_ERROR_CHARS = 2000
-
-
-# -- rows ---------------------------------------------------------------------------------------
-
-
-def succeeded_row(index: int, custom_id: str, result: Any, **extra: Any) -> dict[str, Any]:
-    """The row of a reply (a :class:`~airflow_gradient.models.ResponseResult`)."""
-    return {
-        "index": index,
-        "custom_id": custom_id,
-        "status": "succeeded",
-        "output_text": result.output_text,
-        "tool_calls": [call.to_dict() for call in result.tool_calls],
-        "finish_reason": result.finish_reason,
-        "usage": result.usage_summary(),
-        "response_id": result.id,
-        "model": result.model,
-        "attempts": result.call.attempts,
-        "latency_s": round(result.call.latency_s, 4),
-        "error": None,
-        **extra,
-    }
-
-
-def error_info(exc: BaseException) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "status": getattr(exc, "status", None),
-            "message": str(exc)[:MAX_ERROR_CHARS]}
-
-
-def failed_row(index: int, custom_id: str, exc: BaseException, *, attempts: int, latency_s: float,
-               **extra: Any) -> dict[str, Any]:
-    """The row of an item whose request failed for good; ``extra`` may keep a reply's fields."""
-    row = {"index": index, "custom_id": custom_id, "status": "failed", "output_text": None, "tool_calls": [],
-           "finish_reason": None, "usage": None, "response_id": None, "model": None, "attempts": attempts,
-           "latency_s": round(latency_s, 4)}
-    row.update(extra)
-    row["status"], row["error"] = "failed", error_info(exc)
-    return row
-
-
-def reply_row(index: int, custom_id: str, result: Any, parse: Callable[[str], Any] | None) -> dict[str, Any]:
-    """The row of a reply, with ``parse``'s value as ``parsed``; a failed row keeping the reply's
-    fields when ``parse`` rejects it (raises :class:`~airflow_gradient.exceptions.GradientOutputError`)."""
-    row = succeeded_row(index, custom_id, result)
-    if parse is not None:
-        try:
-            row["parsed"] = parse(result.output_text)
-        except GradientOutputError as exc:
-            return failed_row(index, custom_id, exc, **{k: v for k, v in row.items()
-                              if k not in ("index", "custom_id", "status", "error")})
-    return row
-
-
-def skipped_row(index: int, custom_id: str, reason: str) -> dict[str, Any]:
-    """The row of an item that was never sent (token budget reached)."""
-    return {"index": index, "custom_id": custom_id, "status": "skipped", "output_text": None, "tool_calls": [],
-            "finish_reason": None, "usage": None, "response_id": None, "model": None, "attempts": 0,
-            "latency_s": 0.0, "error": {"type": "Skipped", "status": None, "message": reason}}
 
 
 # -- storage ------------------------------------------------------------------------------------
 
 
-def _is_local(path: Any) -> bool:
+def is_local(path: Any) -> bool:
+    """Whether ``path`` (an ``ObjectStoragePath`` or ``pathlib.Path``) is on local disk."""
     return (getattr(path, "protocol", "") or "file") in ("file", "local")
+
+
+def as_storage_path(value: Any) -> Any:
+    """``value`` (a URI string, a path or an ``ObjectStoragePath``) as an ``ObjectStoragePath``."""
+    from airflow.sdk import ObjectStoragePath
+
+    return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(str(value))
 
 
 def list_parts(path: Any) -> list[Any]:
@@ -171,7 +102,8 @@ def part_attempt(part: Any) -> int:
 
 
 def iter_rows(part: Any) -> Iterator[dict[str, Any]]:
-    """The rows of one part file, the one reading of part files that resume and readers share.
+    """The rows of one part file, the one reading of part files that resume and readers share
+    (the user's input files are read strictly: :func:`~airflow_gradient.batch.inputs.iter_input_rows`).
 
     The part is read as bytes and each line decoded on its own: a line that is not UTF-8 JSON with
     a ``custom_id`` is passed over with a warning. The last line cut short by a kill is the expected
@@ -211,30 +143,6 @@ def iter_jsonl(
                             what, path, number, type(value).__name__)
 
 
-def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The row as it is stored, and its JSONL line: valid UTF-8 JSON whatever the reply held.
-
-    A server may send text with lone surrogates (``"\\ud800"`` is valid JSON, not valid Unicode):
-    they become U+FFFD, so the row can be written and read anywhere (files, XCom, PostgreSQL). A
-    row too deeply nested to encode is stored as a failed row of its item instead. Writers return
-    the stored row, and that is the row the batch counts.
-    """
-    try:
-        text = json.dumps(row, ensure_ascii=False, default=str)
-    except (RecursionError, ValueError, TypeError) as exc:
-        error = GradientProtocolError(f"the reply could not be written as JSON: {type(exc).__name__}: {exc}")
-        row = failed_row(row.get("index", -1), str(row.get("custom_id")), error,
-                         attempts=int(row.get("attempts") or 0), latency_s=float(row.get("latency_s") or 0.0))
-        text = json.dumps(row, ensure_ascii=False)
-    if _LONE_SURROGATE.search(text):
-        text = _LONE_SURROGATE.sub("\ufffd", text)
-        row = json.loads(text)
-    return row, text
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 @dataclass
 class ResumeState:
     """What earlier attempts already did: ids that succeeded, with their token usage."""
@@ -264,7 +172,7 @@ class ResultStore:
 
     def __init__(self, path: Any, *, rows_per_part: int | None = None, seconds_per_part: float | None = None):
         self.path = path
-        self.local = _is_local(path)
+        self.local = is_local(path)
         self.rows_per_part = rows_per_part or (None if self.local else REMOTE_ROWS_PER_PART)
         self.seconds_per_part = seconds_per_part or (None if self.local else REMOTE_SECONDS_PER_PART)
 
@@ -299,7 +207,8 @@ class PartWriter:
     """Appends rows to the part files of one attempt, rotating them as :class:`ResultStore` says.
 
     Its parts carry a random writer id, so no other writer (a concurrent task on the same
-    ``output_path``) ever opens them.
+    ``output_path``) ever opens them. It is synchronous: on object storage a write may close a part,
+    which uploads it, so ``blocking`` tells an event loop to call it from a thread.
     """
 
     def __init__(self, store: ResultStore, attempt: int) -> None:
@@ -307,6 +216,7 @@ class PartWriter:
         self.attempt = attempt
         self.writer_id = uuid.uuid4().hex[:8]
         self.parts: list[str] = []
+        self.blocking = not store.local
         self._file: Any = None
         self._rows = 0
         self._opened = 0.0
@@ -319,7 +229,7 @@ class PartWriter:
         self.parts.append(name)
         self._rows, self._opened = 0, time.monotonic()
 
-    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
         """Append ``row``; returns it as stored (see :func:`encode_row`)."""
         if self._file is None:
             self._open()
@@ -329,42 +239,43 @@ class PartWriter:
         if self.store.local:
             self._file.flush()
         elif self.store.rows_per_part and self._rows >= self.store.rows_per_part:
-            await self._rotate()
+            self._rotate()
         return row
 
-    async def commit_if_stale(self) -> None:
+    def commit_if_stale(self) -> None:
         """Close the open part when it is older than ``seconds_per_part`` (called periodically)."""
         limit = self.store.seconds_per_part
         if self._file is not None and limit and time.monotonic() - self._opened >= limit:
-            await self._rotate()
+            self._rotate()
 
-    async def _rotate(self) -> None:
+    def _rotate(self) -> None:
         done, self._file = self._file, None
-        # Closing uploads the part: a network call that must not stall the event loop.
-        await asyncio.to_thread(done.close)
+        done.close()  # on object storage: the upload that makes the part visible
 
-    async def close(self) -> None:
+    def close(self) -> None:
         if self._file is not None:
-            await self._rotate()
+            self._rotate()
 
 
 class MemoryWriter:
     """Keeps rows in memory, for small batches whose results go to XCom."""
 
+    blocking = False
+
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.parts: list[str] = []
 
-    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
         # The same encoding as a part file: what goes to XCom is what would have been stored.
         row = json.loads(encode_row(row)[1])
         self.rows.append(row)
         return row
 
-    async def commit_if_stale(self) -> None:
+    def commit_if_stale(self) -> None:
         return None
 
-    async def close(self) -> None:
+    def close(self) -> None:
         return None
 
 

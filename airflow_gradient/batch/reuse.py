@@ -28,7 +28,7 @@ from typing import IO, Any
 import msgspec
 
 from airflow_gradient.batch.inputs import DIGEST_BYTES, BatchItem
-from airflow_gradient.batch.results import PART_RE, _is_local, list_parts
+from airflow_gradient.batch.results import PART_RE, as_storage_path, is_local, list_parts
 from airflow_gradient.exceptions import GradientRequestInvalid
 
 _DIGEST_RE = re.compile(rf"^[0-9a-f]{{{2 * DIGEST_BYTES}}}$")
@@ -102,12 +102,6 @@ class DigestTable:
         return self.count
 
 
-def _as_path(value: Any) -> Any:
-    from airflow.sdk import ObjectStoragePath
-
-    return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(str(value))
-
-
 def _locations(value: Any) -> list[Any]:
     """``reuse_results_from`` as a list: one location, or several."""
     if value is None:
@@ -126,10 +120,10 @@ def _expand(location: Any) -> list[Any]:
     if _GLOB_CHARS.search(text):
         pieces = text.rstrip("/").split("/")
         first = next(n for n, piece in enumerate(pieces) if _GLOB_CHARS.search(piece))
-        base = _as_path("/".join(pieces[:first]) or "/")
+        base = as_storage_path("/".join(pieces[:first]) or "/")
         matches = sorted(base.glob("/".join(pieces[first:]))) if base.exists() else []
         return [part for match in matches for part in _parts_of(match)]
-    path = _as_path(location)
+    path = as_storage_path(location)
     if not path.exists():
         raise GradientRequestInvalid(
             f"invalid batch: reuse_results_from: {text} does not exist (an earlier run's output_path, "
@@ -149,7 +143,7 @@ def open_part(part: Any) -> IO[bytes]:
     """A part file opened for reading bytes. A local file is opened directly: Airflow's wrapper
     around an ``ObjectStoragePath`` file costs tens of microseconds per call, and copying a reused
     row takes two calls (seek, readline)."""
-    return open(part.path, "rb") if _is_local(part) else part.open("rb")
+    return open(part.path, "rb") if is_local(part) else part.open("rb")
 
 
 def iter_located_rows(part: Any) -> Iterator[tuple[int, bytes]]:

@@ -22,6 +22,11 @@ from airflow_gradient.exceptions import GradientProtocolError
 Count = Annotated[int, Field(strict=True)]
 
 
+# The flat token counts of a reply, as every row, XCom value and manifest carries them.
+USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
+              "tool_output_tokens")
+
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -74,15 +79,8 @@ class Usage(_Open):
         return self.output_tokens_details.tool_output_tokens or 0
 
     def summary(self) -> dict[str, int]:
-        """Flat counts, as they go to XCom and JSONL rows."""
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
-            "cached_tokens": self.cached_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-            "tool_output_tokens": self.tool_output_tokens,
-        }
+        """Flat counts, as they go to XCom and JSONL rows (the keys of :data:`USAGE_KEYS`)."""
+        return {key: getattr(self, key) for key in USAGE_KEYS}
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(

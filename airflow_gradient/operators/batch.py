@@ -7,12 +7,12 @@ from typing import Any
 
 from airflow.sdk import Context
 from airflow_gradient import arguments
-from airflow_gradient.batch.engine import EngineSettings
+from airflow_gradient.batch.in_task.engine import EngineSettings
+from airflow_gradient.batch.in_task.pacing import RateLimiter
+from airflow_gradient.batch.in_task.runner import pool_hooks, run_batch
+from airflow_gradient.batch.in_task.shared_pacing import limiter_for
 from airflow_gradient.batch.inputs import Shard
-from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.results import shard_dir_name
-from airflow_gradient.batch.runner import pool_hooks, run_batch
-from airflow_gradient.batch.shared_pacing import limiter_for
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
@@ -42,7 +42,7 @@ class GradientBatchOperator(GradientBatchBaseOperator):
     :param progress_interval: seconds between progress log lines.
     :param request_timeout: time limit of each HTTP attempt of an item, seconds, whole reply
         included (see :class:`GradientResponseOperator`); default: the connection's ``timeout``.
-    :param rate_limiter: a :class:`~airflow_gradient.batch.pacing.RateLimiter` to use instead of the
+    :param rate_limiter: a :class:`~airflow_gradient.batch.in_task.pacing.RateLimiter` to use instead of the
         in-task one. Without it, a Gradient connection whose extra ``rate_limit_store`` names a Redis
         connection shares one pace with every task on the account (see ``docs/scaling-out.md``);
         when that Redis does not answer as the task starts, the task fails at once.
@@ -109,7 +109,7 @@ class GradientBatchOperator(GradientBatchBaseOperator):
 
     @cached_property
     def pool_hooks(self) -> list[GradientHook]:
-        """One hook (one connection pool) per few workers: see :mod:`airflow_gradient.batch.engine`."""
+        """One hook (one connection pool) per few workers: see :mod:`airflow_gradient.batch.in_task.engine`."""
         return pool_hooks(self.gradient_conn_id, self.max_concurrency, self.max_retries)
 
     @cached_property

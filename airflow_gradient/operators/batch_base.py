@@ -10,8 +10,8 @@ import jinja2
 from airflow.sdk import Asset, Context, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 from airflow_gradient import arguments
+from airflow_gradient.batch.attempt import XCOM_MAX_ITEMS, failure_message
 from airflow_gradient.batch.inputs import BatchInputs, Renderer, Shard
-from airflow_gradient.batch.runner import XCOM_MAX_ITEMS, failure_message
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
 from airflow_gradient.pricing import Costing

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
-from airflow_gradient.batch.job_watch import DEFAULT_MAX_POLL_FAILURES, DEFAULT_POLL_INTERVAL_S, JobWatch
+from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, DEFAULT_POLL_INTERVAL_S, JobWatch
 from airflow_gradient.exceptions import GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 
@@ -17,7 +17,7 @@ CANCEL_TIMEOUT_S = 30.0
 
 class GradientBatchJobTrigger(BaseTrigger):
     """Poll ``GET /v1/batches/{id}`` for each job until all are finished, the deadline passes, or
-    polling keeps failing; then fire exactly one event (see :mod:`airflow_gradient.batch.job_watch`).
+    polling keeps failing; then fire exactly one event (see :mod:`airflow_gradient.batch.jobs.watch`).
 
     :param gradient_conn_id: the Airflow connection of the jobs.
     :param batch_ids: the jobs to wait for.

@@ -1,7 +1,7 @@
 """Shared pacing: one account's pace held in Redis, so that every task on that account shares it.
 
-:class:`SharedRateLimiter` is a :class:`~airflow_gradient.batch.pacing.RateLimiter` whose state is
-in a :class:`~airflow_gradient.batch.pace_store.PaceStore`: every task using the same base URL and
+:class:`SharedRateLimiter` is a :class:`~airflow_gradient.batch.in_task.pacing.RateLimiter` whose state is
+in a :class:`~airflow_gradient.batch.in_task.pace_store.PaceStore`: every task using the same base URL and
 key shares one budget of requests and tokens per minute, one learnt limit and one 429 pause.
 :func:`limiter_for` picks a batch's limiter: the ``rate_limiter=`` argument, else the shared one
 when the Gradient connection names a ``rate_limit_store``, else the in-memory one.
@@ -10,11 +10,11 @@ when the Gradient connection names a ``rate_limit_store``, else the in-memory on
   requests of one task take their turn first come, first served, as in memory. At high rates a
   round trip reserves a small block of slots (:data:`LEASE_S` worth of the pace, at most
   :data:`MAX_LEASE`), handed out locally at the pace. Slots are never reserved further ahead than
-  :data:`~airflow_gradient.batch.pace_store.RESERVE_HORIZON_S`, so a new pace (a probe's cut or
+  :data:`~airflow_gradient.batch.in_task.pace_store.RESERVE_HORIZON_S`, so a new pace (a probe's cut or
   rise) applies to every later request at once. While no limit is known there is nothing
   to reserve: sending checks the pause locally, refreshed from Redis every :data:`REFRESH_S`.
 - Feedback: sends and replies are queued and applied to the stored
-  :class:`~airflow_gradient.batch.pace_rules.PaceState` by its own transitions (one owner of every
+  :class:`~airflow_gradient.batch.in_task.pace_rules.PaceState` by its own transitions (one owner of every
   rule: ceilings, budget, pauses, probing), in one atomic update per flush, at most every
   :data:`FLUSH_S`, at once for a 429. What the script reads (pace, pause) is derived from that state
   by the same rules. While the pace is probed (it rises with time), it is derived again every
@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_gradient.batch.pace_store import (
+from airflow_gradient.batch.in_task.pace_rules import SAFETY, TOKEN_BURST, PaceState
+from airflow_gradient.batch.in_task.pace_store import (
     RESERVE_HORIZON_S,
     DerivedPace,
     InFlight,
@@ -49,8 +50,7 @@ from airflow_gradient.batch.pace_store import (
     check_reachable,
     redis_client_kwargs,
 )
-from airflow_gradient.batch.pace_rules import SAFETY, TOKEN_BURST, PaceState
-from airflow_gradient.batch.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
+from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
 from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 
 
 # -- the rules, as the store applies them ----------------------------------------------------------
-# Every rule is PaceState's (batch/pace_rules.py); ``now`` is Redis time, a unix time, so it serves
+# Every rule is PaceState's (batch/in_task/pace_rules.py); ``now`` is Redis time, a unix time, so it serves
 # as ``now_wall`` too. What is the store's own: how the limits several tasks were told combine.
 
 
@@ -209,7 +209,7 @@ class SharedRateLimiter:
     """A :class:`RateLimiter` whose pace lives in Redis, shared by every task on one account.
 
     :param client_factory: makes a ``redis.asyncio.Redis`` (called inside the running event loop).
-    :param digest: the account, :func:`~airflow_gradient.batch.pace_store.account_digest`.
+    :param digest: the account, :func:`~airflow_gradient.batch.in_task.pace_store.account_digest`.
     :param requests_per_minute: the account's request limit, when known (headers may lower it).
     :param tokens_per_minute: the account's token limit, when known.
     :param store_name: what to call the store in log lines (the Redis connection id).

@@ -1,4 +1,4 @@
-"""From the lines of a batch job's result files to the rows of :mod:`airflow_gradient.batch.results`.
+"""From the lines of a batch job's result files to the rows of :mod:`airflow_gradient.batch.rows`.
 
 DigitalOcean does not document the output lines; requests are forwarded to the model provider, so
 both native batch formats are read, in the output file and in the error file alike:
@@ -25,8 +25,15 @@ from typing import Any
 
 import httpx
 
-from airflow_gradient.batch.results import failed_row, iter_jsonl, reply_row
-from airflow_gradient.exceptions import GradientError, GradientProtocolError
+from airflow_gradient.batch.results import iter_jsonl
+from airflow_gradient.batch.rows import failed_row, reply_row
+from airflow_gradient.exceptions import (
+    BatchItemCancelled,
+    BatchItemExpired,
+    BatchItemFailed,
+    GradientError,
+    GradientProtocolError,
+)
 from airflow_gradient.http_errors import error_from_response
 from airflow_gradient.models.result import ResponseResult, parse_reply
 from airflow_gradient.scrub import scrub_text
@@ -45,18 +52,6 @@ _ANTHROPIC_STATUS = {
     "api_error": 500,
     "overloaded_error": 529,
 }
-
-
-class BatchItemFailed(GradientError):
-    """The job reported no usable result for the item."""
-
-
-class BatchItemExpired(BatchItemFailed):
-    """The job's completion window ended before the item ran."""
-
-
-class BatchItemCancelled(BatchItemFailed):
-    """The job was cancelled before the item ran."""
 
 
 def missing_item_error(job_status: str, job_errors: str = "") -> BatchItemFailed:
@@ -160,7 +155,7 @@ def outcome_of(line: dict[str, Any]) -> ResponseResult | GradientError:
 
 
 def row_of(index: int, custom_id: str, outcome: ResponseResult | GradientError, parse: Parse | None) -> dict[str, Any]:
-    """The row of one item, as :class:`~airflow_gradient.batch.engine.BatchEngine` would write it."""
+    """The row of one item, as the in-task engine would write it."""
     if isinstance(outcome, GradientError):
         return failed_row(index, custom_id, outcome, attempts=1, latency_s=0.0)
     return reply_row(index, custom_id, outcome, parse)

@@ -6,8 +6,8 @@ tasks on several workers that share one account's limit need that state in a sha
 a database): such a backend implements the same four calls and is passed to the operator as
 ``rate_limiter=``; the engine does not change.
 
-The rules live in :mod:`airflow_gradient.batch.pace_rules`, as a pure state and its transitions
-(:class:`~airflow_gradient.batch.pace_rules.PaceState`): the pace from configured limits, quota
+The rules live in :mod:`airflow_gradient.batch.in_task.pace_rules`, as a pure state and its transitions
+(:class:`~airflow_gradient.batch.in_task.pace_rules.PaceState`): the pace from configured limits, quota
 headers or probing, the remaining budget, pauses after a 429 and the probe that finds a limit the
 server never announces. :class:`AdaptiveRateLimiter` is that state plus waiting: requests wait
 their turn in arrival order (an ``asyncio.Lock`` is first come, first served), and only the first
@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from airflow_gradient.batch.pace_rules import SAFETY, PaceState
+from airflow_gradient.batch.in_task.pace_rules import SAFETY, PaceState
 
 @dataclass(frozen=True)
 class Pacing:

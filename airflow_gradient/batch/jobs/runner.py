@@ -2,7 +2,7 @@
 
 The order matches the in-task runner: earlier rows are read and every item is validated before
 anything is uploaded. Then the input is written as JSONL files (split per
-:class:`~airflow_gradient.batch.job_files.FileLimits`), and the ledger decides: re-attach to the
+:class:`~airflow_gradient.batch.jobs.files.FileLimits`), and the ledger decides: re-attach to the
 open round of jobs for this same input, or open a new round for the items without a succeeded row.
 Each job costs one file intent, one upload and one create, each recorded in the ledger before the
 next step, and the create carries a ``request_id`` derived from the task and the input, so even a
@@ -15,7 +15,6 @@ without a line a failed row, and returns the same manifest.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 import time
@@ -25,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow_gradient import arguments
+from airflow_gradient.batch.attempt import BatchAttempt, prepare_batch
 from airflow_gradient.batch.inputs import BatchInputs, BatchItem, estimate_token_split, id_key
-from airflow_gradient.batch.job_files import (
+from airflow_gradient.batch.jobs.files import (
     PROVIDERS,
     FileLimits,
     InputFile,
@@ -34,12 +34,12 @@ from airflow_gradient.batch.job_files import (
     Provider,
     write_input_files,
 )
-from airflow_gradient.batch.job_ledger import JobLedger, JobRecord, LedgerStore, Round, request_id
-from airflow_gradient.batch.job_output import Parse, missing_item_error, read_result_lines, row_of
-from airflow_gradient.batch.job_watch import JobWatch
-from airflow_gradient.batch.results import ResumeState, scan_output, skipped_row
+from airflow_gradient.batch.jobs.ledger import JobLedger, JobRecord, LedgerStore, Round, request_id
+from airflow_gradient.batch.jobs.output import Parse, missing_item_error, read_result_lines, row_of
+from airflow_gradient.batch.jobs.watch import JobWatch
+from airflow_gradient.batch.results import ResumeState, scan_output
 from airflow_gradient.batch.reuse import ReuseIndex
-from airflow_gradient.batch.runner import BatchAttempt, prepare_batch
+from airflow_gradient.batch.rows import skipped_row
 from airflow_gradient.exceptions import GradientAPIError, GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.models.batch_job import BatchJob
@@ -123,8 +123,8 @@ def submit_jobs(
     (none when every item already has a succeeded row).
 
     Raises :class:`GradientRequestInvalid` before uploading anything when an item is invalid, ids
-    repeat, or the batch has more than :data:`~airflow_gradient.batch.runner.XCOM_MAX_ITEMS` items
-    and no ``output_path`` (:func:`~airflow_gradient.batch.runner.prepare_batch`).
+    repeat, or the batch has more than :data:`~airflow_gradient.batch.attempt.XCOM_MAX_ITEMS` items
+    and no ``output_path`` (:func:`~airflow_gradient.batch.attempt.prepare_batch`).
     """
     log = log or logging.getLogger(__name__)
     _, state, _ = prepare_batch(inputs, output_path, check=_budget_check(settings))
@@ -246,14 +246,14 @@ def land_results(
     already = sum(1 for custom_id in items if state.is_done(custom_id))
     attempt = BatchAttempt(output_path, store, state, total=len(items), already=already, started=started)
 
-    async def write(custom_id: str, outcome: Any) -> None:
-        await write_row(custom_id, row_of(items[custom_id][0], custom_id, outcome, parse))
+    def write(custom_id: str, outcome: Any) -> None:
+        write_row(custom_id, row_of(items[custom_id][0], custom_id, outcome, parse))
 
-    async def write_row(custom_id: str, row: dict[str, Any]) -> None:
+    def write_row(custom_id: str, row: dict[str, Any]) -> None:
         _, digest, model = items[custom_id]
         row["request_digest"] = digest
         settings.costing.stamp(row, model)
-        attempt.progress.record(await attempt.writer.write(row))
+        attempt.progress.record(attempt.writer.write(row))
 
     def unsent_row(custom_id: str) -> dict[str, Any] | None:
         """The row of an item that was not uploaded, or None: it was, and has no result line."""
@@ -264,33 +264,31 @@ def land_results(
             return skipped_row(index, custom_id, f"cost budget max_cost_usd={settings.max_cost_usd:g} reached")
         return None
 
-    async def main() -> None:
-        seen: set[str] = set()
-        try:
-            with tempfile.TemporaryDirectory(prefix="gradient-batch-results-") as tmp:
-                for job in jobs:
-                    for path in await _download(hook, job, Path(tmp), log):
-                        for custom_id, outcome in read_result_lines(path, log.warning, hook.settings.api_key):
-                            if custom_id not in items:
-                                log.warning("Batch job %s returned unknown custom_id %r; passed over",
-                                            job.batch_id, custom_id)
-                            elif custom_id not in seen and not state.is_done(custom_id):
-                                seen.add(custom_id)
-                                await write(custom_id, outcome)
-            missing_error = missing_item_error(*_job_end(jobs))
-            for custom_id in items:
-                if custom_id not in seen and not state.is_done(custom_id):
-                    if (row := unsent_row(custom_id)) is not None:
-                        await write_row(custom_id, row)
-                    else:
-                        await write(custom_id, missing_error)
-        finally:
-            # Runs on errors too: the rows written so far reach storage.
-            await attempt.writer.close()
-            if plan.reuse is not None:
-                plan.reuse.close()
+    seen: set[str] = set()
+    try:
+        with tempfile.TemporaryDirectory(prefix="gradient-batch-results-") as tmp:
+            for job in jobs:
+                for path in _download(hook, job, Path(tmp), log):
+                    for custom_id, outcome in read_result_lines(path, log.warning, hook.settings.api_key):
+                        if custom_id not in items:
+                            log.warning("Batch job %s returned unknown custom_id %r; passed over",
+                                        job.batch_id, custom_id)
+                        elif custom_id not in seen and not state.is_done(custom_id):
+                            seen.add(custom_id)
+                            write(custom_id, outcome)
+        missing_error = missing_item_error(*_job_end(jobs))
+        for custom_id in items:
+            if custom_id not in seen and not state.is_done(custom_id):
+                if (row := unsent_row(custom_id)) is not None:
+                    write_row(custom_id, row)
+                else:
+                    write(custom_id, missing_error)
+    finally:
+        # Runs on errors too: the rows written so far reach storage.
+        attempt.writer.close()
+        if plan.reuse is not None:
+            plan.reuse.close()
 
-    asyncio.run(main())
     usage = attempt.usage()
     manifest = attempt.manifest(
         requests={"sent": sum((job.request_counts.total if job.request_counts else 0) for job in jobs),
@@ -308,10 +306,10 @@ def land_results(
     return manifest
 
 
-async def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path, log: Any) -> list[Path]:
+def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path, log: Any) -> list[Path]:
     """The job's result files on local disk; none when the job ended without results."""
     try:
-        results = await asyncio.to_thread(hook.get_results, job.batch_id)
+        results = hook.get_results(job.batch_id)
     except GradientAPIError as exc:
         if job.status == "completed" or exc.status not in (404, 409, 412):
             raise
@@ -320,7 +318,7 @@ async def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path,
     paths = []
     for kind, url in results.urls:
         path = directory / f"{job.batch_id}-{kind}.jsonl"
-        await asyncio.to_thread(hook.download_file, url, path)
+        hook.download_file(url, path)
         paths.append(path)
     return paths
 

@@ -18,7 +18,7 @@ expire :data:`STATE_TTL_S` after their last use.
   and answers when the first slot begins, in Redis time; the caller sleeps until then. During a
   pause, or when the next slot is further ahead than :data:`RESERVE_HORIZON_S`, it reserves
   nothing and says when to ask again: slots are never queued far ahead at a pace that may change.
-- :meth:`PaceStore.update` applies the pacing rules (Python, :mod:`~airflow_gradient.batch.pace_rules`)
+- :meth:`PaceStore.update` applies the pacing rules (Python, :mod:`~airflow_gradient.batch.in_task.pace_rules`)
   to the stored state under optimistic concurrency (``WATCH``/``MULTI``/``EXEC``, retried when
   another worker wrote first), and stores the pace the rules derive, for the script to read.
   The GCRA times live in their own key so that reservations never void an update's ``WATCH``.

@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from airflow_gradient.batch.results import is_local
+
 LEDGER_NAME = "batch_jobs.json"
 LEDGER_VERSION = 1
 
@@ -92,7 +94,7 @@ class LedgerStore:
     def save(self, ledger: JobLedger) -> None:
         if self.path is None:
             return
-        if (getattr(self.path, "protocol", "") or "file") in ("file", "local"):
+        if is_local(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(ledger.to_json(), encoding="utf-8")
 

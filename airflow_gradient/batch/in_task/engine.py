@@ -10,7 +10,7 @@ batch.
 
 Worker ``n`` sends through ``hooks[n % len(hooks)]``: one hook on aiohttp's pool when
 ``httpx-aiohttp`` is installed, else one httpx pool per few workers (see
-:func:`~airflow_gradient.batch.runner.pool_hooks`), because httpcore's pool bookkeeping grows
+:func:`~airflow_gradient.batch.in_task.runner.pool_hooks`), because httpcore's pool bookkeeping grows
 with the requests it carries (on one core, one pool carrying 64 requests manages ~200 requests/s,
 sixteen pools of 4 about three times that).
 """
@@ -24,15 +24,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
 from airflow_gradient import arguments
+from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.inputs import BatchItem, estimate_token_split
-from airflow_gradient.batch.pacing import RateLimiter
 from airflow_gradient.batch.progress import BatchProgress
-from airflow_gradient.batch.results import failed_row, reply_row, skipped_row
+from airflow_gradient.batch.rows import failed_row, reply_row, skipped_row
 from airflow_gradient.exceptions import (
     GradientAuthError,
     GradientError,
@@ -45,6 +45,8 @@ FEED_CHUNK = 256
 TICK_S = 1.0
 # Items worked on per request slot: the extra ones fill the slots of items waiting for a retry.
 WORKERS_PER_SLOT = 2
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -140,20 +142,25 @@ class _Feeder:
 
 
 class Writer(Protocol):
-    """What the engine writes rows to (see :mod:`airflow_gradient.batch.results`)."""
+    """What the engine writes rows to (see :mod:`airflow_gradient.batch.results`). Its calls are
+    synchronous; ``blocking`` says they may wait on the network (a part uploaded on object storage)."""
 
-    async def write(self, row: dict[str, Any]) -> dict[str, Any]:
+    blocking: bool
+
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
         """Store ``row``; returns it as stored, which is what the batch counts."""
         ...
 
-    async def commit_if_stale(self) -> None: ...
+    def commit_if_stale(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class BatchEngine:
     """Sends items through ``hooks`` under ``limiter`` and writes their rows to ``writer``.
 
     :param hooks: :class:`GradientHook` instances of one connection, each with its own pool;
-        worker ``n`` uses ``hooks[n % len(hooks)]`` (see :func:`~airflow_gradient.batch.runner.pool_hooks`).
+        worker ``n`` uses ``hooks[n % len(hooks)]`` (see :func:`~airflow_gradient.batch.in_task.runner.pool_hooks`).
 
     :param parse: turns a reply's text into the row's ``parsed`` value; raising
         :class:`GradientOutputError` fails the item.
@@ -174,6 +181,7 @@ class BatchEngine:
         self.hooks = hooks
         self.limiter = limiter
         self.writer = writer
+        self._store_lock = asyncio.Lock()
         self.settings = settings
         self.parse = parse
         self.log = log or logging.getLogger(__name__)
@@ -199,6 +207,15 @@ class BatchEngine:
             ticker.cancel()
         self.log.info(progress.line(self.limiter.pacing().describe()))
 
+    async def store(self, call: Callable[..., _T], *args: Any) -> _T:
+        """Call the writer: the one place the engine does. A local part is written and flushed in
+        microseconds, on the loop; a write to object storage may upload a part, so it goes to a
+        thread, one call at a time (a writer is not thread-safe)."""
+        if not self.writer.blocking:
+            return call(*args)
+        async with self._store_lock:
+            return await asyncio.to_thread(call, *args)
+
     async def _worker(self, hook: Any, feeder: _Feeder, progress: BatchProgress) -> None:
         while (item := await feeder.next()) is not None:
             if item.reused is not None:
@@ -218,7 +235,7 @@ class BatchEngine:
                         self.cost_budget.release(item.index)
             row["request_digest"] = item.digest
             self.costing.stamp(row, item.request.model)
-            progress.record(await self.writer.write(row))
+            progress.record(await self.store(self.writer.write, row))
 
     def _over_budget(self, item: BatchItem, progress: BatchProgress) -> bool:
         budget = self.settings.max_total_tokens
@@ -274,7 +291,7 @@ class BatchEngine:
         last_line = time.monotonic()
         while True:
             await asyncio.sleep(TICK_S)
-            await self.writer.commit_if_stale()
+            await self.store(self.writer.commit_if_stale)
             if time.monotonic() - last_line >= self.settings.progress_interval:
                 last_line = time.monotonic()
                 self.log.info(progress.line(self.limiter.pacing().describe()))

@@ -1,0 +1,135 @@
+"""The row of one item: what it holds, how it is built, how it is stored.
+
+Every row, of either batch kind, is built by :func:`build_row` (through :func:`succeeded_row`,
+:func:`failed_row`, :func:`reply_row` or :func:`skipped_row`) and stored by :func:`encode_row`.
+
+A stored row is always one line of valid UTF-8 JSON (see :func:`encode_row`).
+
+A row (``status`` is ``succeeded``, ``failed`` or ``skipped``)::
+
+    {"index": 0, "custom_id": "doc-1", "status": "succeeded", "output_text": "...",
+     "tool_calls": [{"call_id", "name", "arguments"}], "finish_reason": "stop",
+     "usage": {"input_tokens", "output_tokens", "total_tokens", "cached_tokens",
+               "reasoning_tokens", "tool_output_tokens"},
+     "response_id": "resp_...", "model": "...", "attempts": 1, "latency_s": 0.21, "error": null,
+     "parsed": {...},   # "parsed" only when the batch has an output schema
+     "request_digest": "<32 hex>", "cost_usd": 0.00042}   # cost_usd only when the price is known
+
+``request_digest`` (:func:`~airflow_gradient.batch.inputs.request_digest`) lets a later run reuse
+the row; a row copied from an earlier run (:mod:`~airflow_gradient.batch.reuse`) adds
+``"reused": true`` and ``"reused_from"``.
+
+``error`` is ``{"type": "GradientServerError", "status": 500, "message": "..."}`` on failed rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from airflow_gradient.exceptions import GradientOutputError, GradientProtocolError
+from airflow_gradient.models.result import USAGE_KEYS
+
+__all__ = ["USAGE_KEYS", "add_usage", "build_row", "encode_row", "error_info", "failed_row", "reply_row",
+           "skipped_row", "succeeded_row"]
+
+MAX_ERROR_CHARS = 2000
+
+
+def add_usage(totals: dict[str, int], row: dict[str, Any]) -> None:
+    """Add a row's token usage to ``totals`` (the keys of :data:`USAGE_KEYS`)."""
+    for key, value in (row.get("usage") or {}).items():
+        if key in totals:
+            totals[key] += value
+
+
+def build_row(index: int, custom_id: str, status: str, *, attempts: int = 0, latency_s: float = 0.0,
+              error: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """A row with every field of the schema: those not given are empty (no reply)."""
+    return {
+        "index": index,
+        "custom_id": custom_id,
+        "status": status,
+        "output_text": None,
+        "tool_calls": [],
+        "finish_reason": None,
+        "usage": None,
+        "response_id": None,
+        "model": None,
+        "attempts": attempts,
+        "latency_s": round(latency_s, 4),
+        "error": error,
+    } | fields
+
+
+def succeeded_row(index: int, custom_id: str, result: Any, **extra: Any) -> dict[str, Any]:
+    """The row of a reply (a :class:`~airflow_gradient.models.ResponseResult`)."""
+    return build_row(
+        index, custom_id, "succeeded",
+        attempts=result.call.attempts,
+        latency_s=result.call.latency_s,
+        output_text=result.output_text,
+        tool_calls=[call.to_dict() for call in result.tool_calls],
+        finish_reason=result.finish_reason,
+        usage=result.usage_summary(),
+        response_id=result.id,
+        model=result.model,
+        **extra,
+    )
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` field of a failed row."""
+    return {"type": type(exc).__name__, "status": getattr(exc, "status", None),
+            "message": str(exc)[:MAX_ERROR_CHARS]}
+
+
+def failed_row(index: int, custom_id: str, exc: BaseException, *, attempts: int, latency_s: float,
+               **extra: Any) -> dict[str, Any]:
+    """The row of an item whose request failed for good; ``extra`` may keep a reply's fields."""
+    return build_row(index, custom_id, "failed", attempts=attempts, latency_s=latency_s, **extra,
+                     error=error_info(exc))
+
+
+def reply_row(index: int, custom_id: str, result: Any, parse: Callable[[str], Any] | None) -> dict[str, Any]:
+    """The row of a reply, with ``parse``'s value as ``parsed``; a failed row keeping the reply's
+    fields when ``parse`` rejects it (raises :class:`~airflow_gradient.exceptions.GradientOutputError`)."""
+    row = succeeded_row(index, custom_id, result)
+    if parse is not None:
+        try:
+            row["parsed"] = parse(result.output_text)
+        except GradientOutputError as exc:
+            return failed_row(index, custom_id, exc, **{k: v for k, v in row.items()
+                              if k not in ("index", "custom_id", "status", "error")})
+    return row
+
+
+def skipped_row(index: int, custom_id: str, reason: str) -> dict[str, Any]:
+    """The row of an item that was never sent (token budget reached)."""
+    return build_row(index, custom_id, "skipped", error={"type": "Skipped", "status": None, "message": reason})
+
+
+def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The row as it is stored, and its JSONL line: valid UTF-8 JSON whatever the reply held.
+
+    A server may send text with lone surrogates (``"\\ud800"`` is valid JSON, not valid Unicode):
+    they become U+FFFD, so the row can be written and read anywhere (files, XCom, PostgreSQL). A
+    row too deeply nested to encode is stored as a failed row of its item instead. Writers return
+    the stored row, and that is the row the batch counts.
+    """
+    try:
+        text = json.dumps(row, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError, TypeError) as exc:
+        error = GradientProtocolError(f"the reply could not be written as JSON: {type(exc).__name__}: {exc}")
+        row = failed_row(row.get("index", -1), str(row.get("custom_id")), error,
+                         attempts=int(row.get("attempts") or 0), latency_s=float(row.get("latency_s") or 0.0))
+        text = json.dumps(row, ensure_ascii=False)
+    if _LONE_SURROGATE.search(text):
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+        row = json.loads(text)
+    return row, text
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
