@@ -30,7 +30,7 @@ import jinja2
 
 from airflow_gradient import arguments
 from airflow_gradient.exceptions import GradientRequestInvalid
-from airflow_gradient.models.request import ResponseRequest, build_request
+from airflow_gradient.models.request import ResponseRequest, build_request, require_model
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -347,13 +347,8 @@ class BatchInputs:
         if params.get("model") is None and self._default_model:
             params["model"] = self._default_model
         params.pop("stream", None)
-        request = build_request(params, where=where)
-        if request.model is None:
-            raise GradientRequestInvalid(
-                f"invalid request {where}: model: missing; allowed: a model id, or a default 'model' "
-                "in the connection's extras",
-                [(f"item[{index}].model", "missing")],
-            )
+        # The default is filled in before building, so the digest is that of the request sent.
+        request = require_model(build_request(params, where=where), None, where=where, field=f"item[{index}].model")
         wire = request.to_wire() if custom_id is None or digest else {}
         if custom_id is None:
             custom_id = request_hash_id(wire)

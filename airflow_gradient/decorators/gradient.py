@@ -15,7 +15,15 @@ from airflow_gradient.operators.response import GradientResponseOperator
 
 
 class _GradientDecoratedOperator(DecoratedOperator, GradientResponseOperator):
-    """Calls the Python function for the input, then runs :class:`GradientResponseOperator`."""
+    """Calls the Python function for the input, then runs :class:`GradientResponseOperator`.
+
+    :param python_callable: the decorated function; it returns the ``input`` (a non-empty string or
+        a list of input items) and runs in the task, with the task's context.
+    :param op_args: positional arguments for ``python_callable``.
+    :param op_kwargs: keyword arguments for ``python_callable``.
+
+    Every other argument is one of :class:`GradientResponseOperator`, except ``input``.
+    """
 
     template_fields = (*DecoratedOperator.template_fields, *GradientResponseOperator.template_fields)
     template_fields_renderers: ClassVar[dict[str, str]] = {

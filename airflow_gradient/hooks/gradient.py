@@ -26,12 +26,11 @@ from airflow_gradient.exceptions import (
     GradientConnectionError,
     GradientError,
     GradientProtocolError,
-    GradientRequestInvalid,
     GradientTimeoutError,
 )
 from airflow_gradient.http_errors import request_id_of
 from airflow_gradient.models.events import StreamEvent
-from airflow_gradient.models.request import ResponseRequest, build_request
+from airflow_gradient.models.request import ResponseRequest, build_request, require_model
 from airflow_gradient.models.result import CallInfo, ResponseResult
 from airflow_gradient.retry import RetryPolicy
 from airflow_gradient.scrub import scrub_text, scrubbed_response
@@ -309,16 +308,10 @@ class GradientHook(BaseHook):
     def prepare_request(self, request: ResponseRequest | dict[str, Any]) -> ResponseRequest:
         """Validate ``request`` and fill in the connection's default model; nothing is sent."""
         req = build_request(request)
-        if req.model is None:
-            model = self.settings.default_model
-            if not model:
-                raise GradientRequestInvalid(
-                    "invalid request: model: missing; allowed: a model id, or a default 'model' in "
-                    f"the extras of connection {self.gradient_conn_id!r}",
-                    [("model", "missing")],
-                )
-            req = req.model_copy(update={"model": model})
-        return req
+        if req.model is not None:  # the connection is read only when it is needed
+            return req
+        return require_model(req, self.settings.default_model,
+                             defaults_from=f"the extras of connection {self.gradient_conn_id!r}")
 
     def create_response(
         self, request: ResponseRequest | dict[str, Any], *, timeout: float | None = None

@@ -388,6 +388,31 @@ def build_request(data: ResponseRequest | dict[str, Any], *, where: str = "") ->
     return request
 
 
+def require_model(
+    request: ResponseRequest,
+    default_model: str | None,
+    *,
+    where: str = "",
+    field: str = "model",
+    defaults_from: str = "the connection's extras",
+) -> ResponseRequest:
+    """``request`` with ``default_model`` when it names no model; the one place a request without
+    any model is refused (:class:`GradientRequestInvalid` naming ``field``), before anything is sent.
+
+    :param where: which request, for the message (``"in item 3"``).
+    :param defaults_from: where a default model could have come from, for the message.
+    """
+    if request.model is not None:
+        return request
+    if default_model:
+        return request.model_copy(update={"model": default_model})
+    raise GradientRequestInvalid(
+        f"invalid request{' ' + where if where else ''}: model: missing; allowed: a model id, "
+        f"or a default 'model' in {defaults_from}",
+        [(field, "missing")],
+    )
+
+
 def _refuse_non_json(problems: Iterator[tuple[str, str]], where: str) -> None:
     for path, problem in problems:
         raise GradientRequestInvalid(

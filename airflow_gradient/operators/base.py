@@ -64,11 +64,11 @@ class GradientBaseOperator(BaseOperator):
     :param request_params: any other documented parameter (``max_tokens``, ``logprobs``,
         ``top_logprobs``, ``max_tool_calls``, ``parallel_tool_calls``, ``service_tier``, ``store``,
         ``modalities``, ``max_output_tokens_per_message``, ``usage``, ``meta``, ``extra_body``).
-    :param request_timeout: time limit of each HTTP attempt, seconds, from sending the request to
-        the last byte of the reply: a reply trickled a byte at a time ends at the limit. A retry
-        gets the limit anew. Default: the connection's ``timeout`` extra (600 s). A streamed reply
-        (``stream=True``) is not bounded as a whole: the limit applies to each read of it.
     :param max_retries: retries of a failed request; default: the connection's (2).
+
+    ``request_timeout`` is an argument of the operators that send requests themselves
+    (:class:`GradientResponseOperator`, :class:`GradientBatchOperator`), not of the Batch
+    Inference job operator.
     :param prices: US dollars per million tokens per model, ``{"model-id": {"input": ...,
         "cached_input": ..., "output": ...}}``; default: the connection's ``prices`` extra. With a
         price for the model, results carry ``cost_usd`` (see ``docs/cost-and-reuse.md``).
@@ -95,7 +95,6 @@ class GradientBaseOperator(BaseOperator):
         reasoning: dict[str, Any] | None = None,
         user: str | None = None,
         request_params: dict[str, Any] | None = None,
-        request_timeout: float | None = None,
         max_retries: int | None = None,
         prices: dict[str, dict[str, float]] | None = None,
         **kwargs: Any,
@@ -118,7 +117,6 @@ class GradientBaseOperator(BaseOperator):
         with fails_for_good():
             # Templated arguments can only be checked once rendered: at the start of execute.
             self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
-            self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
             self.max_retries = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
             Prices.parse(prices)  # refused as soon as the DAG is parsed; kept as given
         self.prices = prices
@@ -163,6 +161,10 @@ class GradientBaseOperator(BaseOperator):
         return resolve_prices(self.prices, self.hook.settings.prices)
 
     def on_kill(self) -> None:
-        # Best effort: the task is going away; closing the pool frees its sockets now.
+        # Best effort: the task is going away; closing the pool frees its sockets now, and a client
+        # that will not close must not hide why the task ended.
         if self._hook is not None:
-            self._hook.close()
+            try:
+                self._hook.close()
+            except Exception:
+                self.log.warning("Could not close a Gradient client", exc_info=True)

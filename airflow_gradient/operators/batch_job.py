@@ -15,7 +15,7 @@ from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatc
 from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.operators.base import fails_for_good
-from airflow_gradient.operators.batch import GradientBatchOperator, _storage_path
+from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 from airflow_gradient.pricing import Costing
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
@@ -23,17 +23,20 @@ from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 DEFAULT_TIMEOUT = timedelta(hours=25)
 
 
-class GradientBatchJobOperator(GradientBatchOperator):
+class GradientBatchJobOperator(GradientBatchBaseOperator):
     """Run a batch as Gradient Batch Inference jobs: about half the price, results within 24 h.
 
     Takes the same items, validation, ``custom_id`` rules, ``output_path`` and ``output_schema`` as
-    :class:`GradientBatchOperator`, and lands the same JSONL rows and the same manifest, so
-    switching between the two is one class name. The in-task pacing arguments
-    (``max_concurrency``, ``requests_per_minute``, ``tokens_per_minute``, ``max_total_tokens``,
-    ``item_timeout``, ``rate_limiter``) are accepted and unused: Gradient paces its own jobs.
-    ``reuse_results_from`` works the same (reused items are not uploaded); ``max_cost_usd`` is
-    applied to the estimates before upload (no reply corrects them while a job runs), the rows'
-    ``cost_usd`` take off the model's ``batch_discount`` from ``prices``.
+    :class:`GradientBatchOperator` (the arguments of
+    :class:`~airflow_gradient.operators.batch_base.GradientBatchBaseOperator`), and lands the same
+    JSONL rows and the same manifest, so switching between the two is a class name and the pacing
+    arguments: those of the in-task batch (``max_concurrency``, ``requests_per_minute``,
+    ``tokens_per_minute``, ``max_total_tokens``, ``item_timeout``, ``progress_interval``,
+    ``rate_limiter``, ``request_timeout``) are not arguments of this operator, since Gradient sends
+    and paces the requests of its own jobs. ``reuse_results_from`` works the same (reused items are
+    not uploaded); ``max_cost_usd`` is applied to the estimates before upload (no reply corrects
+    them while a job runs), the rows' ``cost_usd`` take off the model's ``batch_discount`` from
+    ``prices``.
 
     The task validates every item, writes the JSONL input (split into several jobs above
     ``max_requests_per_file`` requests or ``max_bytes_per_file`` bytes), uploads it, creates the
@@ -56,13 +59,16 @@ class GradientBatchJobOperator(GradientBatchOperator):
     :param job_metadata: string pairs attached to each job (``metadata`` is the requests' own).
     :param max_requests_per_file: requests per job input file (Gradient's limit: 50,000).
     :param max_bytes_per_file: bytes per job input file (Gradient's limit: 200 MB).
+    :param shard_index: refused: a Batch Inference job takes the whole input (shard with
+        :class:`GradientBatchOperator`). Accepted only so that a mapped task fails with that reason.
+    :param shard_count: refused, as ``shard_index``.
 
     ``max_failed_fraction``: failed, expired and cancelled items are rows with their error; above
     this fraction the task fails, after the rows are written. The manifest adds ``mode``
     ("batch_job"), ``batch_jobs`` (id, status, request counts) and ``billable_tokens``.
     """
 
-    template_fields = (*GradientBatchOperator.template_fields, "job_metadata")
+    template_fields = (*GradientBatchBaseOperator.template_fields, "job_metadata")
 
     def __init__(
         self,
@@ -78,9 +84,13 @@ class GradientBatchJobOperator(GradientBatchOperator):
         job_metadata: dict[str, str] | None = None,
         max_requests_per_file: int = MAX_REQUESTS_PER_FILE,
         max_bytes_per_file: int = MAX_BYTES_PER_FILE,
+        shard_index: int | None = None,
+        shard_count: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.shard_index = shard_index
+        self.shard_count = shard_count
         self.job_metadata = job_metadata
         self.provider = provider
         self.completion_window = completion_window
@@ -119,7 +129,7 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 self.hook,
                 inputs,
                 task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
-                output_path=_storage_path("output_path", self.output_path),
+                output_path=storage_path("output_path", self.output_path),
                 settings=settings,
                 log=self.log,
             )
@@ -174,7 +184,7 @@ class GradientBatchJobOperator(GradientBatchOperator):
                 self.hook,
                 inputs,
                 [self.hook.get_job(batch_id) for batch_id in self._batch_ids],
-                output_path=_storage_path("output_path", self.output_path),
+                output_path=storage_path("output_path", self.output_path),
                 parse=parse,
                 log=self.log,
                 settings=settings,

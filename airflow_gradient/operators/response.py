@@ -42,6 +42,10 @@ class GradientResponseOperator(GradientBaseOperator):
     :param tool_functions: ``{name: callable}``: run the model's function calls in Python and send
         the results back until it answers in text. Without ``tools``, the tool definitions are
         derived from the callables' signatures and docstrings. Usage is summed over all rounds.
+    :param request_timeout: time limit of each HTTP attempt, seconds, from sending the request to
+        the last byte of the reply: a reply trickled a byte at a time ends at the limit. A retry
+        gets the limit anew. Default: the connection's ``timeout`` extra (600 s). A streamed reply
+        (``stream=True``) is not bounded as a whole: the limit applies to each read of it.
     :param max_tool_rounds: at most this many rounds of function calls are run (each round may hold
         several calls); a model still calling tools after them fails the task. Not to be confused
         with the ``max_tool_calls`` request parameter, which the server applies to one reply.
@@ -62,6 +66,7 @@ class GradientResponseOperator(GradientBaseOperator):
         output_retries: int = 0,
         tool_functions: ToolFunctions | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        request_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,6 +79,7 @@ class GradientResponseOperator(GradientBaseOperator):
             self.output_retries = arguments.non_negative_int("output_retries", output_retries)
             self.tool_functions = arguments.optional(arguments.functions, "tool_functions", tool_functions)
             self.max_tool_rounds = arguments.non_negative_int("max_tool_rounds", max_tool_rounds)
+            self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
 
     def execute(self, context: Context) -> dict[str, Any]:
         with fails_for_good():
