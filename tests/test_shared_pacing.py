@@ -1,7 +1,7 @@
 """Shared pacing through a real Redis: one budget for several limiters, the rules applied in Redis,
 the key and its expiry, Redis down at the start and lost mid-batch, and a whole batch task.
 
-Redis databases 1-4 are this module's (see tests/services.py).
+Redis databases 1-5 are this module's (see tests/services.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from airflow_gradient.batch.in_task.runner import pool_hooks
 from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, xcom_value
 from tests.services import REDIS_HOST, REDIS_PORT, redis_database
+from tests.test_batch_pacing import served_429s
 
 QUOTA = {"x-ratelimit-limit-requests": "9000", "x-ratelimit-remaining-requests": "8000",
          "x-ratelimit-limit-tokens": "90000", "x-ratelimit-remaining-tokens": "80000"}
@@ -117,6 +118,51 @@ def _pace(rpm: float):
 
     return DerivedPace(requests_per_minute=rpm, tokens_per_minute=None, token_burst=0.0, pause_until=0.0,
                        source="configured")
+
+
+def test_four_limiters_hold_a_limit_learnt_from_the_headers_across_the_first_window(emulator) -> None:
+    """No limit told: the account's limit comes from the quota headers only. The requests sent before
+    it was known, plus the pace after, must not overflow the server's first sliding window: the
+    budget (remaining minus in flight) holds across the four tasks, as it does in memory."""
+    import httpx
+
+    # 600/min over a 10 s window (100 per window, 10 per second): the pace alone would fill it with
+    # the first burst on top. 160 items cross the first window.
+    emulator.configure(rpm_limit=600, limit_window=10.0, latency=0.05)
+    items = list(range(160))
+    done: list[int] = []
+
+    async def shard(limiter: SharedRateLimiter, mine: list[int]) -> None:
+        async with httpx.AsyncClient(base_url=emulator.base_url, timeout=30,
+                                     headers={"Authorization": f"Bearer {TEST_KEY}"}) as http:
+            async def worker() -> None:
+                while mine:
+                    item = mine.pop()
+                    status = 429
+                    while status == 429:  # a 429 fails the test below; the item is sent again
+                        await limiter.acquire(10)
+                        reply = await http.post("/responses", json={"model": "test-model", "input": f"item {item}",
+                                                                    "max_output_tokens": 10})
+                        status = reply.status_code
+                        limiter.on_reply(status, reply.headers, 10)
+                    assert status == 200
+                    done.append(item)
+
+            await asyncio.gather(*(worker() for _ in range(8)))
+            await limiter.aclose()
+
+    with redis_database(5):
+        limiters = [shared_limiter(5) for _ in range(4)]
+
+        async def main() -> None:
+            await asyncio.gather(*(shard(limiter, items[i::4]) for i, limiter in enumerate(limiters)))
+
+        asyncio.run(main())
+    replies = [r for r in emulator.log if r.path.endswith("/responses")]
+    refused = [round(r.t - replies[0].t, 2) for r in replies if r.status == 429]
+    assert served_429s(emulator) == 0, f"429s at {refused} s"
+    assert sorted(done) == items
+    assert {limiter.pacing().source for limiter in limiters} == {"headers, shared via redis db 5"}
 
 
 # -- the rules, through Redis ----------------------------------------------------------------------

@@ -242,14 +242,21 @@ class PaceState:
         sources = [s for s in (rpm_source, tpm_source) if s]
         return Ceiling(rpm, tpm, "/".join(dict.fromkeys(sources)) or "unpaced")
 
+    def request_budget(self, now: float) -> tuple[float, float] | None:
+        """Rule 3: the requests that may still go before the quota resets, and when it resets
+        (``x-ratelimit-remaining-requests`` minus those in flight); None while no budget is known."""
+        self._expire_budgets(now)
+        if self.remaining_requests is None or self.reset_requests_at is None:
+            return None
+        return self.remaining_requests - self.in_flight_requests, self.reset_requests_at
+
     def wait_s(self, tokens: float, now: float) -> float:
         """Seconds a request estimated at ``tokens`` tokens must wait at ``now``; 0: it may go."""
         self._expire_budgets(now)
         ceiling = self.ceiling(now)
         waits = [self.paused_until - now]
-        if self.remaining_requests is not None and self.reset_requests_at is not None \
-                and self.remaining_requests - self.in_flight_requests < 1:
-            waits.append(self.reset_requests_at - now)
+        if (budget := self.request_budget(now)) is not None and budget[0] < 1:
+            waits.append(budget[1] - now)
         if self.remaining_tokens is not None and self.reset_tokens_at is not None \
                 and self.remaining_tokens - self.in_flight_tokens < tokens:
             waits.append(self.reset_tokens_at - now)

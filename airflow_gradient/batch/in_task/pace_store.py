@@ -6,9 +6,13 @@ Two keys per account, in one Redis Cluster hash slot (the ``{digest}`` tag)::
                                   reservation script reads from it: "rpm", "tpm" (the pace, per
                                   minute; empty when unknown), "tok_burst", "pause_until" (Redis
                                   time, s; the pause or the spent budget), "source", "version",
-                                  "in_flight" (each live task's requests in flight, JSON)
+                                  "in_flight" (each live task's requests in flight, JSON),
+                                  "cap", "cap_reset", "cap_at", "cap_since": the request budget
+                                  the rules derived (remaining minus in flight), when it resets,
+                                  when it was derived, when the request that told it was sent
     gradient:pace:{digest}:gcra   hash: "req", "tok": the theoretical arrival times (GCRA) of the
-                                  next request and token, Redis time
+                                  next request and token, Redis time; "budget", "budget_reset",
+                                  "budget_at": the request budget as reservations spend it
 
 ``digest`` is ``sha256(base_url + "\\0" + key)[:16]``: one account, never the key itself. Both keys
 expire :data:`STATE_TTL_S` after their last use.
@@ -18,6 +22,9 @@ expire :data:`STATE_TTL_S` after their last use.
   and answers when the first slot begins, in Redis time; the caller sleeps until then. During a
   pause, or when the next slot is further ahead than :data:`RESERVE_HORIZON_S`, it reserves
   nothing and says when to ask again: slots are never queued far ahead at a pace that may change.
+  It never grants more request slots than the account's budget (``x-ratelimit-remaining-requests``
+  minus in flight, the rules' :meth:`~airflow_gradient.batch.in_task.pace_rules.PaceState.request_budget`),
+  spent slot by slot between updates; with none left it pauses until the quota resets.
 - :meth:`PaceStore.update` applies the pacing rules (Python, :mod:`~airflow_gradient.batch.in_task.pace_rules`)
   to the stored state under optimistic concurrency (``WATCH``/``MULTI``/``EXEC``, retried when
   another worker wrote first), and stores the pace the rules derive, for the script to read.
@@ -59,6 +66,32 @@ local rpm, tpm, pause = tonumber(s[1]), tonumber(s[2]), tonumber(s[3]) or 0
 local burst = tonumber(s[6]) or 0
 local n, m, horizon = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 local req_at, tok_at, reserved = now, now, 0
+-- PaceState.request_budget: the requests the account may still send before the quota resets. An
+-- update writes it (cap, cap_reset, cap_at); reservations spend it, and a newer one only lowers it
+-- before the reset (the slots reserved since the reply it was read from are not counted in it).
+local c = redis.call('HMGET', KEYS[1], 'cap', 'cap_reset', 'cap_at', 'cap_since')
+local cap, cap_reset, cap_at = tonumber(c[1]), tonumber(c[2]) or 0, c[3] or ''
+local b = redis.call('HMGET', KEYS[2], 'budget', 'budget_reset', 'budget_at', 'req')
+local budget, budget_reset = tonumber(b[1]), tonumber(b[2]) or 0
+if budget and budget_reset <= now then budget = nil end
+if cap and cap_reset > now and cap_at ~= (b[3] or '') then
+  -- The slots reserved since the request that told it was sent (GCRA: one per 60 / rpm up to the
+  -- next slot) may be in no count it was made of: the server counted them after it answered.
+  if rpm and rpm > 0 then
+    cap = cap - math.max(math.ceil(((tonumber(b[4]) or 0) - (tonumber(c[4]) or now)) * rpm / 60), 0)
+  end
+  if budget then budget = math.min(budget, cap) else budget = cap end
+  budget_reset = cap_reset
+  redis.call('HSET', KEYS[2], 'budget_at', cap_at, 'budget', string.format('%.6f', budget),
+             'budget_reset', string.format('%.6f', budget_reset))
+end
+if budget and n > 0 then
+  n = math.min(n, math.floor(budget))
+  if n < 1 then
+    n = 0
+    pause = math.max(pause, budget_reset)
+  end
+end
 if pause <= now then
   local g = redis.call('HMGET', KEYS[2], 'req', 'tok')
   local next_req, next_tok = tonumber(g[1]) or 0, tonumber(g[2]) or 0
@@ -72,6 +105,9 @@ if pause <= now then
   -- Never further ahead than the horizon: a change of pace reaches every slot not yet reserved.
   if math.max(req_at, tok_at) - now <= horizon then
     reserved = 1
+    if budget then
+      redis.call('HSET', KEYS[2], 'budget', string.format('%.6f', budget - n))
+    end
     if rpm and rpm > 0 and n > 0 then
       redis.call('HSET', KEYS[2], 'req', string.format('%.6f', req_at + n * 60 / rpm))
     end
@@ -82,8 +118,9 @@ if pause <= now then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if reserved == 0 then n = 0 end
 return {string.format('%.6f', now), string.format('%.6f', req_at), string.format('%.6f', tok_at),
-        s[1] or '', s[2] or '', string.format('%.6f', pause), s[4] or '', s[5] or '0', reserved}
+        s[1] or '', s[2] or '', string.format('%.6f', pause), s[4] or '', s[5] or '0', reserved, n}
 """
 
 
@@ -112,7 +149,9 @@ class SharedPace:
 class Reservation:
     """What :meth:`PaceStore.reserve` reserved: ``requests`` slots from ``requests_at`` and
     ``tokens`` from ``tokens_at`` (Redis time), at the pace in ``pace``. Nothing (``reserved``
-    false) while paused, or when the first slot would begin beyond the horizon."""
+    false) while paused, or when the first slot would begin beyond the horizon. ``requests`` may be
+    fewer than asked for: never more than the account's request budget (remaining minus in flight);
+    with none left, ``pace.pause_until`` is when the quota resets."""
 
     pace: SharedPace
     requests: int
@@ -136,6 +175,11 @@ class DerivedPace:
     token_burst: float
     pause_until: float
     source: str
+    request_budget: tuple[float, float] | None = None
+    """Requests the account may still send, and when that resets (Redis time); None: no budget known."""
+    budget_since: float = 0.0
+    """When the request whose reply told that budget was sent (Redis time): the slots reserved since
+    may be missing from it (the server counted them after it answered, their tasks not yet reported)."""
 
 
 # The rules, as the store calls them: (stored state or None, Redis time) -> (new state, its pace).
@@ -176,11 +220,11 @@ class PaceStore:
         when the first slot begins within ``horizon_s``; else reserve nothing and say when it would."""
         raw = await self._reserve(keys=[self.key, self.gcra_key],
                                   args=[requests, f"{tokens:.3f}", self.ttl_ms, f"{horizon_s:.6f}"])
-        now, req_at, tok_at, rpm, tpm, pause, source, version, reserved = (
+        now, req_at, tok_at, rpm, tpm, pause, source, version, reserved, granted = (
             v.decode() if isinstance(v, bytes) else v for v in raw
         )
         pace = SharedPace(float(now), _number(rpm), _number(tpm), float(pause), source, int(version or 0))
-        return Reservation(pace, requests, float(req_at), tokens, float(tok_at), bool(int(reserved)))
+        return Reservation(pace, int(granted), float(req_at), tokens, float(tok_at), bool(int(reserved)))
 
     async def read(self) -> SharedPace:
         """The stored pace: a reservation of nothing."""
@@ -221,6 +265,7 @@ class PaceStore:
                         "pause_until": f"{derived.pause_until:.6f}",
                         "source": derived.source,
                         "version": version,
+                        **dict(zip(_BUDGET_FIELDS, _budget_fields(derived.request_budget, derived.budget_since, now))),
                     })
                     pipe.pexpire(self.key, self.ttl_ms)
                     await pipe.execute()
@@ -229,6 +274,16 @@ class PaceStore:
                 return SharedPace(now, derived.requests_per_minute, derived.tokens_per_minute,
                                   derived.pause_until, derived.source, version)
         raise WatchError(f"the shared pace of {self.key} changed {UPDATE_TRIES} times while being updated")
+
+
+_BUDGET_FIELDS = ("cap", "cap_reset", "cap_at", "cap_since")
+
+
+def _budget_fields(budget: tuple[float, float] | None, since: float, now: float) -> tuple[str, ...]:
+    # cap_at tells the script a new budget was derived (it merges each one once).
+    if budget is None:
+        return ("", "", "", "")
+    return f"{budget[0]:.6f}", f"{budget[1]:.6f}", f"{now:.6f}", f"{since:.6f}"
 
 
 def _field(value: float | None) -> str:

@@ -74,6 +74,7 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
 FALLBACK_MAX_SHARE = 0.5
 FALLBACK_MIN_SHARE = 0.05
 _KEPT_HEADERS = ("retry-after", "retry-after-ms")
+_REMAINING_REQUESTS = f"{RATE_LIMIT_HEADER_PREFIX}remaining-requests"
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _lowest(*values: float | None) -> float | None:
     return min(known) if known else None
 
 
-def derive(state: PaceState, now: float) -> DerivedPace:
+def derive(state: PaceState, now: float, budget_since: float | None = None) -> DerivedPace:
     """What the reservation script needs of a state: the pace, and until when nothing may go."""
     ceiling = state.ceiling(now)
     # wait_s with the GCRA times at ``now`` is the state's other waits: the pause and the budget.
@@ -125,6 +126,8 @@ def derive(state: PaceState, now: float) -> DerivedPace:
         token_burst=TOKEN_BURST * ceiling.tokens_per_minute if ceiling.tokens_per_minute else 0.0,
         pause_until=now + blocked,
         source=ceiling.source,
+        request_budget=state.request_budget(now),
+        budget_since=now if budget_since is None else budget_since,
     )
 
 
@@ -137,6 +140,8 @@ class _Event:
     headers: dict[str, str]
     tokens: float
     at: float
+    sent_at: float | None = None
+    """A reply: when the oldest of this task's requests then in flight was sent (its own, or earlier)."""
 
 
 def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float, now: float,
@@ -144,6 +149,7 @@ def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float,
              rand: Callable[[], float] = random.random) -> tuple[dict[str, Any], DerivedPace]:
     # Joined again each time: the state may have expired, or Redis restarted empty, since this task joined.
     state = _join(_state(stored), *limits)
+    since: float | None = None
     for event in events:
         # Each event at its own time on Redis's clock (never in Redis's future).
         at = min(event.at + offset, now)
@@ -151,9 +157,11 @@ def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float,
             state.on_send(event.tokens, at)
         else:
             state.on_reply(event.status, event.headers, event.tokens, now=at, now_wall=at, rand=rand())
+            if _REMAINING_REQUESTS in event.headers and event.sent_at is not None:
+                since = min(event.sent_at + offset, now)
     if in_flight is not None:
         _with_in_flight(state, in_flight)
-    return state.to_dict(), derive(state, now)
+    return state.to_dict(), derive(state, now, since)
 
 
 # -- the limiter -------------------------------------------------------------------------------------
@@ -251,6 +259,10 @@ class SharedRateLimiter:
         self.late_slots = 0
         self._task = uuid.uuid4().hex[:12]
         self._in_flight = [0, 0.0]  # this task's requests (and tokens) in flight, acquired shared
+        # A reply told a quota while the pace was unknown, and the store has not applied it yet.
+        self._quota_heard = False
+        self._flushed = asyncio.Event()
+        self._sent_at: deque[float] = deque()  # when this task's shared requests in flight were sent
 
     # -- the protocol --------------------------------------------------------------------------
 
@@ -261,6 +273,7 @@ class SharedRateLimiter:
                 now = self._clock()
                 self._share.add(now)
                 self._events.append(_Event(True, None, {}, tokens, now))
+                self._sent_at.append(now)
                 self._in_flight[0] += 1
                 self._in_flight[1] += tokens
                 return
@@ -281,7 +294,14 @@ class SharedRateLimiter:
             self._token_debt -= tokens  # a refused request used no tokens
         kept = {k.lower(): v for k, v in headers.items()
                 if k.lower().startswith(RATE_LIMIT_HEADER_PREFIX) or k.lower() in _KEPT_HEADERS}
-        self._events.append(_Event(False, status, kept, tokens, self._clock()))
+        # Replies come in any order: the oldest send in flight is at or before this reply's own.
+        sent_at = self._sent_at.popleft() if self._sent_at else None
+        self._events.append(_Event(False, status, kept, tokens, self._clock(), sent_at))
+        if self._pace is not None and self._pace.unpaced and _tells_quota(kept):
+            # Until the store applies it, every send is unpaced: the account's other tasks too. The
+            # requests sent in that span land in the server's first window on top of the pace.
+            self._quota_heard = True
+            self._urgent.set()
         if status == 429:
             self._urgent.set()
         if not self._flushing():
@@ -375,6 +395,11 @@ class SharedRateLimiter:
             if "probing" in pace.source and now - self._pace_read_at > REFRESH_S and not self._flushing():
                 self._flusher = asyncio.get_running_loop().create_task(self._flush(force=True))
             if pace.unpaced:
+                if self._quota_heard and self._flushing():
+                    # A reply told the account's quota: wait for the pace it makes, not send unpaced.
+                    self._flushed.clear()
+                    await self._flushed.wait()
+                    continue
                 if now - self._pace_read_at > REFRESH_S:
                     await self._renew(0, 0)  # someone may have learnt a limit, or paused
                     continue
@@ -464,6 +489,8 @@ class SharedRateLimiter:
                 return
             self._last_flush = self._clock()
             self._remember(pace, self._last_flush)
+            self._quota_heard = False
+            self._flushed.set()
 
     # -- Redis lost ----------------------------------------------------------------------------
 
@@ -481,7 +508,10 @@ class SharedRateLimiter:
         self._fallback = AdaptiveRateLimiter(rpm or configured_rpm, tpm or configured_tpm)
         self._events.clear()
         self._in_flight = [0, 0.0]  # from here replies go to the fallback
+        self._sent_at.clear()
         self._lease = _Lease()
+        self._quota_heard = False
+        self._flushed.set()
         self.losses += 1
         log.warning(
             "Rate-limit store %s unreachable (%s: %s): pacing this task alone at %s until it answers again; "
@@ -509,6 +539,12 @@ class SharedRateLimiter:
             log.warning("Rate-limit store %s answers again: pacing shared again (%s)", self._store_name,
                         self.pacing().describe())
             return
+
+
+def _tells_quota(headers: Mapping[str, str]) -> bool:
+    """Whether reply ``headers`` (lower-case names) tell a quota's limit or what is left of it."""
+    return any(name.startswith((f"{RATE_LIMIT_HEADER_PREFIX}limit-", f"{RATE_LIMIT_HEADER_PREFIX}remaining-"))
+               for name in headers)
 
 
 def _is_store_error(exc: BaseException) -> bool:
