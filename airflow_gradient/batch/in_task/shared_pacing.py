@@ -27,6 +27,7 @@ when the Gradient connection names a ``rate_limit_store``, else the in-memory on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -398,7 +399,10 @@ class SharedRateLimiter:
                 if self._quota_heard and self._flushing():
                     # A reply told the account's quota: wait for the pace it makes, not send unpaced.
                     self._flushed.clear()
-                    await self._flushed.wait()
+                    # Bounded: a flush that died of an unexpected error must not hold the batch;
+                    # the loop then sees no flush running and goes on.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._flushed.wait(), REFRESH_S)
                     continue
                 if now - self._pace_read_at > REFRESH_S:
                     await self._renew(0, 0)  # someone may have learnt a limit, or paused
