@@ -27,10 +27,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.exceptions import GradientOutputError, GradientProtocolError
 from airflow_gradient.models.result import USAGE_KEYS
+
+if TYPE_CHECKING:
+    from airflow_gradient.pricing import Costing
 
 __all__ = ["USAGE_KEYS", "add_usage", "build_row", "encode_row", "error_info", "failed_row", "reply_row",
            "skipped_row", "succeeded_row"]
@@ -109,6 +112,13 @@ def reply_row(index: int, custom_id: str, result: Any, parse: Callable[[str], An
 def skipped_row(index: int, custom_id: str, reason: str) -> dict[str, Any]:
     """The row of an item that was never sent (token budget reached)."""
     return build_row(index, custom_id, "skipped", error={"type": "Skipped", "status": None, "message": reason})
+
+
+def stamped(row: dict[str, Any], digest: str, costing: Costing, model: str | None) -> dict[str, Any]:
+    """The row as a batch stores it: with its request digest (what a later run's reuse matches) and
+    its ``cost_usd`` when the model's price is known. Both batch kinds call this last."""
+    row["request_digest"] = digest
+    return costing.stamp(row, model)
 
 
 def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -32,7 +32,7 @@ from airflow_gradient import arguments
 from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.inputs import BatchItem, estimate_token_split
 from airflow_gradient.batch.progress import BatchProgress
-from airflow_gradient.batch.rows import failed_row, reply_row, skipped_row
+from airflow_gradient.batch.rows import failed_row, reply_row, skipped_row, stamped
 from airflow_gradient.exceptions import (
     GradientAuthError,
     GradientError,
@@ -237,8 +237,7 @@ class BatchEngine:
                 finally:
                     if self.cost_budget is not None:
                         self.cost_budget.release(item.index)
-            row["request_digest"] = item.digest
-            self.costing.stamp(row, item.request.model)
+            row = stamped(row, item.digest, self.costing, item.request.model)
             progress.record(await self.store(self.writer.write, row))
 
     def _over_budget(self, item: BatchItem, progress: BatchProgress) -> bool:

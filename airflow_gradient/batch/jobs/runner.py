@@ -39,7 +39,7 @@ from airflow_gradient.batch.jobs.output import Parse, missing_item_error, read_r
 from airflow_gradient.batch.jobs.watch import JobWatch
 from airflow_gradient.batch.results import ResumeState, scan_output
 from airflow_gradient.batch.reuse import ReuseIndex
-from airflow_gradient.batch.rows import skipped_row
+from airflow_gradient.batch.rows import skipped_row, stamped
 from airflow_gradient.exceptions import GradientAPIError, GradientError
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.models.batch_job import BatchJob
@@ -255,9 +255,7 @@ def land_results(
 
     def write_row(custom_id: str, row: dict[str, Any]) -> None:
         _, digest, model = items[custom_id]
-        row["request_digest"] = digest
-        settings.costing.stamp(row, model)
-        attempt.progress.record(attempt.writer.write(row))
+        attempt.progress.record(attempt.writer.write(stamped(row, digest, settings.costing, model)))
 
     def unsent_row(custom_id: str) -> dict[str, Any] | None:
         """The row of an item that was not uploaded, or None: it was, and has no result line."""
