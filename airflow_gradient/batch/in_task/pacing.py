@@ -2,9 +2,10 @@
 
 The engine sees only the :class:`RateLimiter` protocol: four calls per request. The one
 implementation here, :class:`AdaptiveRateLimiter`, keeps its state in the task's memory. Several
-tasks on several workers that share one account's limit need that state in a shared store (Redis,
-a database): such a backend implements the same four calls and is passed to the operator as
-``rate_limiter=``; the engine does not change.
+tasks on several workers that share one account's limit need that state in a shared store:
+:class:`~airflow_gradient.batch.in_task.shared_pacing.SharedRateLimiter` keeps it in Redis, chosen
+by the connection's ``rate_limit_store`` extra (or any limiter passed as ``rate_limiter=``, which
+wins); the engine does not change.
 
 The rules live in :mod:`airflow_gradient.batch.in_task.pace_rules`, as a pure state and its transitions
 (:class:`~airflow_gradient.batch.in_task.pace_rules.PaceState`): the pace from configured limits, quota
