@@ -32,6 +32,7 @@ from airflow_gradient.exceptions import (
 from airflow_gradient import replies
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models.batch_job import BatchJob, BatchJobPage, BatchJobResults, FileUpload
+from airflow_gradient.observability.spans import CallTrace
 from airflow_gradient.retry import is_retryable
 
 T = TypeVar("T")
@@ -123,16 +124,26 @@ class GradientBatchJobsHook(GradientHook):
     def _send_call(self, call: _Call[T]) -> T:
         retrying = self.retry_policy.retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
 
+        trace = CallTrace(call.path, call.body, self.settings.base_url)
+
         def once() -> T:
-            return self._read(call, self.request(call.method, call.path, call.body))
+            with trace.attempt() as span:
+                response = self.request(call.method, call.path, call.body)
+                span.status(response.status_code)
+                return self._read(call, response)
 
         return retrying(once)
 
     async def _asend_call(self, call: _Call[T]) -> T:
         retrying = self.retry_policy.async_retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
 
+        trace = CallTrace(call.path, call.body, self.settings.base_url)
+
         async def once() -> T:
-            return self._read(call, await self.arequest(call.method, call.path, call.body))
+            with trace.attempt() as span:
+                response = await self.arequest(call.method, call.path, call.body)
+                span.status(response.status_code)
+                return self._read(call, response)
 
         return await retrying(once)
 

@@ -32,6 +32,8 @@ from airflow_gradient.http_errors import request_id_of
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request, require_model
 from airflow_gradient.models.result import CallInfo, ResponseResult
+from airflow_gradient.observability.scope import Tracing, tracing_mode
+from airflow_gradient.observability.spans import CallTrace
 from airflow_gradient.retry import RetryPolicy
 from airflow_gradient.scrub import scrub_text, scrubbed_response
 from airflow_gradient.streaming import StreamDecoder, acollect, collect
@@ -76,6 +78,8 @@ class GradientSettings:
     # The ``prices`` extra as stored; validated where it is used (:mod:`airflow_gradient.pricing`).
     prices: Any = None
     rate_limit_store: str | None = None
+    # The ``tracing`` extra: what the operators trace when their own ``tracing`` is not given.
+    tracing: Tracing | None = None
 
     @classmethod
     def from_connection(
@@ -107,6 +111,7 @@ class GradientSettings:
                 max_retry_wait=_extra_number(extra, "max_retry_wait", 60.0, arguments.non_negative_number),
                 prices=extra.get("prices"),
                 rate_limit_store=str(extra.get("rate_limit_store") or "").strip() or None,
+                tracing=tracing_mode("tracing", extra.get("tracing") or None),
             )
         except GradientArgumentError as exc:
             # The value is quoted to help; a key pasted into the wrong field is not.
@@ -331,7 +336,7 @@ class GradientHook(BaseHook):
         body.pop("stream", None)
         retrying = self.retry_policy.retrying(self._log_retry)
         started = time.monotonic()
-        result = retrying(self._send_once, body, timeout)
+        result = retrying(self._send_once, body, timeout, CallTrace("/responses", body, self.settings.base_url))
         return _stamp(result, retrying.statistics, started)
 
     async def acreate_response(
@@ -349,19 +354,27 @@ class GradientHook(BaseHook):
         body.pop("stream", None)
         retrying = self.retry_policy.async_retrying(self._log_retry)
         started = time.monotonic()
-        result: ResponseResult = await retrying(self._asend_once, body, timeout, observer)
+        call = CallTrace("/responses", body, self.settings.base_url)
+        result: ResponseResult = await retrying(self._asend_once, body, timeout, observer, call)
         return _stamp(result, retrying.statistics, started)
 
-    def _send_once(self, body: dict[str, Any], timeout: float | None) -> ResponseResult:
-        return replies.response_result(self.request("POST", "/responses", body, timeout=timeout), self.gradient_conn_id)
+    def _send_once(self, body: dict[str, Any], timeout: float | None, call: CallTrace) -> ResponseResult:
+        with call.attempt() as span:
+            result = replies.response_result(self.request("POST", "/responses", body, timeout=timeout),
+                                             self.gradient_conn_id)
+            span.reply(result)
+        return result
 
     async def _asend_once(
-        self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
+        self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None, call: CallTrace
     ) -> ResponseResult:
         if observer is not None:
             await observer.before_send()
-        response = await self.arequest("POST", "/responses", body, timeout=timeout, observer=observer)
-        return replies.response_result(response, self.gradient_conn_id)
+        with call.attempt() as span:
+            response = await self.arequest("POST", "/responses", body, timeout=timeout, observer=observer)
+            result = replies.response_result(response, self.gradient_conn_id)
+            span.reply(result)
+        return result
 
     # -- one HTTP attempt ---------------------------------------------------------------------
     # Every request but a stream's body goes through _exchange / _aexchange: the reply is read whole
@@ -470,7 +483,12 @@ class GradientHook(BaseHook):
         body = self._stream_body(request)
         retrying = self.retry_policy.retrying(self._log_retry)
         started = time.monotonic()
-        response = retrying(self._open_stream, body, timeout)
+        call = CallTrace("/responses", body, self.settings.base_url)
+        response = retrying(self._open_stream, body, timeout, call)
+        yield from call.watch(self._stream_events(response, retrying.statistics, started))
+
+    def _stream_events(self, response: httpx.Response, statistics: dict[str, Any], started: float
+                       ) -> Iterator[StreamEvent]:
         decoder = _decoder_for(response)
         try:
             with _broken_stream(decoder, self.settings.api_key):
@@ -481,7 +499,7 @@ class GradientHook(BaseHook):
                     yield from decoder.feed_whole(self._scrub(response.read().decode("utf-8", "replace")))
         finally:
             response.close()
-        yield _completed(decoder, response, retrying.statistics, started)
+        yield _completed(decoder, response, statistics, started)
 
     async def astream_response(
         self,
@@ -494,7 +512,13 @@ class GradientHook(BaseHook):
         body = self._stream_body(request)
         retrying = self.retry_policy.async_retrying(self._log_retry)
         started = time.monotonic()
-        response: httpx.Response = await retrying(self._aopen_stream, body, timeout, observer)
+        call = CallTrace("/responses", body, self.settings.base_url)
+        response: httpx.Response = await retrying(self._aopen_stream, body, timeout, observer, call)
+        async for event in call.awatch(self._astream_events(response, retrying.statistics, started)):
+            yield event
+
+    async def _astream_events(self, response: httpx.Response, statistics: dict[str, Any], started: float
+                              ) -> AsyncIterator[StreamEvent]:
         decoder = _decoder_for(response)
         try:
             with _broken_stream(decoder, self.settings.api_key):
@@ -507,7 +531,7 @@ class GradientHook(BaseHook):
                         yield event
         finally:
             await response.aclose()
-        yield _completed(decoder, response, retrying.statistics, started)
+        yield _completed(decoder, response, statistics, started)
 
     def _stream_body(self, request: ResponseRequest | dict[str, Any]) -> dict[str, Any]:
         body = self.prepare_request(request).to_wire()
@@ -516,28 +540,35 @@ class GradientHook(BaseHook):
         body.setdefault("stream_options", {"include_usage": True})
         return body
 
-    def _open_stream(self, body: dict[str, Any], timeout: float | None) -> httpx.Response:
+    def _open_stream(self, body: dict[str, Any], timeout: float | None, call: CallTrace) -> httpx.Response:
         client = self.get_conn()
         attempt = _Attempt(self._attempt_limit(timeout))
-        with self._transport_errors(attempt):
-            attempt.response = client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
-        # An error body, or content that is not a stream, is small: read whole like any reply.
-        response = self._read_body(attempt) if replies.must_read_before_use(attempt.reply) else attempt.reply
-        return replies.check_stream_open(response, self.gradient_conn_id)
+        with call.attempt() as span:
+            with self._transport_errors(attempt):
+                attempt.response = client.send(self._build(client, "POST", "/responses", body, timeout), stream=True)
+            # An error body, or content that is not a stream, is small: read whole like any reply.
+            response = self._read_body(attempt) if replies.must_read_before_use(attempt.reply) else attempt.reply
+            opened = replies.check_stream_open(response, self.gradient_conn_id)
+            span.hold()  # the span goes on while the stream is read
+        return opened
 
     async def _aopen_stream(
-        self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None
+        self, body: dict[str, Any], timeout: float | None, observer: CallObserver | None, call: CallTrace
     ) -> httpx.Response:
         if observer is not None:
             await observer.before_send()
         client = self.get_async_conn()
-        attempt = await self._asend_head(client, self._build(client, "POST", "/responses", body, timeout), timeout)
-        response = attempt.reply
-        if replies.must_read_before_use(response):
-            response = await self._aread_body(attempt)
-        if observer is not None:
-            observer.on_reply(response.status_code, response.headers)
-        return replies.check_stream_open(response, self.gradient_conn_id)
+        with call.attempt() as span:
+            attempt = await self._asend_head(client, self._build(client, "POST", "/responses", body, timeout),
+                                             timeout)
+            response = attempt.reply
+            if replies.must_read_before_use(response):
+                response = await self._aread_body(attempt)
+            if observer is not None:
+                observer.on_reply(response.status_code, response.headers)
+            opened = replies.check_stream_open(response, self.gradient_conn_id)
+            span.hold()  # the span goes on while the stream is read
+        return opened
 
     @staticmethod
     def _build(

@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import arguments
 from airflow_gradient.exceptions import GradientConfigError, GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.observability.scope import DEFAULT_TRACING, Telemetry, Tracing, tracing_mode
 from airflow_gradient.pricing import Prices, resolve_prices
 
 if TYPE_CHECKING:
@@ -69,6 +70,12 @@ class GradientBaseOperator(BaseOperator):
     ``request_timeout`` is an argument of the operators that send requests themselves
     (:class:`GradientResponseOperator`, :class:`GradientBatchOperator`), not of the Batch
     Inference job operator.
+    :param tracing: what OpenTelemetry traces: ``"items"`` (a span per HTTP attempt, under the
+        batch span), ``"batch"`` (the batch span only; the single-request operator then records
+        none) or ``"off"``; default: the connection's ``tracing`` extra, else ``"items"``. See
+        ``docs/observability.md``.
+    :param capture_content: record prompts and replies on the spans (``gen_ai.input.messages``,
+        ``gen_ai.output.messages``); off by default, since they may be sensitive and large.
     :param prices: US dollars per million tokens per model, ``{"model-id": {"input": ...,
         "cached_input": ..., "output": ...}}``; default: the connection's ``prices`` extra. With a
         price for the model, results carry ``cost_usd`` (see ``docs/cost-and-reuse.md``).
@@ -97,6 +104,8 @@ class GradientBaseOperator(BaseOperator):
         request_params: dict[str, Any] | None = None,
         max_retries: int | None = None,
         prices: dict[str, dict[str, float]] | None = None,
+        tracing: Tracing | None = None,
+        capture_content: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -119,6 +128,8 @@ class GradientBaseOperator(BaseOperator):
             self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
             self.max_retries = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
             Prices.parse(prices)  # refused as soon as the DAG is parsed; kept as given
+            self.tracing = tracing_mode("tracing", tracing)
+            self.capture_content = arguments.boolean("capture_content", capture_content)
         self.prices = prices
 
     # Made on first use; on_kill closes it only if it was made (making one would read the connection).
@@ -154,6 +165,14 @@ class GradientBaseOperator(BaseOperator):
                 )
             params["response_format"] = schema.response_format()
         return params
+
+    def telemetry(self, **state: Any) -> Telemetry:
+        """This task's observability settings (``tracing``, else the connection's, else ``"items"``),
+        with ``state`` (``costing``, ``limiter``) for its spans and metrics."""
+        with fails_for_good():
+            tracing = self.tracing or self.hook.settings.tracing or DEFAULT_TRACING
+        return Telemetry(tracing=tracing,
+                         capture_content=self.capture_content, dag_id=self.dag_id, task_id=self.task_id, **state)
 
     def prices_in_force(self) -> Prices | None:
         """``prices``, else the connection's ``prices`` extra; raises ``GradientRequestInvalid``

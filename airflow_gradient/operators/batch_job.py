@@ -13,6 +13,7 @@ from airflow_gradient.batch.jobs.files import MAX_BYTES_PER_FILE, MAX_REQUESTS_P
 from airflow_gradient.batch.jobs.runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
+from airflow_gradient.observability.spans import BatchTrace, batch_span
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
@@ -115,44 +116,47 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        with fails_for_good():
-            if self.shard_index is not None or self.shard_count is not None:
-                # Each mapped instance would submit the whole input: refuse rather than pay K times.
-                raise GradientRequestInvalid(
-                    "invalid batch: shard_index/shard_count: not supported by GradientBatchJobOperator; "
-                    "a Batch Inference job takes the whole input (shard with GradientBatchOperator)",
-                    [("shard_index", "not supported")],
+        # One batch span for the submitting try; landing (here, or after the deferral) joins it.
+        with batch_span(self.telemetry()) as trace:
+            with fails_for_good():
+                if self.shard_index is not None or self.shard_count is not None:
+                    # Each mapped instance would submit the whole input: refuse rather than pay K times.
+                    raise GradientRequestInvalid(
+                        "invalid batch: shard_index/shard_count: not supported by GradientBatchJobOperator; "
+                        "a Batch Inference job takes the whole input (shard with GradientBatchOperator)",
+                        [("shard_index", "not supported")],
+                    )
+                settings = self._job_settings(metadata=self.job_metadata, run=True)
+                inputs, _ = self._inputs(context)
+                jobs = submit_jobs(
+                    self.hook,
+                    inputs,
+                    task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
+                    output_path=storage_path("output_path", self.output_path),
+                    settings=settings,
+                    log=self.log,
                 )
-            settings = self._job_settings(metadata=self.job_metadata, run=True)
-            inputs, _ = self._inputs(context)
-            jobs = submit_jobs(
-                self.hook,
-                inputs,
-                task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
-                output_path=storage_path("output_path", self.output_path),
-                settings=settings,
-                log=self.log,
-            )
-        self._batch_ids = [job.batch_id for job in jobs]
-        watch = JobWatch(self._batch_ids, deadline=time.time() + self.timeout, poll_interval=self.poll_interval,
-                         max_poll_failures=self.max_poll_failures)
-        outcome = watch.observe(jobs)
-        if outcome is None and self.deferrable:
-            self.hook.close()
-            self.defer(
-                trigger=GradientBatchJobTrigger(
-                    gradient_conn_id=self.gradient_conn_id,
-                    batch_ids=self._batch_ids,
-                    end_time=watch.deadline,
-                    poll_interval=self.poll_interval,
-                    max_poll_failures=self.max_poll_failures,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
-                method_name="execute_complete",
-            )
-        if outcome is None:
-            outcome = wait_for_jobs(self.hook, watch, self.log)
-        return self.execute_complete(context, outcome)
+            self._batch_ids = [job.batch_id for job in jobs]
+            trace.job_ids(self._batch_ids)
+            watch = JobWatch(self._batch_ids, deadline=time.time() + self.timeout, poll_interval=self.poll_interval,
+                             max_poll_failures=self.max_poll_failures)
+            outcome = watch.observe(jobs)
+            if outcome is None and self.deferrable:
+                self.hook.close()
+                self.defer(
+                    trigger=GradientBatchJobTrigger(
+                        gradient_conn_id=self.gradient_conn_id,
+                        batch_ids=self._batch_ids,
+                        end_time=watch.deadline,
+                        poll_interval=self.poll_interval,
+                        max_poll_failures=self.max_poll_failures,
+                        cancel_on_kill=self.cancel_on_kill,
+                    ),
+                    method_name="execute_complete",
+                )
+            if outcome is None:
+                outcome = wait_for_jobs(self.hook, watch, self.log)
+            return self.execute_complete(context, outcome, trace)
 
     def _job_settings(self, metadata: dict[str, str] | None, *, run: bool = False) -> JobSettings:
         """What the jobs are asked to do, the same when submitting and when landing. ``run``: with
@@ -169,9 +173,14 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
             reuse_results_from=self.reuse_results_from if run else None,
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any], trace: BatchTrace | None = None
+                         ) -> dict[str, Any]:
         """Land the results of finished jobs; fail on a timeout or a wait that gave up."""
+        if trace is None:  # resumed after the deferral: a new batch span for the landing
+            with batch_span(self.telemetry()) as trace:
+                return self.execute_complete(context, event, trace)
         self._batch_ids = [job["batch_id"] for job in event["jobs"]]
+        trace.job_ids(self._batch_ids)
         try:
             if event["status"] == "timeout" and self.cancel_on_timeout:
                 self._cancel_jobs("the timeout passed")
@@ -191,6 +200,7 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
             )
         finally:
             self.hook.close()
+        trace.finish(manifest)
         return self._finish(context, manifest, "Batch job manifest")
 
     def _cancel_jobs(self, why: str) -> None:

@@ -11,7 +11,8 @@ from airflow_gradient.conversation import Conversation
 from airflow_gradient.models.request import ResponseRequest
 from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
-from airflow_gradient.pricing import cost_usd
+from airflow_gradient.observability.scope import telemetry as observed
+from airflow_gradient.pricing import Costing, cost_usd
 from airflow_gradient.streaming import collect
 from airflow_gradient.structured import OutputSchema, SchemaLike, ask_structured
 from airflow_gradient.tool_loop import DEFAULT_MAX_TOOL_ROUNDS, ToolFunctions, run_tool_loop, tool_definitions
@@ -91,8 +92,9 @@ class GradientResponseOperator(GradientBaseOperator):
         ask = (partial(run_tool_loop, chat.ask, functions=self.tool_functions, max_rounds=self.max_tool_rounds)
                if self.tool_functions else chat.ask)
         try:
-            result, parsed = (ask_structured(ask, request, schema, retries=self.output_retries)
-                              if schema else (ask(request), None))
+            with observed(self.telemetry(costing=Costing(prices))):
+                result, parsed = (ask_structured(ask, request, schema, retries=self.output_retries)
+                                  if schema else (ask(request), None))
         finally:
             self.hook.close()
         result = chat.total(result)

@@ -39,6 +39,7 @@ from airflow_gradient.exceptions import (
     GradientPaymentError,
     GradientTimeoutError,
 )
+from airflow_gradient.observability.scope import item as observed_item
 from airflow_gradient.pricing import CostBudget, Costing
 
 if TYPE_CHECKING:  # the engine does not import the hook module at run time
@@ -270,9 +271,10 @@ class BatchEngine:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.item_timeout):
-                result = await hook.acreate_response(
-                    item.request, timeout=self.settings.request_timeout, observer=calls
-                )
+                with observed_item(item.custom_id):
+                    result = await hook.acreate_response(
+                        item.request, timeout=self.settings.request_timeout, observer=calls
+                    )
         except TimeoutError:
             error = GradientTimeoutError(f"item timed out after {self.settings.item_timeout} s (item_timeout)")
             return failed_row(item.index, item.custom_id, error, attempts=calls.attempts,

@@ -95,6 +95,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_gradient.retry import backoff_seconds
+from airflow_gradient.observability.spans import pacing_wait
 from airflow_gradient.wait_hints import (
     RATE_LIMIT_HEADER_PREFIX,
     header_number,
@@ -450,6 +451,7 @@ class PaceState:
         if now + seconds > self.paused_until:
             self.paused_until = now + seconds
             self.pause_reason = reason
+            pacing_wait(seconds, reason)  # an event on the batch span, when one is traced
 
 
 def _lower(configured: float | None, server: float | None, server_source: str) -> tuple[float | None, str]:
