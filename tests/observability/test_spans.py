@@ -143,7 +143,7 @@ def test_capture_content_records_the_messages_as_the_conventions_say(gradient_co
     no_secrets(otel.spans(), prompt=None)
 
 
-def test_a_batch_inference_job_traces_its_endpoints_under_the_batch_span(jobs, otel, tmp_path) -> None:  # noqa: F811
+def test_a_batch_inference_job_traces_its_endpoints_under_the_batch_span(jobs, otel, tmp_path) -> None:
     docs = [{"input": f"Summarise document {i}.", "custom_id": f"doc-{i}"} for i in range(3)]
     run, state = run_task("otel_job", GradientBatchJobOperator, inputs=docs, output_path=str(tmp_path / "o"),
                           model=MODEL, poll_interval=0.02, deferrable=False)
