@@ -11,10 +11,13 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import arguments
 from airflow_gradient.exceptions import GradientConfigError, GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.observability.lineage import LineageRecord, operator_lineage
 from airflow_gradient.observability.scope import DEFAULT_TRACING, Telemetry, Tracing, tracing_mode
 from airflow_gradient.pricing import Prices, resolve_prices
 
 if TYPE_CHECKING:
+    from airflow_gradient.observability.lineage import GradientLineage
+
     from airflow_gradient.structured import OutputSchema
 
 
@@ -173,6 +176,21 @@ class GradientBaseOperator(BaseOperator):
             tracing = self.tracing or self.hook.settings.tracing or DEFAULT_TRACING
         return Telemetry(tracing=tracing,
                          capture_content=self.capture_content, dag_id=self.dag_id, task_id=self.task_id, **state)
+
+    # What the task produced (its XCom, or a batch's manifest), kept for its lineage.
+    _outcome: dict[str, Any] | None = None
+
+    def lineage_record(self) -> LineageRecord:
+        """What this task read, wrote and did, for OpenLineage (a single request: no datasets)."""
+        return LineageRecord(mode="request", model=self.model, outcome=self._outcome)
+
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> GradientLineage:
+        """Datasets and the ``gradient`` run facet, for the OpenLineage provider (docs/observability.md)."""
+        return operator_lineage(self.lineage_record())
+
+    def get_openlineage_facets_on_failure(self, task_instance: object) -> GradientLineage:
+        """As on success, with what the task did before it failed (a batch's manifest, when written)."""
+        return operator_lineage(self.lineage_record())
 
     def prices_in_force(self) -> Prices | None:
         """``prices``, else the connection's ``prices`` extra; raises ``GradientRequestInvalid``

@@ -13,6 +13,7 @@ from airflow_gradient.batch.jobs.files import MAX_BYTES_PER_FILE, MAX_REQUESTS_P
 from airflow_gradient.batch.jobs.runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
+from airflow_gradient.observability.lineage import LineageRecord
 from airflow_gradient.observability.spans import BatchTrace, batch_span
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.operators.base import fails_for_good
@@ -157,6 +158,14 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
             if outcome is None:
                 outcome = wait_for_jobs(self.hook, watch, self.log)
             return self.execute_complete(context, outcome, trace)
+
+    lineage_mode = "batch_job"
+
+    def lineage_record(self) -> LineageRecord:
+        """As the in-task batch's, with the ids of the Batch Inference jobs."""
+        record = super().lineage_record()
+        record.batch_job_ids = list(self._batch_ids) or None
+        return record
 
     def _job_settings(self, metadata: dict[str, str] | None, *, run: bool = False) -> JobSettings:
         """What the jobs are asked to do, the same when submitting and when landing. ``run``: with

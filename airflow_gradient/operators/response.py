@@ -111,6 +111,7 @@ class GradientResponseOperator(GradientBaseOperator):
         if out["cost_usd"] is not None:
             self.log.info("Cost: $%.6f", out["cost_usd"])
         out["try_number"] = context["ti"].try_number
+        self._outcome = {**out, "attempts": result.call.attempts}
         if schema:
             out["parsed"] = parsed
             context["ti"].xcom_push(key="parsed", value=parsed)
