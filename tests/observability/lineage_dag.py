@@ -21,17 +21,17 @@ HIDE = "--hide-openlineage" in sys.argv
 class _Hidden(importlib.abc.MetaPathFinder):
     """Makes OpenLineage look not installed."""
 
-    def find_spec(self, name, path=None, target=None):  # noqa: ANN001
+    def find_spec(self, name, path=None, target=None):
         if name == "openlineage" or name.startswith(("openlineage.", "airflow.providers.openlineage")):
             raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)")
         return None
 
 
-def _hide_distributions(module) -> None:  # noqa: ANN001
+def _hide_distributions(module) -> None:
     """Drop OpenLineage's distributions from ``module.distributions()``: no entry points either."""
     original = module.distributions
 
-    def distributions(**kwargs):  # noqa: ANN003, ANN202
+    def distributions(**kwargs):
         return (d for d in original(**kwargs) if "openlineage" not in (d.metadata["Name"] or "").lower())
 
     module.distributions = distributions
