@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from bench.chaos import bench_chaos
+from bench.observability import bench_observability
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.reuse import bench_reuse, bench_reuse_rss
 from bench.scale_out import bench_workers
@@ -332,7 +333,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
 
 
 BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
-           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers")
+           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers", "observability")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -419,6 +420,10 @@ def main(argv: list[str] | None = None) -> None:
                 results["workers"] = bench_workers(emu, tmp, 200 if quick else 1000)
                 _show("two workers vs one, latency-bound, no binding limit: throughput (goal >= 1.7x)",
                       results["workers"])
+            if "observability" in chosen:
+                results["observability"] = bench_observability(tmp, 2000 if quick else 10_000)
+                _show("tracing cost at zero latency, C=64, vs the batch without spans (goals: no provider and "
+                      "tracing='batch' within 3 %, SDK + tracing='items' within 20 %)", results["observability"])
     finally:
         emu.close()
     print("\nSUMMARY")

@@ -13,6 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from opentelemetry import metrics
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.metrics._internal import _ProxyMeterProvider
+
 from airflow_gradient.observability import attributes as attr
 
 if TYPE_CHECKING:
@@ -47,21 +51,13 @@ def instruments() -> Instruments | None:
     """The instruments of the global meter provider, made once per provider; None when there is
     none (the API's no-op or proxy provider)."""
     global _cache
-    from opentelemetry import metrics
-
     provider = metrics.get_meter_provider()
     if _cache is not None and _cache[0] is provider:
         return _cache[1]
-    made = None if _is_noop(provider) else _make(provider)
+    # The API's proxy stands in until a provider is set (then it forwards): nothing to record yet.
+    made = None if isinstance(provider, (NoOpMeterProvider, _ProxyMeterProvider)) else _make(provider)
     _cache = (provider, made)
     return made
-
-
-def _is_noop(provider: MeterProvider) -> bool:
-    from opentelemetry.metrics import NoOpMeterProvider
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-    return isinstance(provider, (NoOpMeterProvider, _ProxyMeterProvider))
 
 
 def _make(provider: MeterProvider) -> Instruments:

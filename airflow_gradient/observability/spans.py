@@ -22,13 +22,16 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
+
 from airflow_gradient.observability import attributes as attr
 from airflow_gradient.observability import content, metrics, scope
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from opentelemetry.trace import Span, Tracer, TracerProvider
+    from opentelemetry.trace import Span, Tracer
 
     from airflow_gradient.models.events import StreamEvent
 
@@ -40,22 +43,14 @@ _tracer_cache: tuple[object, Tracer | None] | None = None
 def tracer() -> Tracer | None:
     """The tracer of the global tracer provider, fetched once per provider; None when none is set."""
     global _tracer_cache
-    from opentelemetry import trace
-
     provider = trace.get_tracer_provider()
     if _tracer_cache is not None and _tracer_cache[0] is provider:
         return _tracer_cache[1]
-    made = None if _is_noop(provider) else provider.get_tracer(
+    made = None if isinstance(provider, (NoOpTracerProvider, ProxyTracerProvider)) else provider.get_tracer(
         attr.INSTRUMENTATION_NAME, _version(), schema_url=f"https://opentelemetry.io/schemas/{attr.SEMCONV_VERSION}"
     )
     _tracer_cache = (provider, made)
     return made
-
-
-def _is_noop(provider: TracerProvider) -> bool:
-    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
-
-    return isinstance(provider, (NoOpTracerProvider, ProxyTracerProvider))
 
 
 def _version() -> str:
@@ -190,12 +185,8 @@ class _Attempt:
         call = self.call
         self.started = time.monotonic()
         if call.tracer is not None:
-            from opentelemetry.trace import SpanKind
-
             name = f"{call.operation} {call.model}" if isinstance(call.model, str) else call.operation
-            self.span = span = call.tracer.start_span(name, kind=SpanKind.CLIENT)
-            if span.is_recording():
-                span.set_attributes(self._request_attributes())
+            self.span = call.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=self._request_attributes())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -311,8 +302,6 @@ class _Attempt:
         span = self.span
         if span is None or not span.is_recording():
             return
-        from opentelemetry.trace import Status, StatusCode
-
         values: dict[str, AttributeValue] = {attr.ERROR_TYPE: error_type}
         if isinstance(status, int):
             values[attr.HTTP_STATUS_CODE] = status
@@ -411,19 +400,15 @@ def batch_span(telemetry: scope.Telemetry) -> Iterator[BatchTrace]:
         with scope.telemetry(telemetry):
             yield BatchTrace(None)
         return
-    from opentelemetry.trace import SpanKind, use_span
-
     span = found.start_span(f"{attr.BATCH_SPAN_PREFIX} {telemetry.task_id}", kind=SpanKind.INTERNAL,
                             attributes=dict(telemetry.metric_attributes))
     telemetry.batch_span = span
     # The exception's message may quote a prompt: recorded by type only (see _Attempt._failed).
-    with use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
+    with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
         try:
             with scope.telemetry(telemetry):
                 yield BatchTrace(span)
         except BaseException as exc:
-            from opentelemetry.trace import Status, StatusCode
-
             from airflow.sdk.exceptions import TaskDeferred
 
             if isinstance(exc, TaskDeferred):  # waiting in the triggerer is not a failure
