@@ -72,16 +72,16 @@ def _stub_spans() -> None:
     from contextlib import contextmanager, nullcontext
 
     from airflow_gradient.batch.in_task import engine
-    from airflow_gradient.observability import spans
+    from airflow_gradient.observability import batch_spans, spans
 
     spans.CallTrace.attempt = lambda self: spans._NO_ATTEMPT  # type: ignore[method-assign]
     engine.observed_item = lambda custom_id: nullcontext()  # type: ignore[assignment]
 
     @contextmanager
     def no_batch_span(telemetry: Any) -> Any:
-        yield spans.BatchTrace(None)
+        yield batch_spans.BatchTrace(None)
 
-    spans.batch_span = no_batch_span  # type: ignore[assignment]
+    batch_spans.batch_span = no_batch_span  # type: ignore[assignment]
 
 
 def _batch_span() -> Any:

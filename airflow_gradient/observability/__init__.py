@@ -9,6 +9,6 @@ provider only when Airflow's OpenLineage listener calls an operator.
 from __future__ import annotations
 
 from airflow_gradient.observability.scope import Telemetry, tracing_mode
-from airflow_gradient.observability.spans import batch_span, pacing_wait
+from airflow_gradient.observability.batch_spans import batch_span, pacing_wait
 
 __all__ = ["Telemetry", "batch_span", "pacing_wait", "tracing_mode"]

@@ -2,10 +2,9 @@
 
 Every HTTP attempt of a call is one CLIENT span, named ``"{gen_ai.operation.name} {model}"`` after
 the GenAI conventions, child of the current span (Airflow's task span when ``[traces] otel_on``
-is set, or the batch span). A retry is a new span with ``http.request.resend_count``. A stream's
-span lasts until its last event and records the time to its first chunk. A batch is one INTERNAL
-span, ``gradient.batch {task_id}``, holding its items' spans, with the manifest's figures and an
-event for each pacing decision that waits.
+is set, or the batch span of :mod:`.batch_spans`). A retry is a new span with
+``http.request.resend_count``. A stream's span lasts until its last event and records the time to
+its first chunk.
 
 The tracer is fetched on use, once per tracer provider: with none set (the API's proxy or no-op
 provider), an attempt costs one check and makes nothing. The model access key is never recorded:
@@ -207,37 +206,40 @@ class _Attempt:
             self.span.set_attribute(attr.HTTP_STATUS_CODE, code)
 
     def reply(self, result: Any) -> None:
-        """The parsed reply of a ``/v1/responses`` call (a ``ResponseResult``)."""
+        """The parsed reply of a call: a ``ResponseResult``, or any reply with ``model``, ``id``,
+        ``usage`` and ``usage_summary()`` (input and output tokens) such as an embeddings reply."""
         self.status(200)
-        self.model_replied = result.model
-        usage = result.usage_summary() if result.usage is not None else None
-        cost = self._cost(usage, result.model)
+        self.model_replied = getattr(result, "model", None)
+        usage = result.usage_summary() if getattr(result, "usage", None) is not None else None
+        cost = self._cost(usage, self.model_replied)
         telemetry = self.call.telemetry
         instruments = self.call.instruments
         if instruments is not None:
             points = self._metric_attributes()
             if usage is not None:
-                instruments.record_tokens(usage["input_tokens"], usage["output_tokens"], points)
+                chat = self.call.operation == attr.OP_CHAT  # an embedding has input tokens only
+                instruments.record_tokens(usage["input_tokens"], usage.get("output_tokens") if chat else None, points)
             if cost is not None:
                 instruments.cost.add(cost, points)
         span = self.span
         if span is None or not span.is_recording():
             return
         values: dict[str, AttributeValue] = {}
-        if result.id:
-            values[attr.RESPONSE_ID] = result.id
-        if result.model:
-            values[attr.RESPONSE_MODEL] = result.model
-        if result.finish_reason:
-            values[attr.RESPONSE_FINISH_REASONS] = [result.finish_reason]
+        if response_id := getattr(result, "id", None):
+            values[attr.RESPONSE_ID] = response_id
+        if self.model_replied:
+            values[attr.RESPONSE_MODEL] = self.model_replied
+        if finish_reason := getattr(result, "finish_reason", None):
+            values[attr.RESPONSE_FINISH_REASONS] = [finish_reason]
         if usage is not None:
             values[attr.USAGE_INPUT_TOKENS] = usage["input_tokens"]
-            values[attr.USAGE_OUTPUT_TOKENS] = usage["output_tokens"]
-            values[attr.USAGE_CACHE_READ_INPUT_TOKENS] = usage["cached_tokens"]
-            values[attr.USAGE_REASONING_OUTPUT_TOKENS] = usage["reasoning_tokens"]
+            if self.call.operation == attr.OP_CHAT:
+                values[attr.USAGE_OUTPUT_TOKENS] = usage["output_tokens"]
+                values[attr.USAGE_CACHE_READ_INPUT_TOKENS] = usage.get("cached_tokens", 0)
+                values[attr.USAGE_REASONING_OUTPUT_TOKENS] = usage.get("reasoning_tokens", 0)
         if cost is not None:
             values[attr.COST_USD] = cost
-        if telemetry.capture_content:
+        if telemetry.capture_content and self.call.operation == attr.OP_CHAT:
             values[attr.OUTPUT_MESSAGES] = json.dumps(content.output_messages(result), ensure_ascii=False)
         span.set_attributes(values)
 
@@ -333,97 +335,3 @@ class _Attempt:
             instruments.record_duration(time.monotonic() - self.started, points)
         if self.span is not None:
             self.span.end()
-
-
-# -- the batch span ---------------------------------------------------------------------------------
-
-
-class BatchTrace:
-    """The batch span of a running batch (``span`` None: not traced)."""
-
-    def __init__(self, span: Span | None) -> None:
-        self.span = span
-
-    def job_ids(self, batch_ids: list[str]) -> None:
-        """The Batch Inference jobs this batch runs as."""
-        if self.span is not None and self.span.is_recording():
-            self.span.set_attribute(attr.BATCH_JOB_IDS, batch_ids)
-
-    def finish(self, manifest: Mapping[str, Any]) -> None:
-        """Record the manifest's figures on the batch span."""
-        if self.span is not None and self.span.is_recording():
-            self.span.set_attributes(manifest_attributes(manifest))
-
-
-def manifest_attributes(manifest: Mapping[str, Any]) -> dict[str, AttributeValue]:
-    """The manifest's counts, usage, cost, requests, reuse and pace as span attributes."""
-    counts = manifest.get("counts") or {}
-    usage = manifest.get("usage") or {}
-    requests = manifest.get("requests") or {}
-    pacing = manifest.get("pacing") or {}
-    reused = manifest.get("reused") or {}
-    pairs: list[tuple[str, Any]] = [
-        (attr.BATCH_TOTAL, manifest.get("total")),
-        (attr.BATCH_SUCCEEDED, counts.get("succeeded")),
-        (attr.BATCH_FAILED, counts.get("failed")),
-        (attr.BATCH_SKIPPED, counts.get("skipped")),
-        (attr.BATCH_RESUMED, manifest.get("resumed")),
-        (attr.BATCH_REUSED, reused.get("items")),
-        (attr.BATCH_INPUT_TOKENS, usage.get("input_tokens")),
-        (attr.BATCH_OUTPUT_TOKENS, usage.get("output_tokens")),
-        (attr.BATCH_CACHED_TOKENS, usage.get("cached_tokens")),
-        (attr.BATCH_REASONING_TOKENS, usage.get("reasoning_tokens")),
-        (attr.BATCH_COST_USD, manifest.get("cost_usd")),
-        (attr.BATCH_REQUESTS, requests.get("sent")),
-        (attr.BATCH_RETRIES, requests.get("retries")),
-        (attr.BATCH_RATE_LIMITED, requests.get("rate_limited")),
-        (attr.BATCH_PACE_RPM, pacing.get("requests_per_minute")),
-        (attr.BATCH_PACE_TPM, pacing.get("tokens_per_minute")),
-        (attr.BATCH_PACE_SOURCE, pacing.get("source")),
-    ]
-    values: dict[str, AttributeValue] = {key: value for key, value in pairs if value is not None}
-    if jobs := manifest.get("batch_jobs"):
-        values[attr.BATCH_JOB_IDS] = [str(job.get("batch_id")) for job in jobs]
-    return values
-
-
-@contextmanager
-def batch_span(telemetry: scope.Telemetry) -> Iterator[BatchTrace]:
-    """Run a batch under ``telemetry``, inside its INTERNAL span ``gradient.batch {task_id}``
-    (none when ``tracing`` is ``"off"`` or no tracer provider is set). The span is the current one
-    inside, so the items' spans are its children; an exception marks it ERROR and goes on."""
-    if (running := scope.current().batch_span) is not None:  # landing a batch whose span is open
-        yield BatchTrace(running)
-        return
-    found = tracer() if telemetry.tracing != "off" else None
-    if found is None:
-        with scope.telemetry(telemetry):
-            yield BatchTrace(None)
-        return
-    span = found.start_span(f"{attr.BATCH_SPAN_PREFIX} {telemetry.task_id}", kind=SpanKind.INTERNAL,
-                            attributes=dict(telemetry.metric_attributes))
-    telemetry.batch_span = span
-    # The exception's message may quote a prompt: recorded by type only (see _Attempt._failed).
-    with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
-        try:
-            with scope.telemetry(telemetry):
-                yield BatchTrace(span)
-        except BaseException as exc:
-            from airflow.sdk.exceptions import TaskDeferred
-
-            if isinstance(exc, TaskDeferred):  # waiting in the triggerer is not a failure
-                span.set_attribute(attr.BATCH_DEFERRED, True)
-                raise
-            span.set_attribute(attr.ERROR_TYPE, type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            telemetry.batch_span = None
-
-
-def pacing_wait(seconds: float, reason: str) -> None:
-    """Pacing decided to hold every request for ``seconds`` (``reason``: ``"quota"``, a pause to the
-    quota's reset; ``"run"``, a cut after a run of 429s): an event on the batch span, if any."""
-    span = scope.current().batch_span
-    if span is not None and span.is_recording():
-        span.add_event(attr.PACING_WAIT_EVENT, {attr.PACING_WAIT_S: round(seconds, 3), attr.PACING_REASON: reason})

@@ -14,7 +14,7 @@ from airflow_gradient.batch.jobs.runner import JobSettings, land_results, submit
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
 from airflow_gradient.observability.lineage import LineageRecord
-from airflow_gradient.observability.spans import BatchTrace, batch_span
+from airflow_gradient.observability.batch_spans import BatchTrace, batch_span
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path

@@ -95,7 +95,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_gradient.retry import backoff_seconds
-from airflow_gradient.observability.spans import pacing_wait
+from airflow_gradient.observability.batch_spans import pacing_wait
 from airflow_gradient.wait_hints import (
     RATE_LIMIT_HEADER_PREFIX,
     header_number,
