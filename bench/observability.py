@@ -85,9 +85,9 @@ def _stub_spans() -> None:
 
 
 def _batch_span() -> Any:
-    from airflow_gradient.observability import spans
+    from airflow_gradient.observability import batch_spans
 
-    return spans.batch_span
+    return batch_spans.batch_span
 
 
 def _install_sdk() -> None:
