@@ -182,7 +182,16 @@ class GradientBaseOperator(BaseOperator):
 
     def lineage_record(self) -> LineageRecord:
         """What this task read, wrote and did, for OpenLineage (a single request: no datasets)."""
-        return LineageRecord(mode="request", model=self.model, outcome=self._outcome)
+        return LineageRecord(mode="request", model=self.model_in_force(), outcome=self._outcome)
+
+    def model_in_force(self) -> str | None:
+        """``model``, else the connection's default model (None when it cannot be read)."""
+        if self.model:
+            return str(self.model)
+        try:
+            return self.hook.settings.default_model
+        except Exception:  # lineage of a task whose connection is unusable: the model stays unknown
+            return None
 
     def get_openlineage_facets_on_complete(self, task_instance: object) -> GradientLineage:
         """Datasets and the ``gradient`` run facet, for the OpenLineage provider (docs/observability.md)."""

@@ -158,7 +158,7 @@ class GradientBatchBaseOperator(GradientBaseOperator):
         (a sharded batch's root, which holds every shard's parts)."""
         return LineageRecord(
             mode=self.lineage_mode,
-            model=self.model,
+            model=self.model_in_force(),
             inputs=[self.rows_path] if self.rows_path else [],
             outputs=[self.output_path] if self.output_path else [],
             outcome=self._outcome,

@@ -86,7 +86,8 @@ def test_a_batch_reads_its_rows_and_the_reused_parts_and_writes_its_output(linea
     assert [(d["namespace"], d["name"]) for d in event["outputs"]] == [("file", str(workdir / "out"))]
     facet = event["run"]["facets"]["gradient"]
     check_facet(facet)
-    assert facet["mode"] == "in_task" and facet["counts"] == {"total": 3, "succeeded": 3, "failed": 0, "skipped": 0}
+    assert facet["mode"] == "in_task" and facet["model"] == "test-model"  # the connection's default
+    assert facet["counts"] == {"total": 3, "succeeded": 3, "failed": 0, "skipped": 0}
     assert facet["reused"]["items"] == 3 and facet["requests"]["sent"] == 0
     assert facet["pacing"]["source"] and facet["rate_limited"] == 0
 
