@@ -1,4 +1,4 @@
-"""GradientBatchJobsHook: Gradient's provider-side Batch Inference jobs (``/v1/batches``).
+"""GradientBatchJobHook: Gradient's provider-side Batch Inference jobs (``/v1/batches``).
 
 The flow (``docs/api-notes.md#files-and-endpoints``): ask for an upload URL (``POST /batches/files``), PUT the
 JSONL there, create the job (``POST /batches``, idempotent on ``request_id``), watch it
@@ -7,9 +7,10 @@ download them; ``POST .../cancel`` stops it.
 
 Every JSON call is described once (:class:`_Call`) and sent by :meth:`_send_call` or
 :meth:`_asend_call`, which differ only in the client they use; both go through the connection's
-retry policy. Presigned object-storage URLs (upload, downloads) get neither the model access key
-nor any content type but ``application/octet-stream``: another header breaks their signature, and
-the key has no business on a storage host.
+retry policy. Every request, the presigned upload and downloads included, is one attempt of
+:mod:`airflow_gradient.http.attempt`, bounded by the request timeout. Presigned object-storage URLs
+get neither the model access key nor any content type but ``application/octet-stream``: another
+header breaks their signature, and the key has no business on a storage host.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
-from tenacity import retry_if_exception
 
 from airflow_gradient.exceptions import (
     GradientAuthError,
@@ -29,20 +29,14 @@ from airflow_gradient.exceptions import (
     GradientConflictError,
     GradientServerError,
 )
-from airflow_gradient import replies
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.http import replies
+from airflow_gradient.http.attempt import build_request, exchange
 from airflow_gradient.models.batch_job import BatchJob, BatchJobPage, BatchJobResults, FileUpload
-from airflow_gradient.retry import is_retryable
 
 T = TypeVar("T")
 
 UPLOAD_CONTENT_TYPE = "application/octet-stream"
-DOWNLOAD_CHUNK_BYTES = 1 << 20
-
-
-def _worth_retrying(exc: BaseException) -> bool:
-    # A 409 here means "already terminal" or "not submitted yet": asking again changes nothing.
-    return is_retryable(exc) and not isinstance(exc, GradientConflictError)
 
 
 @dataclass(frozen=True)
@@ -55,14 +49,17 @@ class _Call(Generic[T]):
     model: Callable[[Any], T]
 
 
-class GradientBatchJobsHook(GradientHook):
+class GradientBatchJobHook(GradientHook):
     """Create, watch, cancel and download Gradient Batch Inference jobs.
 
     Same connection as :class:`GradientHook`. Sync methods serve the worker, the ``a``-prefixed
     ones the triggerer, which gives the hook settings it read with the async connection API.
+    (Formerly ``GradientBatchJobsHook``; that name still works and warns once.)
     """
 
     hook_name = "DigitalOcean Gradient Batch Inference"
+    # A 409 here reports a job's state ("already terminal", "not submitted yet").
+    conflict_is_final = True
 
     # -- the JSON API ---------------------------------------------------------------------------
 
@@ -121,7 +118,7 @@ class GradientBatchJobsHook(GradientHook):
             return await self.aget_job(batch_id)
 
     def _send_call(self, call: _Call[T]) -> T:
-        retrying = self.retry_policy.retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
+        retrying = self.retry_policy.retrying(self._log_retry)
 
         def once() -> T:
             return self._read(call, self.request(call.method, call.path, call.body))
@@ -129,7 +126,7 @@ class GradientBatchJobsHook(GradientHook):
         return retrying(once)
 
     async def _asend_call(self, call: _Call[T]) -> T:
-        retrying = self.retry_policy.async_retrying(self._log_retry).copy(retry=retry_if_exception(_worth_retrying))
+        retrying = self.retry_policy.async_retrying(self._log_retry)
 
         async def once() -> T:
             return self._read(call, await self.arequest(call.method, call.path, call.body))
@@ -142,46 +139,52 @@ class GradientBatchJobsHook(GradientHook):
 
     # -- presigned object storage ---------------------------------------------------------------
 
-    def upload_file(self, upload_url: str, path: Path) -> None:
+    def upload_file(self, upload_url: str, path: Path, *, timeout: float | None = None) -> None:
         """PUT the file at ``path`` to a presigned URL: no key, ``application/octet-stream``, a
-        ``Content-Length`` (object stores refuse chunked uploads); retried like any call."""
+        ``Content-Length`` (object stores refuse chunked uploads); each try is one attempt limited
+        to ``timeout`` seconds (the request timeout; default: the connection's read timeout), and
+        retried like any call."""
         size = path.stat().st_size
 
         def once() -> None:
             client = self.get_conn()
-            with path.open("rb") as handle, self._transport_errors():
-                request = _presigned(client, "PUT", upload_url, content=handle, headers={
+            with path.open("rb") as handle:
+                request = _presigned(client, "PUT", upload_url, timeout, content=handle, headers={
                     "Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": str(size)})
-                response = client.send(request)
+                response = exchange(client, request, self.attempt(timeout, _shown(request), billed=False))
             _check_storage(response, "the upload of the batch input")
 
         self.retry_policy.retrying(self._log_retry)(once)
 
-    def download_file(self, url: str, target: Path) -> None:
-        """Download a presigned result URL to ``target``; a broken download is tried again whole."""
+    # Object storage bills nothing: a transfer cut off after its 200 is tried again whole
+    # (``billed=False``), where a cut /v1/responses reply is not.
+
+    def download_file(self, url: str, target: Path, *, timeout: float | None = None) -> None:
+        """Download a presigned result URL to ``target`` in one attempt limited to ``timeout``
+        seconds (as :meth:`upload_file`); a broken download is tried again whole."""
 
         def once() -> None:
             client = self.get_conn()
-            with self._transport_errors():
-                response = client.send(_presigned(client, "GET", url), stream=True)
-                try:
-                    if response.status_code >= 400:
-                        response.read()
-                        _check_storage(response, "the download of batch results")
-                    with target.open("wb") as handle:
-                        for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
-                            handle.write(chunk)
-                finally:
-                    response.close()
+            request = _presigned(client, "GET", url, timeout)
+            attempt = self.attempt(timeout, _shown(request), billed=False)
+            if attempt.send(client, request).status_code >= 400:
+                _check_storage(attempt.read_body(), "the download of batch results")
+            with target.open("wb") as handle:
+                attempt.read_body(sink=handle.write)
 
         self.retry_policy.retrying(self._log_retry)(once)
 
 
-def _presigned(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Request:
+def _presigned(client: httpx.Client, method: str, url: str, timeout: float | None, **kwargs: Any) -> httpx.Request:
     """A request to a presigned URL from the pooled client, without the client's Authorization."""
-    request = client.build_request(method, url, **kwargs)
+    request = build_request(client, method, url, None, timeout, **kwargs)
     del request.headers["Authorization"]
     return request
+
+
+def _shown(request: httpx.Request) -> str:
+    """A presigned URL as errors name it: without the query, which holds its signature."""
+    return str(request.url.copy_with(query=None))
 
 
 def _check_storage(response: httpx.Response, what: str) -> None:
@@ -203,3 +206,4 @@ def _get_job(batch_id: str) -> _Call[BatchJob]:
 
 def _cancel_job(batch_id: str) -> _Call[BatchJob]:
     return _Call("POST", f"/batches/{batch_id}/cancel", None, BatchJob.model_validate)
+
