@@ -7,6 +7,7 @@ errors, retries, streams).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar, cast
@@ -294,8 +295,10 @@ class GradientHook(BaseHook):
         started = time.monotonic()
         response: httpx.Response = await retrying(self._aopen_stream, body, timeout, observer)
         decoder = _decoder_for(response)
-        async for event in astream_events(response, decoder, self.settings.api_key):
-            yield event
+        # aclosing: a consumer that stops early closes the reply now, not when the loop collects it.
+        async with contextlib.aclosing(astream_events(response, decoder, self.settings.api_key)) as events:
+            async for event in events:
+                yield event
         yield _completed(decoder, response, retrying.statistics, started)
 
     def _stream_body(self, request: ResponseRequest | dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -222,7 +222,7 @@ def stream_events(response: httpx.Response, decoder: StreamDecoder, secret: str 
 
 async def astream_events(
     response: httpx.Response, decoder: StreamDecoder, secret: str | None
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """Async :func:`stream_events`."""
     try:
         with _broken_stream(decoder, secret):
