@@ -76,8 +76,9 @@ class GradientHook(BaseHook):
     for every request; :meth:`close` / :meth:`aclose` release them.
 
     :param gradient_conn_id: the Airflow connection to use.
-    :param timeout: read timeout in seconds, overriding the connection's; it is also the time
-        limit of a whole attempt when a call gives none.
+    :param timeout: the read timeout in seconds (one read from the socket), replacing the
+        connection's ``timeout`` extra; also the attempt limit of a call that gives no ``timeout``
+        (request timeout) of its own. See the glossary in ``docs/architecture.md``.
     :param max_retries: retries after the first try, overriding the connection's.
     :param max_connections: size of the connection pool of each client.
     :param async_transport: ``"aiohttp"`` carries the async client's requests over aiohttp's
