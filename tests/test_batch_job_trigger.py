@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 from tests.batch_job_support import jobs  # noqa: F401  (fixture)
 from tests.conftest import conn_env
@@ -20,7 +20,7 @@ def start_job(gradient_conn, jobs, tmp_path):
 
     def start(**settings) -> str:
         jobs.configure(**settings)
-        hook = GradientBatchJobsHook()
+        hook = GradientBatchJobHook()
         path = tmp_path / "in.jsonl"
         path.write_text("".join(json.dumps({"custom_id": f"d{i}", "method": "POST", "url": "/v1/responses",
                                             "body": {"model": "m", "input": f"doc {i}"}}) + "\n" for i in range(2)))

@@ -13,7 +13,7 @@ from airflow_gradient.batch.jobs.files import MAX_BYTES_PER_FILE, MAX_REQUESTS_P
 from airflow_gradient.batch.jobs.runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 from airflow_gradient.pricing import Costing
@@ -107,11 +107,11 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
         self._batch_ids: list[str] = []
 
     @property
-    def hook(self) -> GradientBatchJobsHook:
-        return cast(GradientBatchJobsHook, super().hook)  # made by make_hook below
+    def hook(self) -> GradientBatchJobHook:
+        return cast(GradientBatchJobHook, super().hook)  # made by make_hook below
 
-    def make_hook(self) -> GradientBatchJobsHook:
-        return GradientBatchJobsHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
+    def make_hook(self) -> GradientBatchJobHook:
+        return GradientBatchJobHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]

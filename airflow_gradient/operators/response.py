@@ -12,7 +12,7 @@ from airflow_gradient.models.request import ResponseRequest
 from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
 from airflow_gradient.pricing import cost_usd
-from airflow_gradient.streaming import collect
+from airflow_gradient.http.streams import collect
 from airflow_gradient.structured import OutputSchema, SchemaLike, ask_structured
 from airflow_gradient.tool_loop import DEFAULT_MAX_TOOL_ROUNDS, ToolFunctions, run_tool_loop, tool_definitions
 
