@@ -9,7 +9,7 @@ what was given and what is allowed::
     invalid argument: max_concurrency: got 0; allowed: an integer >= 1
 
 The operators turn that error into ``AirflowFailException`` (see
-:func:`airflow_gradient.operators.base.fails_for_good`), the hook raises it as it is, and the
+:func:`airflow_gradient.operators.base.fail_without_retries`), the hook raises it as it is, and the
 connection's extras are reported as :class:`~airflow_gradient.exceptions.GradientConfigError`.
 """
 

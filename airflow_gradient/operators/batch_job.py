@@ -14,7 +14,7 @@ from airflow_gradient.batch.jobs.runner import JobSettings, land_results, submit
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
-from airflow_gradient.operators.base import fails_for_good
+from airflow_gradient.operators.base import fail_without_retries
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 from airflow_gradient.pricing import Costing
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
@@ -96,7 +96,7 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
         self.completion_window = completion_window
         self.max_requests_per_file = max_requests_per_file
         self.max_bytes_per_file = max_bytes_per_file
-        with fails_for_good():
+        with fail_without_retries():
             self.deferrable = arguments.boolean("deferrable", deferrable)
             self.poll_interval = arguments.positive_number("poll_interval", poll_interval)
             self.timeout = arguments.duration("timeout", timeout)
@@ -115,7 +115,7 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        with fails_for_good():
+        with fail_without_retries():
             if self.shard_index is not None or self.shard_count is not None:
                 # Each mapped instance would submit the whole input: refuse rather than pay K times.
                 raise GradientRequestInvalid(
@@ -177,7 +177,7 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
                 self._cancel_jobs("the timeout passed")
             if event["status"] != "done":
                 raise AirflowException(event["message"])
-            with fails_for_good():
+            with fail_without_retries():
                 inputs, parse = self._inputs(context)
                 settings = self._job_settings(metadata=self.job_metadata, run=True)
             manifest = land_results(
