@@ -323,6 +323,7 @@ ARGUMENT_CASES: list[tuple[str, dict[str, Any], str]] = [
     # GradientBatchJobOperator: refused before any file is uploaded or any job created
     ("batch_job", {"timeout": -1}, "timeout"),
     ("batch_job", {"timeout": datetime.timedelta(0)}, "timeout"),
+    ("batch_job", {"wait_timeout": -1}, "wait_timeout"),
     ("batch_job", {"provider": "google"}, "provider"),
     ("batch_job", {"completion_window": "48h"}, "completion_window"),
     ("batch_job", {"max_requests_per_file": 0}, "max_requests_per_file"),
