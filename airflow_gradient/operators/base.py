@@ -46,10 +46,10 @@ _warned: set[str] = set()
 
 def __getattr__(name: str) -> Any:
     # The old name of fail_without_retries, kept for code that imported it; it warns once.
-    if name == "fail_without_retries":
+    if name == "fails_for_good":
         if name not in _warned:
             _warned.add(name)
-            warnings.warn("fail_without_retries is renamed fail_without_retries", DeprecationWarning, stacklevel=2)
+            warnings.warn("fails_for_good is renamed fail_without_retries", DeprecationWarning, stacklevel=2)
         return fail_without_retries
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 from datetime import timedelta
 
 import pendulum
@@ -129,3 +130,14 @@ def test_a_cut_200_is_not_retried_by_airflow(monkeypatch, capfd) -> None:
     assert try_numbers(run) == {"ask": 1}
     printed = capfd.readouterr()
     assert "may have been billed, so the task is not retried; clear the task" in printed.out + printed.err
+
+
+def test_fails_for_good_is_the_old_name_of_fail_without_retries_and_warns_once(monkeypatch) -> None:
+    from airflow_gradient.operators import base
+
+    monkeypatch.setattr(base, "_warned", set())
+    with pytest.warns(DeprecationWarning, match="renamed fail_without_retries"):
+        assert base.fails_for_good is base.fail_without_retries
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert base.fails_for_good is base.fail_without_retries
