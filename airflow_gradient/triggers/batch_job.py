@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow_gradient import arguments
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, DEFAULT_POLL_INTERVAL_S, JobWatch
 from airflow_gradient.exceptions import GradientError
 from airflow_gradient.hooks.batch_job import GradientBatchJobHook
@@ -26,6 +27,9 @@ class GradientBatchJobTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param max_poll_failures: polls in a row that may fail (timeouts, 5xx, 429) before giving up.
     :param cancel_on_kill: cancel the jobs when a user kills the deferred task.
+
+    A bad argument raises :class:`~airflow_gradient.exceptions.GradientArgumentError` naming it,
+    before any call.
     """
 
     def __init__(
@@ -39,12 +43,14 @@ class GradientBatchJobTrigger(BaseTrigger):
         cancel_on_kill: bool = True,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger's is unannotated
-        self.gradient_conn_id = gradient_conn_id
-        self.batch_ids = list(batch_ids)
-        self.end_time = end_time
-        self.poll_interval = poll_interval
-        self.max_poll_failures = max_poll_failures
-        self.cancel_on_kill = cancel_on_kill
+        # Checked as the operator's arguments are, before any call: a trigger made by other code,
+        # or deserialised from a changed row, fails here naming the argument, not mid-poll.
+        self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
+        self.batch_ids = arguments.texts("batch_ids", batch_ids)
+        self.end_time = arguments.non_negative_number("end_time", end_time)
+        self.poll_interval = arguments.positive_number("poll_interval", poll_interval)
+        self.max_poll_failures = arguments.positive_int("max_poll_failures", max_poll_failures)
+        self.cancel_on_kill = arguments.boolean("cancel_on_kill", cancel_on_kill)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
