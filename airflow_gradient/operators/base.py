@@ -6,7 +6,6 @@ templated fields, what is sent and the docstring's ``:param:`` lines are made fr
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from typing import Any, Literal
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import arguments
+from airflow_gradient._deprecated import renamed
 from airflow_gradient.exceptions import GradientConfigError, GradientProtocolError, GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models.parameters import ARGUMENTS, docstring_lines
@@ -41,16 +41,10 @@ def fail_without_retries() -> Iterator[None]:
         ) from exc
 
 
-_warned: set[str] = set()
-
-
 def __getattr__(name: str) -> Any:
     # The old name of fail_without_retries, kept for code that imported it; it warns once.
     if name == "fails_for_good":
-        if name not in _warned:
-            _warned.add(name)
-            warnings.warn("fails_for_good is renamed fail_without_retries", DeprecationWarning, stacklevel=2)
-        return fail_without_retries
+        return renamed(name, "fail_without_retries", fail_without_retries, stacklevel=2)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

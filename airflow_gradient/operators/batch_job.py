@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from datetime import timedelta
 from typing import Any, cast
 
@@ -11,6 +10,7 @@ from airflow.sdk import Context
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 from airflow_gradient import arguments
+from airflow_gradient._deprecated import renamed
 from airflow_gradient.batch.jobs.files import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, FileLimits, Provider
 from airflow_gradient.batch.jobs.runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
@@ -27,7 +27,6 @@ DEFAULT_WAIT_TIMEOUT = timedelta(hours=25)
 # comes this long after the wait's deadline, so the trigger's "timeout" event (which cancels the
 # jobs when cancel_on_timeout) normally ends the wait first.
 DEFER_GRACE = timedelta(minutes=10)
-_warned_timeout_alias = False
 
 
 class GradientBatchJobOperator(GradientBatchBaseOperator):
@@ -103,7 +102,9 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         if timeout is not None:
-            wait_timeout = _timeout_alias(timeout)
+            wait_timeout = renamed("GradientBatchJobOperator(timeout=...)", "wait_timeout", timeout,
+                                       why="how long the task waits for the jobs; not the connection's "
+                                           "timeout nor request_timeout", stacklevel=4)
         self.shard_index = shard_index
         self.shard_count = shard_count
         self.job_metadata = job_metadata
@@ -229,16 +230,3 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
             self.log.warning("Could not cancel the batch jobs", exc_info=True)
         super().on_kill()
 
-
-def _timeout_alias(value: timedelta | float) -> timedelta | float:
-    """``timeout=``, the old name of ``wait_timeout``: still accepted, with a warning the first time."""
-    global _warned_timeout_alias
-    if not _warned_timeout_alias:
-        _warned_timeout_alias = True
-        warnings.warn(
-            "GradientBatchJobOperator(timeout=...) is renamed wait_timeout (how long the task waits for "
-            "the jobs; not the connection's timeout nor request_timeout)",
-            DeprecationWarning,
-            stacklevel=4,
-        )
-    return value

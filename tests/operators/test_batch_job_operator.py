@@ -19,8 +19,7 @@ import pytest
 
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
-from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.operators import batch_job as batch_job_module
+from airflow_gradient import GradientBatchOperator, _deprecated, read_results
 from airflow_gradient.operators.batch_job import DEFER_GRACE, GradientBatchJobOperator
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.batch_job_support import answers, deferrals, jobs, task_context  # noqa: F401  (fixtures)
@@ -212,7 +211,7 @@ def test_the_deferral_has_a_timeout_after_the_wait_deadline(jobs) -> None:
 
 
 def test_timeout_is_the_old_name_of_wait_timeout_and_warns_once(monkeypatch) -> None:
-    monkeypatch.setattr(batch_job_module, "_warned_timeout_alias", False)
+    monkeypatch.setattr(_deprecated, "_warned", set())
     with pytest.warns(DeprecationWarning, match="renamed wait_timeout"):
         first = GradientBatchJobOperator(task_id="a", inputs=DOCS[:1], timeout=timedelta(hours=2))
     with warnings.catch_warnings():

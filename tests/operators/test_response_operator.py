@@ -133,9 +133,10 @@ def test_a_cut_200_is_not_retried_by_airflow(monkeypatch, capfd) -> None:
 
 
 def test_fails_for_good_is_the_old_name_of_fail_without_retries_and_warns_once(monkeypatch) -> None:
+    from airflow_gradient import _deprecated
     from airflow_gradient.operators import base
 
-    monkeypatch.setattr(base, "_warned", set())
+    monkeypatch.setattr(_deprecated, "_warned", set())
     with pytest.warns(DeprecationWarning, match="renamed fail_without_retries"):
         assert base.fails_for_good is base.fail_without_retries
     with warnings.catch_warnings():
