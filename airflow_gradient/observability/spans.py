@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -132,7 +132,7 @@ class CallTrace:
                 held.chunk(event)
                 yield event
 
-    async def awatch(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    async def awatch(self, events: AsyncIterator[StreamEvent]) -> AsyncGenerator[StreamEvent, None]:
         """Async :meth:`watch`."""
         held, self._held = self._held, None
         if held is None:
