@@ -185,3 +185,17 @@ def test_bad_tracing_and_capture_content_arguments_are_refused_naming_them() -> 
         GradientResponseOperator(task_id="t", input="hi", tracing="all")
     with pytest.raises(AirflowFailException, match="capture_content"):
         GradientResponseOperator(task_id="t", input="hi", capture_content="yes")
+
+
+def test_attempt_spans_are_children_of_the_current_span_as_of_airflows_task_span(gradient_conn, otel) -> None:
+    """With ``[traces] otel_on`` Airflow runs the task inside its ``worker.<task_id>`` span; the
+    hook's spans hang under whatever span is current, that one included."""
+    from opentelemetry import trace
+
+    from airflow_gradient import GradientHook
+
+    with trace.get_tracer("test").start_as_current_span("worker.t") as task_span:
+        GradientHook().create_response({"input": "hello", "model": MODEL})
+    [attempt] = otel.named("chat ")
+    assert attempt.parent.span_id == task_span.get_span_context().span_id
+    assert attempt.context.trace_id == task_span.get_span_context().trace_id
