@@ -1,7 +1,7 @@
 """How long the server asks us to wait: the one reading of every wait hint, and its jitter.
 
 Both the per-item retry (:mod:`airflow_gradient.retry`) and the batch pacer
-(:mod:`airflow_gradient.batch.in_task.pace_rules`) read hints here, so they always agree:
+(:mod:`airflow_gradient.batch.in_task.pacing.rules`) read hints here, so they always agree:
 
 - ``retry-after-ms``: milliseconds.
 - ``Retry-After``: seconds, or an HTTP date.
@@ -11,7 +11,8 @@ Both the per-item retry (:mod:`airflow_gradient.retry`) and the batch pacer
   ``"20ms"``) as a delay too, since gateways in front of the service may send that form. Only the
   resets of quotas that the ``x-ratelimit-remaining-*`` headers do not show left count.
 
-Headers may be any mapping; names are matched case-insensitively.
+Headers may be any mapping; names are matched case-insensitively. Every number in a header is
+read by :func:`header_number`, with one rule: finite and not negative, or not said at all.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import email.utils
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 RATE_LIMIT_HEADER_PREFIX = "x-ratelimit-"
 # Below a year of seconds a reset value is a delay; above 1e11 it is epoch milliseconds.
@@ -27,6 +29,8 @@ _EPOCH_THRESHOLD_S = 31_536_000
 _EPOCH_MS_THRESHOLD = 100_000_000_000
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_REQUEST_SUFFIXES = ("requests",)
+_TOKEN_SUFFIXES = ("tokens", "tokens-per-minute")
 JITTER_MIN_S = 0.25
 JITTER_SPAN_S = 0.25
 
@@ -53,16 +57,20 @@ def parse_duration(text: str) -> float | None:
     return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
-def header_number(value: str | float | None) -> float | None:
-    """A header's value as a finite number, else None: a proxy's "nan" or "inf" says nothing (read
-    as a number it paused a batch forever, or made a NaN pace that XCom refused)."""
+def header_number(value: str | bytes | float | None) -> float | None:
+    """A header's value as a finite number >= 0, else None (not said).
+
+    The one reading of a number in a header (and of the pace a store keeps): a proxy's "nan" or
+    "inf" says nothing (read as a number it paused a batch forever, or made a NaN pace that XCom
+    refused), and neither does a negative wait, count or limit (a negative limit stalled a batch).
+    """
     if value is None:
         return None
     try:
         number = float(value)
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def reset_seconds(value: str | float | None, now_wall: float) -> float | None:
@@ -113,10 +121,10 @@ def retry_after_seconds(headers: Mapping[str, str], status: int, now_wall: float
     """
     headers = lowered(headers)
     if (ms := header_number(headers.get("retry-after-ms"))) is not None:
-        return max(ms / 1000.0, 0.0)
+        return ms / 1000.0
     if value := headers.get("retry-after"):
         if (seconds := header_number(value)) is not None:
-            return max(seconds, 0.0)
+            return seconds
         try:
             parsed = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
@@ -131,3 +139,33 @@ def retry_after_seconds(headers: Mapping[str, str], status: int, now_wall: float
 def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The ``x-ratelimit-*`` headers, names lower-cased."""
     return {k: v for k, v in lowered(headers).items() if k.startswith(RATE_LIMIT_HEADER_PREFIX)}
+
+
+def tells_quota(headers: Mapping[str, str]) -> bool:
+    """Whether reply ``headers`` tell a quota's limit or what is left of it."""
+    return any(name.startswith((f"{RATE_LIMIT_HEADER_PREFIX}limit-", f"{RATE_LIMIT_HEADER_PREFIX}remaining-"))
+               for name in lowered(headers))
+
+
+@dataclass(frozen=True)
+class QuotaReading:
+    """What one reply's ``x-ratelimit-*`` headers say about one kind of quota."""
+
+    limit: float | None = None
+    remaining: float | None = None
+    reset_s: float | None = None
+
+    @classmethod
+    def read(cls, headers: Mapping[str, str], suffixes: tuple[str, ...], now_wall: float) -> QuotaReading:
+        """``headers`` must have lower-case names (see :func:`lowered`)."""
+
+        def first(kind: str) -> str | None:
+            return next((v for s in suffixes if (v := headers.get(f"{RATE_LIMIT_HEADER_PREFIX}{kind}-{s}"))), None)
+
+        return cls(limit=header_number(first("limit")), remaining=header_number(first("remaining")),
+                   reset_s=reset_seconds(first("reset"), now_wall))
+
+    @classmethod
+    def read_both(cls, headers: Mapping[str, str], now_wall: float) -> tuple[QuotaReading, QuotaReading]:
+        """The request quota and the token quota; ``headers`` with lower-case names."""
+        return cls.read(headers, _REQUEST_SUFFIXES, now_wall), cls.read(headers, _TOKEN_SUFFIXES, now_wall)

@@ -1,4 +1,4 @@
-"""The pacing rules (airflow_gradient.batch.in_task.pace_rules) on a fake clock: one test per rule."""
+"""The pacing rules (airflow_gradient.batch.in_task.pacing.rules) on a fake clock: one test per rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_gradient.batch.in_task.pace_rules import (
+from airflow_gradient.batch.in_task.pacing.rules import (
     BETA,
     CHANGE_HOLD_S,
     CUBIC_C,
@@ -19,7 +19,7 @@ from airflow_gradient.batch.in_task.pace_rules import (
     SAFETY,
     PaceState,
 )
-from tests.pace_simulation import WALL, Simulation
+from tests.batch.in_task.pacing.simulation import WALL, Simulation
 
 
 def reply(state: PaceState, status: int, now: float, headers: dict[str, str] | None = None,

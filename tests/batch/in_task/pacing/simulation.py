@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_gradient.batch.in_task.pace_rules import PaceState
+from airflow_gradient.batch.in_task.pacing.rules import PaceState
 
 WALL = 1_800_000_000.0
 

@@ -1,13 +1,14 @@
 """The adaptive rate limiter in real time: spacing, the remaining budget, pauses and wake-ups, tokens.
 
-The rules themselves are tested on a fake clock in ``test_pace_rules.py``."""
+The rules themselves are tested on a fake clock in ``test_rules.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from airflow_gradient.batch.in_task.pacing import SAFETY, AdaptiveRateLimiter, RateLimiter
+from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, RateLimiter
+from airflow_gradient.batch.in_task.pacing.pace import SAFETY
 
 
 async def timed_acquires(limiter: AdaptiveRateLimiter, count: int, tokens: int = 1) -> float:

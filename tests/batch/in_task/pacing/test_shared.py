@@ -22,19 +22,13 @@ import pytest
 from airflow.sdk import DAG
 from airflow_gradient import GradientBatchOperator, GradientHook, GradientRateLimitStoreError, read_results
 from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
-from airflow_gradient.batch.in_task.pace_store import (
-    KEY_PREFIX,
-    STATE_TTL_S,
-    PaceStore,
-    account_digest,
-    async_client,
-    redis_client_kwargs,
-)
+from airflow_gradient.batch.in_task.pacing import SharedRateLimiter, limiter_for
+from airflow_gradient.batch.in_task.pacing.factory import async_client, redis_client_kwargs
+from airflow_gradient.batch.in_task.pacing.store import KEY_PREFIX, STATE_TTL_S, PaceStore, url_and_key_digest
 from airflow_gradient.batch.in_task.runner import pool_hooks
-from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, xcom_value
 from tests.services import REDIS_HOST, REDIS_PORT, redis_database
-from tests.test_batch_pacing import served_429s
+from tests.batch.in_task.pacing.test_memory import served_429s
 
 QUOTA = {"x-ratelimit-limit-requests": "9000", "x-ratelimit-remaining-requests": "8000",
          "x-ratelimit-limit-tokens": "90000", "x-ratelimit-remaining-tokens": "80000"}
@@ -114,10 +108,10 @@ def test_reservations_from_several_clients_never_overlap() -> None:
 
 
 def _pace(rpm: float):
-    from airflow_gradient.batch.in_task.pace_store import DerivedPace
+    from airflow_gradient.batch.in_task.pacing import Pace
 
-    return DerivedPace(requests_per_minute=rpm, tokens_per_minute=None, token_burst=0.0, pause_until=0.0,
-                       source="configured")
+    return Pace(requests_per_minute=rpm, tokens_per_minute=None, token_burst=0.0, pause_until=0.0,
+                source="configured")
 
 
 def test_four_limiters_hold_a_limit_learnt_from_the_headers_across_the_first_window(emulator) -> None:
@@ -205,16 +199,16 @@ def test_a_probed_limit_found_through_redis_is_the_one_found_in_memory() -> None
     same times: the same limit found, the same ceiling after."""
     import redis.asyncio
 
-    from airflow_gradient.batch.in_task.pace_rules import PaceState
-    from airflow_gradient.batch.in_task.shared_pacing import _applied, _Event, _joined
+    from airflow_gradient.batch.in_task.pacing.rules import PaceState
+    from airflow_gradient.batch.in_task.pacing.store import Event, applied, joined
 
     start = time.time() - 100.0  # on Redis's clock, in its past: every event keeps its own time
     events = []
     for i in range(20):
-        events += [_Event(True, None, {}, 10, start + i * 0.2), _Event(False, 200, {}, 10, start + i * 0.2 + 0.05)]
+        events += [Event(True, None, {}, 10, start + i * 0.2), Event(False, 200, {}, 10, start + i * 0.2 + 0.05)]
     for i in range(5):
-        events += [_Event(True, None, {}, 10, start + 4.0 + i * 0.01),
-                   _Event(False, 429, {"retry-after": "1"}, 10, start + 4.05 + i * 0.01)]
+        events += [Event(True, None, {}, 10, start + 4.0 + i * 0.01),
+                   Event(False, 429, {"retry-after": "1"}, 10, start + 4.05 + i * 0.01)]
     alone = PaceState(configured_tpm=1e6)
     for e in events:
         if e.sent:
@@ -226,8 +220,8 @@ def test_a_probed_limit_found_through_redis_is_the_one_found_in_memory() -> None
     with redis_database(3):
         async def main() -> dict:
             store = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=3), "probe")
-            await store.update(lambda state, now, in_flight: _joined(state, None, 1e6, now, in_flight))
-            await store.update(lambda state, now, in_flight: _applied(state, events, 0.0, now, in_flight, rand=lambda: 0.5))
+            await store.update(lambda state, now, in_flight: joined(state, None, 1e6, now, in_flight))
+            await store.update(lambda state, now, in_flight: applied(state, events, 0.0, now, in_flight, rand=lambda: 0.5))
             stored = json.loads(await store.client.hget(store.key, "state"))
             await store.client.aclose()
             return stored
@@ -244,15 +238,14 @@ def test_a_dead_task_stops_holding_the_budget(monkeypatch) -> None:
     counting after IN_FLIGHT_TTL_S, a task that ends counts none."""
     import redis.asyncio
 
-    from airflow_gradient.batch.in_task import pace_store
-    from airflow_gradient.batch.in_task.pace_store import InFlight
-    from airflow_gradient.batch.in_task.shared_pacing import _joined
+    from airflow_gradient.batch.in_task.pacing import store as pace_store
+    from airflow_gradient.batch.in_task.pacing.store import InFlight, joined
 
     seen: list[InFlight] = []
 
     def record(state, now, in_flight):
         seen.append(in_flight)
-        return _joined(state, 600.0, None, now, in_flight)
+        return joined(state, 600.0, None, now, in_flight)
 
     with redis_database(2):
         async def main() -> None:
@@ -270,7 +263,7 @@ def test_a_dead_task_stops_holding_the_budget(monkeypatch) -> None:
 
 def test_state_expires_and_its_key_never_holds_the_api_key() -> None:
     base_url, key = "https://inference.do-ai.run/v1", "sk-do-secret-key-9f2b"
-    digest = account_digest(base_url, key)
+    digest = url_and_key_digest(base_url, key)
     with redis_database(4):
         limiter = shared_limiter(4, account=digest, rpm=600)
 
@@ -287,7 +280,7 @@ def test_state_expires_and_its_key_never_holds_the_api_key() -> None:
             assert 0 < client.pttl(name) <= STATE_TTL_S * 1000
             dump = json.dumps({k.decode(): v.decode() for k, v in client.hgetall(name).items()})
             assert key not in name and key not in dump and "secret" not in dump
-        assert digest == account_digest(base_url, key) != account_digest(base_url + "/", key)
+        assert digest == url_and_key_digest(base_url, key) != url_and_key_digest(base_url + "/", key)
         client.close()
 
 
@@ -423,7 +416,7 @@ def test_redis_lost_mid_batch_loses_no_row(emulator, monkeypatch, tmp_path, capl
 
         cutter = threading.Thread(target=cut_after_a_third)
         cutter.start()
-        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.shared_pacing"):
+        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.pacing.shared"):
             manifest = run_batch(
                 hooks=hooks,
                 inputs=BatchInputs(inputs=[f"item {i}" for i in range(n)], default_model="test-model"),
@@ -465,7 +458,7 @@ def test_shares_again_once_redis_answers(monkeypatch, caplog) -> None:
             finally:
                 restored.cut()
 
-        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.shared_pacing"):
+        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.pacing.shared"):
             asyncio.run(main())
         assert any("answers again" in r.getMessage() for r in caplog.records)
 
@@ -489,7 +482,7 @@ def test_batch_operator_shares_its_pace_through_the_connection_extra(emulator, m
         assert manifest["pacing"]["source"] == "headers, shared via pace_store"
         assert manifest["pacing"]["requests_per_minute"] == 600 * 0.98
         client = redis_client(4)
-        digest = account_digest(emulator.base_url, TEST_KEY)
+        digest = url_and_key_digest(emulator.base_url, TEST_KEY)
         stored_pace = float(client.hget(f"{KEY_PREFIX}{{{digest}}}", "rpm"))
         client.close()
         assert stored_pace == pytest.approx(600 * 0.98)  # learnt from the headers, in Redis
