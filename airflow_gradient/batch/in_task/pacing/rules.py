@@ -244,7 +244,11 @@ class PaceState:
             # A request woken a little late (timers are, more so on a busy worker) keeps the
             # schedule, so the pace is not lost to lateness; never early, so that even a 1 s window
             # on the server sees at most SAFETY of the limit plus LATE_SLACK_S, within the limit.
-            self.next_request_at = max(self.next_request_at, now - min(LATE_SLACK_S, interval / 2)) + interval
+            # More than an interval late, there was no schedule to keep (the first request, a
+            # lull): the next waits a whole interval, or the first two would go closer than that.
+            late = now - self.next_request_at
+            start = now if late > interval else max(self.next_request_at, now - min(LATE_SLACK_S, interval / 2))
+            self.next_request_at = start + interval
         if ceiling.tokens_per_minute:
             self.next_tokens_at = max(self.next_tokens_at, now) + tokens * 60.0 / (ceiling.tokens_per_minute * SAFETY)
         self.in_flight_requests += 1

@@ -203,3 +203,17 @@ def test_announced_limit_is_met_without_429() -> None:
     assert sim.refused_share(0) == 0
     assert sim.state.ceiling(150).source == "headers"
     assert sim.admitted_per_window(60, 150) >= 0.97 * 300
+
+
+@pytest.mark.parametrize("window", [1.0, 60.0])
+def test_a_told_limit_draws_no_429_and_no_burst_whether_counted_per_second_or_per_minute(window: float) -> None:
+    """Issue 18.1: ``requests_per_minute=600`` against a server admitting 10 per second (or 600 per
+    minute), sends woken up to 15 ms late: no two requests closer than the spacing at the start, at
+    most the limit in any window, 0 x 429, within 3 % of the limit."""
+    sim = Simulation(limit=lambda t: 600 * window / 60, window=window, concurrency=64,
+                     state=PaceState(configured_rpm=600), timer_lateness=0.015, seed=3).run(130, start=1000.0)
+    spacing = 60 / (600 * SAFETY)
+    assert sim.log[1][0] - sim.log[0][0] >= spacing - 1e-9
+    assert sim.refused_share(0) == 0
+    assert sim.most_admitted_in(1.0) <= 10 and sim.most_admitted_in(60.0) <= 600
+    assert sim.admitted_per_window(1000, 1120) >= 0.97 * 600 * window / 60
