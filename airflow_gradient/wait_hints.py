@@ -165,6 +165,11 @@ class QuotaReading:
         return cls(limit=header_number(first("limit")), remaining=header_number(first("remaining")),
                    reset_s=reset_seconds(first("reset"), now_wall))
 
+    @property
+    def spent(self) -> bool:
+        """Whether the headers show this quota's window spent (nothing remaining)."""
+        return self.remaining is not None and self.remaining <= 0
+
     @classmethod
     def read_both(cls, headers: Mapping[str, str], now_wall: float) -> tuple[QuotaReading, QuotaReading]:
         """The request quota and the token quota; ``headers`` with lower-case names."""

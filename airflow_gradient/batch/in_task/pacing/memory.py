@@ -61,12 +61,14 @@ class AdaptiveRateLimiter:
                 await self._sleep(wait)
             self.state.on_send(tokens, self._clock())
 
-    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> None:
-        self.state.on_reply(status, headers, tokens, now=self._clock(), now_wall=self._wall(), rand=self._rand())
+    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> bool:
+        probe_cost = self.state.on_reply(status, headers, tokens, now=self._clock(), now_wall=self._wall(),
+                                         rand=self._rand())
         # The reply may have changed the answer (a pause lifted, a higher pace): the first in line
         # asks again.
         if self._sleeper is not None and not self._sleeper.done():
             self._sleeper.set_result(None)
+        return probe_cost
 
     def on_usage(self, estimated: int, actual: int) -> None:
         self.state.on_usage(estimated, actual, self._clock())

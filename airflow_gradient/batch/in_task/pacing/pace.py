@@ -77,8 +77,12 @@ class RateLimiter(Protocol):
     async def acquire(self, tokens: int) -> None:
         """Wait until one request estimated at ``tokens`` tokens may be sent."""
 
-    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> None:
-        """An acquired request ended: ``status`` is None when no reply came (timeout, drop)."""
+    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> bool | None:
+        """An acquired request ended: ``status`` is None when no reply came (timeout, drop).
+
+        True when that reply was a 429 the pacer drew on itself (probing for a limit the server does
+        not announce): the engine does not count it against the item's ``max_retries``.
+        """
 
     def on_usage(self, estimated: int, actual: int) -> None:
         """A reply reported ``actual`` tokens for a request estimated at ``estimated``."""

@@ -266,25 +266,29 @@ class PaceState:
             self.next_tokens_at += (actual - estimated) * 60.0 / (tpm * SAFETY)
 
     def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: float, *,
-                 now: float, now_wall: float, rand: float) -> None:
+                 now: float, now_wall: float, rand: float) -> bool:
         """The reply to a request sent with ``tokens`` came at ``now`` (``status`` None: none came).
 
-        ``rand`` in [0, 1) draws the jitter of a pause this reply may cause.
+        ``rand`` in [0, 1) draws the jitter of a pause this reply may cause. True when the reply is
+        a 429 met while probing, with no quota shown spent: the probe's cost, not the item's.
         """
         self.in_flight_requests = max(self.in_flight_requests - 1, 0)
         self.in_flight_tokens = max(self.in_flight_tokens - tokens, 0.0)
         if status is None:
-            return
+            return False
         headers = lowered(headers)
         requests, token_quota = QuotaReading.read_both(headers, now_wall)
+        probing = self.probe_limit is not None and self.header_rpm is None
         self._read_quota(requests, token_quota, now)
         self.refusal_ratio += RATIO_ALPHA * ((status == 429) - self.refusal_ratio)
         if status == 429:
             self.rate_limited += 1
             self.next_tokens_at -= self._token_cost(tokens, now)  # a refused request used no tokens
             self._on_429(requests, token_quota, retry_after_seconds(headers, 429, now_wall), now, rand)
-        elif status < 400:
+            return probing and not requests.spent and not token_quota.spent
+        if status < 400:
             self._on_success(now)
+        return False
 
     # -- rules ------------------------------------------------------------------------------------
 
@@ -343,7 +347,7 @@ class PaceState:
     def _on_429(self, requests: QuotaReading, token_quota: QuotaReading, hint: float | None,
                 now: float, rand: float) -> None:
         remaining = [q.remaining for q in (requests, token_quota) if q.remaining is not None]
-        if remaining and min(remaining) <= 0:
+        if requests.spent or token_quota.spent:
             self._pause(max(hint or 0.0, MIN_PAUSE_S) + hint_jitter(rand), "quota", now)  # rule 4
             return
         if remaining:

@@ -49,7 +49,7 @@ from airflow_gradient.batch.in_task.pacing.store import (
     applied,
     joined,
 )
-from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX, tells_quota
+from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX, QuotaReading, tells_quota
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -166,10 +166,9 @@ class SharedRateLimiter:
         assert self._fallback is not None
         await self._fallback.acquire(tokens)
 
-    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> None:
+    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> bool:
         if self._fallback is not None:
-            self._fallback.on_reply(status, headers, tokens)
-            return
+            return self._fallback.on_reply(status, headers, tokens)
         self._in_flight[0] = max(self._in_flight[0] - 1, 0)
         self._in_flight[1] = max(self._in_flight[1] - tokens, 0.0)
         if status == 429:
@@ -188,6 +187,9 @@ class SharedRateLimiter:
             self._urgent.set()
         if not self._flushing():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        # The rules' own answer (PaceState.on_reply) comes with the flush: the last pace tells it.
+        return status == 429 and self._pace is not None and "probing" in self._pace.source \
+            and not any(quota.spent for quota in QuotaReading.read_both(kept, time.time()))
 
     def _flushing(self) -> bool:
         return self._flusher is not None and not self._flusher.done()

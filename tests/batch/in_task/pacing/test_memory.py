@@ -158,3 +158,18 @@ def test_operator_follows_a_limit_raised_mid_batch(gradient_conn, tmp_path) -> N
     assert state == "success" and manifest["counts"]["succeeded"] == 30
     assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) == 0
     assert manifest["pacing"]["source"] == "headers" and manifest["pacing"]["requests_per_minute"] == 600 * 0.98
+
+
+def test_probe_refusals_are_the_pacers_cost_not_the_items(gradient_conn, tmp_path) -> None:
+    """Issue 18.3: probing an unannounced limit draws 429s; they do not count against an item's
+    ``max_retries``, so no item fails for them (each 429 is still counted and the item retried)."""
+    from tests.test_batch_operator import run_batch_task
+
+    gradient_conn.configure(rpm_limit=300, limit_window=1.0, quota_headers=False, latency=0.02)
+    _, state, manifest = run_batch_task("pace_probe_cost", inputs=[f"probe cost {i}" for i in range(100)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=8, max_retries=1,
+                                        max_output_tokens=10)
+    assert manifest["pacing"]["source"] == "probing"
+    assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) > 5
+    assert state == "success" and manifest["counts"] == {"succeeded": 100, "failed": 0, "skipped": 0}
+    assert set(gradient_conn.generated_counts().values()) == {1}
