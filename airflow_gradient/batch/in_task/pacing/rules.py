@@ -43,8 +43,8 @@ The rules:
    found (``probe_limit``) is the lower of that and the current pace, and the pace restarts at
    :data:`BETA` of it when sending resumes. Successes that come back before sending resumes
    were admitted in that span too (replies come in any order): each adds ``60 / cut_span_s``.
-   When nothing got through since the last cut, the
-   server's window is still full: the run pauses (longer each time) but lowers nothing.
+   When nothing got through since the last cut (or the start), the server's window is still
+   full, or it is out: the run pauses (longer each time) but lowers nothing.
 7. **Probe.** The probed rate follows CUBIC's curve in time, ``probe_limit * (1 + CUBIC_C *
    (t - K)**3)`` with ``K = cbrt((1 - BETA) / CUBIC_C)``: back to the limit found in ``K``
    seconds (about 2 s), flat there, then faster and faster (4x in about 8 s), so a limit that
@@ -396,10 +396,14 @@ class PaceState:
         if self.header_rpm is not None:
             return  # the server tells its limit: no guessing (rule 2)
         resume = self.paused_until
-        if self.period_admitted <= 0 and self.probe_limit is not None:
-            # Nothing got through since the last cut: the server's window is still full. Waiting
-            # (longer each time) is the answer, not a lower rate.
-            self._hold_probe(resume, now)
+        if self.period_admitted <= 0:
+            # Nothing got through since the last cut, or since the start: the server's window is
+            # still full, or the server is out. Waiting (longer each time) is the answer, not a
+            # lower rate: a rate measured from nothing admitted is a made-up one.
+            if self.probe_limit is not None:
+                self._hold_probe(resume, now)
+            else:
+                self.period_start = resume
             return
         elapsed = now - self.period_start if self.period_start is not None else 0.0
         self.cut_span_s = max(elapsed + (hint or 0.0), MIN_SPAN_S)

@@ -217,3 +217,17 @@ def test_a_told_limit_draws_no_429_and_no_burst_whether_counted_per_second_or_pe
     assert sim.refused_share(0) == 0
     assert sim.most_admitted_in(1.0) <= 10 and sim.most_admitted_in(60.0) <= 600
     assert sim.admitted_per_window(1000, 1120) >= 0.97 * 600 * window / 60
+
+
+def test_an_outage_of_bare_429s_at_the_start_only_pauses() -> None:
+    """Issue 18.2: 200 items behind 2 s of header-less 429s at the start (nothing admitted yet):
+    no limit is made up from them; the batch ends within 1.5 x (outage + its fault-free time)."""
+    clean = Simulation(limit=lambda t: 1e9, concurrency=16, latency=0.2).run(100, items=200)
+    outage = Simulation(limit=lambda t: 0 if t < 2.0 else 1e9, concurrency=16, latency=0.2).run(100, items=200)
+
+
+    def done_at(sim: Simulation) -> float:
+        return [t for t, status in sim.log if status == 200][199]
+
+    assert outage.state.probe_limit is None and outage.state.cuts == 0
+    assert done_at(outage) <= 1.5 * (2.0 + done_at(clean))
