@@ -10,6 +10,9 @@ Both the per-item retry (:mod:`airflow_gradient.retry`) and the batch pacer
   above 1e11 as epoch milliseconds, and an OpenAI-style duration (``"1s"``, ``"6m0s"``,
   ``"20ms"``) as a delay too, since gateways in front of the service may send that form. Only the
   resets of quotas that the ``x-ratelimit-remaining-*`` headers do not show left count.
+- ``ratelimit-remaining`` and ``ratelimit-reset`` (DigitalOcean's API specification, no ``x-``):
+  read as the request budget when no ``x-ratelimit-remaining-requests`` is sent;
+  ``ratelimit-limit`` is not read (its window is not said: it is no per-minute figure).
 
 Headers may be any mapping; names are matched case-insensitively. Every number in a header is
 read by :func:`header_number`, with one rule: finite and not negative, or not said at all.
@@ -21,9 +24,14 @@ import email.utils
 import math
 import re
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
 
 RATE_LIMIT_HEADER_PREFIX = "x-ratelimit-"
+# DigitalOcean's API specification declares ratelimit-limit, -remaining and -reset (epoch seconds)
+# too: a budget of requests over a window it does not name, so its limit is no per-minute figure.
+PLAIN_PREFIX = "ratelimit-"
+RATE_LIMIT_HEADER_PREFIXES = (RATE_LIMIT_HEADER_PREFIX, PLAIN_PREFIX)
 # Below a year of seconds a reset value is a delay; above 1e11 it is epoch milliseconds.
 _EPOCH_THRESHOLD_S = 31_536_000
 _EPOCH_MS_THRESHOLD = 100_000_000_000
@@ -87,8 +95,8 @@ def reset_seconds(value: str | float | None, now_wall: float) -> float | None:
 
 
 def soonest_reset_seconds(headers: Mapping[str, str], now_wall: float) -> float | None:
-    """The soonest non-zero ``x-ratelimit-reset-*`` delay of a quota the headers do not show left;
-    0.0 when every such reset is already past, None when there is none.
+    """The soonest non-zero ``x-ratelimit-reset-*`` (or ``ratelimit-reset``) delay of a quota the
+    headers do not show left; 0.0 when every such reset is already past, None when there is none.
 
     A reset whose ``x-ratelimit-remaining-*`` twin shows room for a request is skipped: that
     window is not what refused the request (an upstream provider's 429 while quota remains), and
@@ -96,11 +104,10 @@ def soonest_reset_seconds(headers: Mapping[str, str], now_wall: float) -> float 
     that send OpenAI's form give every window's reset.
     """
     headers = lowered(headers)
-    reset = RATE_LIMIT_HEADER_PREFIX + "reset"
     delays = [
-        delay for name, value in headers.items()
-        if name.startswith(reset) and not _quota_left(headers.get(RATE_LIMIT_HEADER_PREFIX + "remaining"
-                                                                  + name[len(reset):]))
+        delay for name, value in headers.items() for prefix in RATE_LIMIT_HEADER_PREFIXES
+        if name.startswith(reset := prefix + "reset")
+        and not _quota_left(headers.get(prefix + "remaining" + name[len(reset):]))
         and (delay := reset_seconds(value, now_wall)) is not None
     ]
     positive = [d for d in delays if d > 0]
@@ -137,14 +144,14 @@ def retry_after_seconds(headers: Mapping[str, str], status: int, now_wall: float
 
 
 def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The ``x-ratelimit-*`` headers, names lower-cased."""
-    return {k: v for k, v in lowered(headers).items() if k.startswith(RATE_LIMIT_HEADER_PREFIX)}
+    """The ``x-ratelimit-*`` and ``ratelimit-*`` headers, names lower-cased."""
+    return {k: v for k, v in lowered(headers).items() if k.startswith(RATE_LIMIT_HEADER_PREFIXES)}
 
 
 def tells_quota(headers: Mapping[str, str]) -> bool:
     """Whether reply ``headers`` tell a quota's limit or what is left of it."""
     return any(name.startswith((f"{RATE_LIMIT_HEADER_PREFIX}limit-", f"{RATE_LIMIT_HEADER_PREFIX}remaining-"))
-               for name in lowered(headers))
+               or name == PLAIN_PREFIX + "remaining" for name in lowered(headers))
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,12 @@ class QuotaReading:
         return cls(limit=header_number(first("limit")), remaining=header_number(first("remaining")),
                    reset_s=reset_seconds(first("reset"), now_wall))
 
+    @classmethod
+    def read_plain(cls, headers: Mapping[str, str], now_wall: float) -> QuotaReading:
+        """``ratelimit-remaining`` and ``ratelimit-reset``: a budget of requests, no limit per minute."""
+        return cls(remaining=header_number(headers.get(PLAIN_PREFIX + "remaining")),
+                   reset_s=reset_seconds(headers.get(PLAIN_PREFIX + "reset"), now_wall))
+
     @property
     def spent(self) -> bool:
         """Whether the headers show this quota's window spent (nothing remaining)."""
@@ -173,4 +186,8 @@ class QuotaReading:
     @classmethod
     def read_both(cls, headers: Mapping[str, str], now_wall: float) -> tuple[QuotaReading, QuotaReading]:
         """The request quota and the token quota; ``headers`` with lower-case names."""
-        return cls.read(headers, _REQUEST_SUFFIXES, now_wall), cls.read(headers, _TOKEN_SUFFIXES, now_wall)
+        requests = cls.read(headers, _REQUEST_SUFFIXES, now_wall)
+        if requests.remaining is None:
+            plain = cls.read_plain(headers, now_wall)
+            requests = dataclasses.replace(requests, remaining=plain.remaining, reset_s=plain.reset_s)
+        return requests, cls.read(headers, _TOKEN_SUFFIXES, now_wall)

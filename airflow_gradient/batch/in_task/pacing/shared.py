@@ -49,7 +49,7 @@ from airflow_gradient.batch.in_task.pacing.store import (
     applied,
     joined,
 )
-from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX, QuotaReading, tells_quota
+from airflow_gradient.wait_hints import QuotaReading, lowered, rate_limit_headers, tells_quota
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -70,7 +70,6 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
 FALLBACK_MAX_SHARE = 0.5
 FALLBACK_MIN_SHARE = 0.05
 _KEPT_HEADERS = ("retry-after", "retry-after-ms")
-_REMAINING_REQUESTS = f"{RATE_LIMIT_HEADER_PREFIX}remaining-requests"
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +172,7 @@ class SharedRateLimiter:
         self._in_flight[1] = max(self._in_flight[1] - tokens, 0.0)
         if status == 429:
             self._token_debt -= tokens  # a refused request used no tokens
-        kept = {k.lower(): v for k, v in headers.items()
-                if k.lower().startswith(RATE_LIMIT_HEADER_PREFIX) or k.lower() in _KEPT_HEADERS}
+        kept = {**rate_limit_headers(headers), **{k: v for k, v in lowered(headers).items() if k in _KEPT_HEADERS}}
         # Replies come in any order: the oldest send in flight is at or before this reply's own.
         sent_at = self._sent_at.popleft() if self._sent_at else None
         self._events.append(Event(False, status, kept, tokens, self._clock(), sent_at))

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.in_task.pacing.pace import Pace
 from airflow_gradient.batch.in_task.pacing.rules import PaceState
-from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX, header_number
+from airflow_gradient.wait_hints import PLAIN_PREFIX, RATE_LIMIT_HEADER_PREFIX, header_number
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -58,6 +58,7 @@ IN_FLIGHT_TTL_S = 30.0
 RESERVE_HORIZON_S = 0.25
 KEY_PREFIX = "gradient:pace:"
 _REMAINING_REQUESTS = f"{RATE_LIMIT_HEADER_PREFIX}remaining-requests"
+_PLAIN_REMAINING = f"{PLAIN_PREFIX}remaining"
 
 # KEYS: state, gcra. ARGV: requests, tokens, ttl_ms. Returns strings (Lua numbers become integers).
 RESERVE_LUA = """
@@ -348,7 +349,8 @@ def applied(stored: dict[str, Any] | None, events: list[Event], offset: float, n
             state.on_send(event.tokens, at)
         else:
             state.on_reply(event.status, event.headers, event.tokens, now=at, now_wall=at, rand=rand())
-            if _REMAINING_REQUESTS in event.headers and event.sent_at is not None:
+            told_budget = _REMAINING_REQUESTS in event.headers or _PLAIN_REMAINING in event.headers
+            if told_budget and event.sent_at is not None:
                 since = min(event.sent_at + offset, now)
     if in_flight is not None:
         _with_in_flight(state, in_flight)

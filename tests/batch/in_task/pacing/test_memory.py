@@ -173,3 +173,18 @@ def test_probe_refusals_are_the_pacers_cost_not_the_items(gradient_conn, tmp_pat
     assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) > 5
     assert state == "success" and manifest["counts"] == {"succeeded": 100, "failed": 0, "skipped": 0}
     assert set(gradient_conn.generated_counts().values()) == {1}
+
+
+def test_operator_spends_the_un_prefixed_ratelimit_budget_without_a_429(gradient_conn, tmp_path) -> None:
+    """Issue 18.5: a server sending only ``ratelimit-{limit,remaining,reset}`` (100 requests per
+    5 s window, no Retry-After): the budget holds the batch at the window's 100, 0 x 429, and
+    ``ratelimit-limit`` does not become a pace of 100/min."""
+    from tests.test_batch_operator import run_batch_task
+
+    gradient_conn.configure(rpm_limit=1200, limit_window=5.0, quota_header_names="ratelimit",
+                            limit_retry_after=False, latency=0.02)
+    _, state, manifest = run_batch_task("pace_plain_headers", inputs=[f"plain {i}" for i in range(220)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=16, max_output_tokens=10)
+    assert state == "success" and manifest["counts"]["succeeded"] == 220
+    assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) == 0
+    assert manifest["pacing"]["source"] == "unpaced"
