@@ -67,6 +67,12 @@ def redis_client_kwargs(redis_conn_id: str) -> dict[str, Any]:
         raise GradientRateLimitStoreError(
             f"rate_limit_store={redis_conn_id!r}: cannot read that Redis connection: {type(exc).__name__}: {exc}"
         ) from None
+    if conn.conn_type != "redis":
+        # Read as Redis, another service's host and port fail late and say nothing useful.
+        raise GradientRateLimitStoreError(
+            f"rate_limit_store={redis_conn_id!r}: that connection is of type {conn.conn_type!r}; "
+            "allowed: a connection of type 'redis'"
+        )
     schema = (conn.schema or "").strip("/")
     extra_db = conn.extra_dejson.get("db")
     path_db: int | None = None
@@ -119,10 +125,15 @@ def check_reachable(redis_conn_id: str, kwargs: dict[str, Any]) -> None:
     from redis.retry import Retry
 
     client = redis.Redis(**kwargs, retry=Retry(NoBackoff(), 0))
+    host = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db') or 0}"
     try:
         client.ping()
+    except redis.AuthenticationError as exc:
+        raise GradientRateLimitStoreError(
+            f"rate_limit_store={redis_conn_id!r}: Redis at {host} refused that connection's login or password "
+            f"({type(exc).__name__}: {exc}); fix them in that connection"
+        ) from None
     except redis.RedisError as exc:
-        host = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db') or 0}"
         raise GradientRateLimitStoreError(
             f"rate_limit_store={redis_conn_id!r}: Redis at {host} is unreachable ({type(exc).__name__}: {exc}); "
             "start it or fix that connection, or remove rate_limit_store from the Gradient connection to "

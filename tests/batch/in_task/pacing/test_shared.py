@@ -501,3 +501,52 @@ def test_the_connection_form_offers_rate_limit_store(monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_GRADIENT_DEFAULT", conn_env("http://127.0.0.1:1/v1", rate_limit_store=" pace ")[
         "AIRFLOW_CONN_GRADIENT_DEFAULT"])
     assert GradientHook().settings.rate_limit_store == "pace"
+
+
+# -- a Redis of the test's own, to restart, kill or lock ---------------------------------------------
+
+
+@contextmanager
+def own_redis(*args: str) -> Iterator[int]:
+    """A redis-server child process on a free port (never the shared one); yields the port."""
+    import subprocess
+
+    import redis
+
+    port = _closed_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        password = args[args.index("--requirepass") + 1] if "--requirepass" in args else None
+        client = redis.Redis(host=REDIS_HOST, port=port, password=password)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.025)  # the child is starting: nothing to await but its port
+        client.close()
+        yield port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_a_wrong_redis_password_or_a_connection_of_another_type_fails_at_start(emulator, monkeypatch) -> None:
+    """Issue 18.8: the task fails before sending anything, naming the connection and what is wrong."""
+    with own_redis("--requirepass", "right-password") as port:
+        for name, value in conn_env(emulator.base_url, rate_limit_store="pace_store").items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AIRFLOW_CONN_PACE_STORE", json.dumps(
+            {"conn_type": "redis", "host": REDIS_HOST, "port": port, "password": "wrong-password"}))
+        with pytest.raises(GradientRateLimitStoreError, match=r"rate_limit_store='pace_store'.*password") as info:
+            limiter_for(None, GradientHook().settings)
+        assert "wrong-password" not in str(info.value)
+        with DAG("shared_pace_bad_password", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+            GradientBatchOperator(task_id="b", inputs=["one", "two"], retries=3)
+        assert task_states(run_dag(dag))["b"] == "failed"
+        assert emulator.request_count() == 0
+    monkeypatch.setenv("AIRFLOW_CONN_PACE_STORE", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres"}))
+    with pytest.raises(GradientRateLimitStoreError, match=r"rate_limit_store='pace_store'.*'postgres'.*redis"):
+        limiter_for(None, GradientHook().settings)
