@@ -34,7 +34,7 @@ from bench.chaos import bench_chaos
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.reuse import bench_reuse, bench_reuse_rss
 from bench.scale_out import bench_workers
-from bench.shared_pacing import bench_shared_cost, bench_shared_k4
+from bench.shared_pacing import bench_shared_cost, bench_shared_k4, bench_shared_slow
 from bench.single_request import bench_single
 
 KEY = "bench-key"
@@ -338,7 +338,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
 
 
 BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
-           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers")
+           "reuse", "reuse-rss", "shared_k4", "shared_cost", "shared_slow", "workers")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -421,6 +421,10 @@ def main(argv: list[str] | None = None) -> None:
                 results["shared_cost"] = bench_shared_cost(emu, tmp, 500 if quick else 2000, rounds=3 if quick else 5)
                 _show("one task at zero latency, Redis limiter vs in-memory: throughput (goal >= 0.8x)",
                       results["shared_cost"])
+            if "shared_slow" in chosen:
+                results["shared_slow"] = bench_shared_slow(emu, tmp, 100 if quick else 300)
+                _show("one task told 10 req/s, Redis 100 ms per round trip away vs in-memory: throughput "
+                      "(goal >= 0.9x)", results["shared_slow"])
             if "workers" in chosen:
                 results["workers"] = bench_workers(emu, tmp, 200 if quick else 1000)
                 _show("two workers vs one, latency-bound, no binding limit: throughput (goal >= 1.7x)",

@@ -120,7 +120,9 @@ if pause <= now then
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+-- PEXPIRE voids an update's WATCH of the state key: only when its time to live runs low (an
+-- update sets it anyway). Every reservation did, and on a Redis 100 ms away no update got through.
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) / 2 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 if reserved == 0 then n = 0 end
 return {string.format('%.6f', now), string.format('%.6f', req_at), string.format('%.6f', tok_at),
         s[1] or '', s[2] or '', string.format('%.6f', pause), s[4] or '', s[5] or '0', reserved, n}

@@ -601,3 +601,31 @@ def test_a_redis_restarted_mid_batch_loses_no_row_and_draws_few_429s(emulator, m
     print(f"restart after {restarted_at[0]} requests: {served_429s(emulator)} x 429")  # the figure in bench/README.md
     assert served_429s(emulator) <= 5
     assert set(emulator.generated_counts().values()) == {1}
+
+
+def test_a_reservation_does_not_void_an_update_in_progress() -> None:
+    """Issue 18.7: an update (WATCH, read, TIME, EXEC: four round trips, 400 ms on a Redis 100 ms
+    away) was voided by every reservation in between (its PEXPIRE of the watched state key), 20
+    times over: the limiter gave up on a slow Redis and paced alone. The throughput on a slow Redis
+    is the bench's figure (``python -m bench --only shared_slow``)."""
+    import redis.asyncio
+    from redis.exceptions import WatchError
+
+    with redis_database(4):
+        async def main() -> None:
+            store = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=4), "watch")
+            other = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=4), "watch")
+            await store.update(lambda state, now, in_flight: ({}, _pace(600.0)))
+            async with store.client.pipeline(transaction=True) as pipe:
+                await pipe.watch(store.key)
+                assert (await other.reserve(1, 0)).reserved  # another task's reservation, mid-update
+                pipe.multi()
+                pipe.hset(store.key, "source", "configured")
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    pytest.fail("a reservation voided the update's WATCH")
+            for s in (store, other):
+                await s.client.aclose()
+
+        asyncio.run(main())
