@@ -89,8 +89,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_gradient.batch.in_task.pacing.pace import SAFETY, TOKEN_BURST, Pace
-from airflow_gradient.retry import backoff_seconds
-from airflow_gradient.wait_hints import QuotaReading, hint_jitter, lowered, retry_after_seconds
+from airflow_gradient.http.retry import backoff_seconds
+from airflow_gradient.http.wait_hints import QuotaReading, hint_jitter, lowered, retry_after_seconds
 
 MIN_PAUSE_S = 1.0
 """The shortest pause after a quota 429 (DigitalOcean: wait at least 1 s)."""

@@ -49,7 +49,7 @@ from airflow_gradient.batch.in_task.pacing.store import (
     applied,
     joined,
 )
-from airflow_gradient.wait_hints import QuotaReading, lowered, rate_limit_headers, tells_quota
+from airflow_gradient.http.wait_hints import QuotaReading, lowered, rate_limit_headers, tells_quota
 
 if TYPE_CHECKING:
     import redis.asyncio

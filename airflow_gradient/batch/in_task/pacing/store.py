@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.in_task.pacing.pace import Pace
 from airflow_gradient.batch.in_task.pacing.rules import PaceState
-from airflow_gradient.wait_hints import PLAIN_PREFIX, RATE_LIMIT_HEADER_PREFIX, header_number
+from airflow_gradient.http.wait_hints import PLAIN_PREFIX, RATE_LIMIT_HEADER_PREFIX, header_number
 
 if TYPE_CHECKING:
     import redis.asyncio

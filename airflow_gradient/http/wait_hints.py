@@ -1,6 +1,6 @@
 """How long the server asks us to wait: the one reading of every wait hint, and its jitter.
 
-Both the per-item retry (:mod:`airflow_gradient.retry`) and the batch pacer
+Both the per-item retry (:mod:`airflow_gradient.http.retry`) and the batch pacer
 (:mod:`airflow_gradient.batch.in_task.pacing.rules`) read hints here, so they always agree:
 
 - ``retry-after-ms``: milliseconds.
