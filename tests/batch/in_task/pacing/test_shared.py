@@ -629,3 +629,38 @@ def test_a_reservation_does_not_void_an_update_in_progress() -> None:
                 await s.client.aclose()
 
         asyncio.run(main())
+
+
+def test_redis_refusing_for_10_s_paces_alone_at_a_safe_share_then_shares_again() -> None:
+    """Issue 18.7: Redis refuses connections for 10 s mid-batch: the task paces alone at no more
+    than half the shared pace, then shares again once Redis answers (keys gone: it joins anew)."""
+    with own_redis() as server:
+        limiter = shared_limiter(0, rpm=600, port=server.port)
+        stamps: list[float] = []
+        sources: list[str] = []
+
+        async def main() -> None:
+            async def send(until: float) -> None:
+                while time.monotonic() < until:
+                    await limiter.acquire(5)
+                    stamps.append(time.monotonic())
+                    limiter.on_reply(200, QUOTA, 5)
+
+            async def outage() -> None:
+                await asyncio.sleep(2.0)
+                server.stop()
+                await asyncio.sleep(10.0)  # the outage itself
+                sources.append(limiter.pacing().source)
+                server.start()
+
+            end = time.monotonic() + 26.0
+            await asyncio.gather(outage(), *(send(end) for _ in range(4)))
+            sources.append(limiter.pacing().source)
+            await limiter.aclose()
+
+        started = time.monotonic()
+        asyncio.run(main())
+    assert limiter.losses == 1
+    assert "alone" in sources[0] and sources[1].endswith("shared via redis db 0")
+    alone = [t for t in stamps if started + 4.0 <= t < started + 12.0]
+    assert len(alone) / 8.0 * 60 <= 600 * 0.98 * 0.5 * 1.05  # a safe share: at most half the pace
