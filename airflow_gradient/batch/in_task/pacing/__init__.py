@@ -18,7 +18,6 @@ One job per module, in the order a request meets them:
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from airflow_gradient.batch.in_task.pacing.factory import limiter_for
@@ -28,17 +27,10 @@ from airflow_gradient.batch.in_task.pacing.shared import SharedRateLimiter
 
 __all__ = ["AdaptiveRateLimiter", "Pace", "RateLimiter", "SharedRateLimiter", "limiter_for"]
 
-_RENAMED = {"Pacing": "Pace"}
-_warned: set[str] = set()
-
-
 def __getattr__(name: str) -> Any:
-    # Old names keep working, with one warning each.
-    if name in _RENAMED:
-        new = _RENAMED[name]
-        if name not in _warned:
-            _warned.add(name)
-            warnings.warn(f"{name} is now {new} (airflow_gradient.batch.in_task.pacing.{new})",
-                          DeprecationWarning, stacklevel=2)
-        return globals()[new]
+    if name == "Pacing":
+        from airflow_gradient._deprecated import renamed
+
+        return renamed("airflow_gradient.batch.in_task.pacing.Pacing", "airflow_gradient.batch.in_task.pacing.Pace",
+                       Pace, why="the one pace value of every limiter")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
