@@ -13,12 +13,8 @@ What both kinds share, in the order data flows:
 
 The in-task engine, :mod:`airflow_gradient.batch.in_task`:
 
-- :mod:`~airflow_gradient.batch.in_task.pace_rules`: the pacing rules, a pure state
-- :mod:`~airflow_gradient.batch.in_task.pacing`: the rate limiter interface and the adaptive in-task
-  limiter
-- :mod:`~airflow_gradient.batch.in_task.pace_store`: the shared limiter's state in Redis
-- :mod:`~airflow_gradient.batch.in_task.shared_pacing`: the limiter shared by every task on an
-  account, and :func:`limiter_for`, which picks a batch's limiter
+- :mod:`~airflow_gradient.batch.in_task.pacing`: the rate limiter interface, the pacing rules (a pure
+  state), the in-memory limiter, the limiter shared through Redis, and :func:`limiter_for`
 - :mod:`~airflow_gradient.batch.in_task.engine`: concurrent sending, budget, one row per item
 - :mod:`~airflow_gradient.batch.in_task.runner`: one in-task batch from validation to manifest
 
@@ -36,9 +32,8 @@ Neither subpackage imports the other: what they share lives here.
 
 from airflow_gradient.batch.attempt import XCOM_MAX_ITEMS
 from airflow_gradient.batch.in_task.engine import BatchEngine, EngineSettings
-from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
+from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, Pace, RateLimiter, SharedRateLimiter, limiter_for
 from airflow_gradient.batch.in_task.runner import run_batch
-from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
 from airflow_gradient.batch.inputs import BatchInputs, BatchItem, Shard
 from airflow_gradient.batch.reader import read_results
 from airflow_gradient.batch.results import merge_manifests
@@ -50,7 +45,7 @@ __all__ = [
     "BatchInputs",
     "BatchItem",
     "EngineSettings",
-    "Pacing",
+    "Pace",
     "RateLimiter",
     "Shard",
     "SharedRateLimiter",
