@@ -139,7 +139,10 @@ def run_ours(
 ) -> dict[str, Any]:
     """One batch through the operator's code path; returns its manifest."""
     from airflow.sdk import ObjectStoragePath
-    from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
+    from airflow_gradient.batch.in_task.engine import EngineSettings
+    from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter
+    from airflow_gradient.batch.in_task.runner import run_batch
+    from airflow_gradient.batch.inputs import BatchInputs
     from airflow_gradient.batch.in_task.runner import pool_hooks
 
     render = None

@@ -61,7 +61,7 @@ def bench_workers(
 
 def worker(rows_path: str, out_dir: str, index: int, count: int, concurrency: int) -> None:
     """One worker: shard ``index`` of ``count`` (the whole batch when ``count`` is 1); prints its manifest."""
-    from airflow_gradient.batch import Shard
+    from airflow_gradient.batch.inputs import Shard
     from airflow_gradient.batch.results import shard_dir_name
     from bench.run import run_ours
 

@@ -83,7 +83,7 @@ def bench_shared_k4(emu: Any, tmp: Path, per_task: int, limit: int = 600, k: int
 
 def bench_shared_cost(emu: Any, tmp: Path, n: int, concurrency: int = 64, rounds: int = 3) -> dict[str, Any]:
     """One task at zero latency: requests/s with the Redis limiter over the in-memory one."""
-    from airflow_gradient.batch import AdaptiveRateLimiter
+    from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter
     from airflow_gradient.batch.in_task.shared_pacing import limiter_for
     from airflow_gradient.hooks.gradient import GradientHook
     from bench.run import run_ours

@@ -183,7 +183,7 @@ def _run_batch(airflow: AirflowCluster, emulator: GradientEmulator, rows_path: P
 
 
 def _assert_exactly_once(ids: list[str], out: Path, merged: dict[str, Any]) -> None:
-    from airflow_gradient.batch import Shard
+    from airflow_gradient.batch.inputs import Shard
 
     by_shard = _rows_by_shard(out)
     succeeded = Counter(row["custom_id"] for rows in by_shard.values() for row in rows if row["status"] == "succeeded")

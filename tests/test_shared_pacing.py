@@ -21,7 +21,10 @@ import pytest
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientBatchOperator, GradientHook, GradientRateLimitStoreError, read_results
-from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
+from airflow_gradient.batch.in_task.engine import EngineSettings
+from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter
+from airflow_gradient.batch.in_task.runner import run_batch
+from airflow_gradient.batch.inputs import BatchInputs
 from airflow_gradient.batch.in_task.pace_store import (
     KEY_PREFIX,
     STATE_TTL_S,

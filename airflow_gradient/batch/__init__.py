@@ -31,31 +31,6 @@ Provider-side Batch Inference jobs, :mod:`airflow_gradient.batch.jobs`:
 - :mod:`~airflow_gradient.batch.jobs.output`: a job's result lines as rows
 - :mod:`~airflow_gradient.batch.jobs.runner`: submit, wait, land the results
 
-Neither subpackage imports the other: what they share lives here.
+Neither subpackage imports the other: what they share lives here. This package exports nothing:
+the public names are in :mod:`airflow_gradient` (its ``__all__``); the rest is the engine's own.
 """
-
-from airflow_gradient.batch.attempt import XCOM_MAX_ITEMS
-from airflow_gradient.batch.in_task.engine import BatchEngine, EngineSettings
-from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
-from airflow_gradient.batch.in_task.runner import run_batch
-from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
-from airflow_gradient.batch.inputs import BatchInputs, BatchItem, Shard
-from airflow_gradient.batch.reader import read_results
-from airflow_gradient.batch.results import merge_manifests
-
-__all__ = [
-    "XCOM_MAX_ITEMS",
-    "AdaptiveRateLimiter",
-    "BatchEngine",
-    "BatchInputs",
-    "BatchItem",
-    "EngineSettings",
-    "Pacing",
-    "RateLimiter",
-    "Shard",
-    "SharedRateLimiter",
-    "limiter_for",
-    "merge_manifests",
-    "read_results",
-    "run_batch",
-]
