@@ -32,9 +32,9 @@ from airflow_gradient import (
     GradientResponseOperator,
 )
 from airflow_gradient.testing import GradientEmulator
-from tests.batch_job_support import task_context
+from tests.support.batch_jobs import task_context
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, try_numbers
-from tests.test_models import INVALID
+from tests.support.invalid_requests import INVALID
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 

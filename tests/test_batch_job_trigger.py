@@ -10,7 +10,7 @@ import pytest
 
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
-from tests.batch_job_support import jobs  # noqa: F401  (fixture)
+from tests.support.batch_jobs import jobs  # noqa: F401  (fixture)
 from tests.conftest import conn_env
 
 

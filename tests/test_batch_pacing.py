@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from airflow_gradient.batch.in_task.pacing import SAFETY, AdaptiveRateLimiter, RateLimiter
+from tests.support.emulator_log import served_429s
 
 
 async def timed_acquires(limiter: AdaptiveRateLimiter, count: int, tokens: int = 1) -> float:
@@ -105,12 +106,8 @@ async def test_tokens_are_paced_and_corrected_by_usage() -> None:
 # -- through GradientBatchOperator in a real DAG run, against the emulator --------------------------
 
 
-def served_429s(emulator) -> int:
-    return sum(r.status == 429 for r in emulator.log if r.path == "/v1/responses")
-
-
 def test_operator_finds_an_unannounced_limit_by_probing(gradient_conn, tmp_path) -> None:
-    from tests.test_batch_operator import run_batch_task
+    from tests.support.batch_task import run_batch_task
 
     # 5 requests in any second, and not a single quota header: a gateway stripped them.
     gradient_conn.configure(rpm_limit=300, limit_window=1.0, quota_headers=False, latency=0.02)
@@ -126,7 +123,7 @@ def test_operator_finds_an_unannounced_limit_by_probing(gradient_conn, tmp_path)
 
 
 def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_conn, tmp_path) -> None:
-    from tests.test_batch_operator import run_batch_task
+    from tests.support.batch_task import run_batch_task
 
     gradient_conn.configure(rate_429_isolated_bare=0.05, quota_headers=False, latency=0.05, seed=5)
     _, state, manifest = run_batch_task("pace_isolated", inputs=[f"isolated {i}" for i in range(200)],
@@ -141,7 +138,7 @@ def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_con
 def test_operator_follows_a_limit_raised_mid_batch(gradient_conn, tmp_path) -> None:
     import threading
 
-    from tests.test_batch_operator import run_batch_task
+    from tests.support.batch_task import run_batch_task
 
     gradient_conn.configure(rpm_limit=120, latency=0.02)
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from airflow_gradient.testing import GradientEmulator, RequestRecord, connection_env
-from tests.cluster import AirflowCluster, wait_for
+from tests.support.cluster import AirflowCluster, wait_for
 from tests.conftest import EXAMPLES
-from tests.services import postgres_database, redis_database
+from tests.support.services import postgres_database, redis_database
 
 # The cluster starts in the first test's set-up (about a minute), within that test's time limit.
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]

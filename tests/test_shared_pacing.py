@@ -36,8 +36,8 @@ from airflow_gradient.batch.in_task.pace_store import (
 from airflow_gradient.batch.in_task.runner import pool_hooks
 from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, xcom_value
-from tests.services import REDIS_HOST, REDIS_PORT, redis_database
-from tests.test_batch_pacing import served_429s
+from tests.support.services import REDIS_HOST, REDIS_PORT, redis_database
+from tests.support.emulator_log import served_429s
 
 QUOTA = {"x-ratelimit-limit-requests": "9000", "x-ratelimit-remaining-requests": "8000",
          "x-ratelimit-limit-tokens": "90000", "x-ratelimit-remaining-tokens": "80000"}

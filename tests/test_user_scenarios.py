@@ -22,8 +22,8 @@ from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientArgumentError, GradientBatchOperator, GradientHook
 from tests.conftest import conn_env
-from tests.scenario_server import scenario_server, quota_headers
-from tests.test_batch_operator import run_batch_task
+from tests.support.scenario_server import scenario_server, quota_headers
+from tests.support.batch_task import run_batch_task
 
 # The issue saw 333 s, or no end after 240 s; a batch that is paced right ends in seconds.
 BOUND = timedelta(seconds=60)
