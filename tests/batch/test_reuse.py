@@ -170,7 +170,7 @@ def test_summarise_example_second_run_sends_only_what_changed(priced, tmp_path, 
     from tests.conftest import example_dag
 
     docs = tmp_path / "docs"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "dags_examples" / "data" / "docs", docs)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "dags_examples" / "data" / "docs", docs)
     monkeypatch.setenv("GRADIENT_EXAMPLE_DOCS", str(docs))
     count = len(list(docs.iterdir()))
     # The first run answers everything itself (other tests' runs of the example share its output root).
