@@ -163,7 +163,7 @@ def _pacing(records: list[RequestRecord]) -> dict[str, Any]:
 
 def _rows_by_shard(out: Path) -> dict[int, list[dict[str, Any]]]:
     from airflow.sdk import ObjectStoragePath
-    from airflow_gradient.batch.results import iter_rows, list_parts
+    from airflow_gradient.batch.parts import iter_rows, list_parts
 
     return {i: [row for part in list_parts(ObjectStoragePath(str(out / f"shard-{i}-of-{SHARDS}")))
                 for row in iter_rows(part)] for i in range(SHARDS)}

@@ -17,7 +17,7 @@ from airflow_gradient import (
     GradientResponseOperator,
     read_results,
 )
-from airflow_gradient.batch.results import iter_rows, list_parts
+from airflow_gradient.batch.parts import iter_rows, list_parts
 from airflow_gradient.pricing import Prices, Spend, cost_usd
 from tests.support.batch_jobs import jobs  # noqa: F401  (fixture)
 from tests.conftest import run_dag, task_states, try_numbers, xcom_value

@@ -7,7 +7,9 @@ What both kinds share, in the order data flows:
 - :mod:`~airflow_gradient.batch.attempt`: one attempt, from validation (the XCom cap) to the manifest
 - :mod:`~airflow_gradient.batch.rows`: the row of one item, its builders, its usage keys, its encoding
 - :mod:`~airflow_gradient.batch.progress`: counters and the progress line
-- :mod:`~airflow_gradient.batch.results`: storage paths, part files, resume, the manifest
+- :mod:`~airflow_gradient.batch.parts`: part files: their names, the one lister (shard folders
+  included) and the one reader
+- :mod:`~airflow_gradient.batch.results`: writing part files, resume, the manifest
 - :mod:`~airflow_gradient.batch.reuse`: rows copied from earlier runs (``reuse_results_from``)
 - :mod:`~airflow_gradient.batch.reader`: reading results back downstream
 

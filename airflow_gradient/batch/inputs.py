@@ -138,7 +138,7 @@ def iter_input_rows(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL (one object a line) or CSV (header line) file on an ``ObjectStoragePath``.
 
     The user's input, so a bad line is an error (before anything is sent); the batch's own part
-    files are read by :func:`~airflow_gradient.batch.results.iter_rows`, which passes a bad line
+    files are read by :func:`~airflow_gradient.batch.parts.iter_rows`, which passes a bad line
     over (its item is sent again).
 
     The file is read one line at a time and must be UTF-8 (a byte order mark, as spreadsheets

@@ -11,7 +11,7 @@ from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.in_task.runner import pool_hooks, run_batch
 from airflow_gradient.batch.in_task.shared_pacing import limiter_for
 from airflow_gradient.batch.inputs import Shard
-from airflow_gradient.batch.results import shard_dir_name
+from airflow_gradient.batch.parts import shard_dir_name
 from airflow_gradient.operators.base import fails_for_good
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 

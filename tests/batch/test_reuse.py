@@ -188,3 +188,22 @@ def test_summarise_example_second_run_sends_only_what_changed(priced, tmp_path, 
     digest = Path(xcom_value(second, "write_digest")).read_text()
     assert f"{count - 1} documents reused from earlier runs, saving" in digest and "cost $0.0" in digest
     assert "This run: " in "".join(capfd.readouterr())
+
+
+def test_the_root_of_a_sharded_batch_is_reused_whole(gradient_conn, tmp_path) -> None:
+    items = [{"input": f"sharded document {i}", "custom_id": f"s{i}"} for i in range(40)]
+    root = tmp_path / "sharded"
+    with DAG("reuse_sharded_first", schedule=None, start_date=START) as dag:
+        GradientBatchOperator.partial(task_id="b", inputs=items, output_path=str(root), max_output_tokens=10,
+                                      shard_count=4).expand(shard_index=[0, 1, 2, 3])
+    assert set(task_states(run_dag(dag)).values()) == {"success"}
+    assert sorted(p.name for p in root.iterdir()) == [f"shard-{i}-of-4" for i in range(4)]
+    assert gradient_conn.request_count() == 40
+
+    # One unsharded batch of the same items, pointed at the sharded batch's root: nothing is sent.
+    _, state, second = run_batch_task("reuse_sharded_second", inputs=items, output_path=str(tmp_path / "whole"),
+                                      max_output_tokens=10, reuse_results_from=str(root))
+    assert state == "success" and second["reused"]["items"] == 40
+    assert gradient_conn.request_count() == 40
+    rows = read_results(second)
+    assert all(row["reused"] and "/shard-" in row["reused_from"] for row in rows.values())

@@ -13,7 +13,8 @@ from moto.server import ThreadedMotoServer
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.batch.results import ResultStore, list_parts, part_attempt
+from airflow_gradient.batch.parts import list_parts, part_attempt
+from airflow_gradient.batch.results import ResultStore
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import run_dag, task_states, xcom_value
 
