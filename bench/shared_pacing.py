@@ -30,7 +30,7 @@ def store_env() -> dict[str, str]:
 
 
 def gradient_env(base_url: str, shared: bool) -> dict[str, str]:
-    from bench.run import KEY, MODEL
+    from bench.harness import KEY, MODEL
     from airflow_gradient.testing import connection_env
 
     extra = {"rate_limit_store": STORE_CONN} if shared else {}
@@ -48,7 +48,7 @@ def _flush_db() -> None:
 def bench_shared_k4(emu: Any, tmp: Path, per_task: int, limit: int = 600, k: int = 4,
                     concurrency: int = 16) -> dict[str, Any]:
     """K processes, one account at ``limit``/min, each told ``limit``: in-memory vs Redis."""
-    from bench.run import _rate_stats
+    from bench.harness import rate_stats
 
     out: dict[str, Any] = {"k": k, "per_task": per_task, "limit_per_min": limit, "concurrency": concurrency}
     for mode in ("memory", "redis"):
@@ -71,7 +71,7 @@ def bench_shared_k4(emu: Any, tmp: Path, per_task: int, limit: int = 600, k: int
         started = time.monotonic()
         (run_dir / "go").touch()
         manifests = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
-        stats = _rate_stats(emu.log(), limit)
+        stats = rate_stats(emu.log(), limit)
         stats.update(wall_s=round(time.monotonic() - started, 1),
                      succeeded=sum(m["counts"]["succeeded"] for m in manifests),
                      pacing=sorted({m["pacing"]["description"] for m in manifests}),
@@ -86,7 +86,7 @@ def bench_shared_cost(emu: Any, tmp: Path, n: int, concurrency: int = 64, rounds
     from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter
     from airflow_gradient.batch.in_task.shared_pacing import limiter_for
     from airflow_gradient.hooks.gradient import GradientHook
-    from bench.run import run_ours
+    from bench.harness import run_ours
 
     emu.reset()
     emu.configure(latency=0.0, rpm_limit=None, tpm_limit=None)
