@@ -100,11 +100,24 @@ class Shard:
         return id_key(custom_id) % self.count == self.index
 
 
+def custom_id_problem(value: Any) -> str | None:
+    """What is wrong with an item's own ``custom_id``, None when nothing is (it is used as
+    ``str(value)``): the one rule, which the shard choice and the item's check both apply. An id
+    holding a lone surrogate (from a ``\\ud800`` escape in JSON) cannot be encoded in a row, a
+    digest or a request, so it is refused here rather than as a bare ``UnicodeEncodeError``."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value):
+        return "must be a non-empty string"
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"must be valid Unicode text: it holds a lone surrogate ({value[exc.start]!r} at position "
+                f"{exc.start}), which UTF-8 cannot encode")
+    return None
+
+
 def _explicit_id(value: Any) -> str | None:
     """An item's own ``custom_id`` when it is a usable one (anything else is left to the item's checks)."""
-    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-        return str(value)
-    return None
+    return str(value) if custom_id_problem(value) is None else None
 
 
 def request_hash_id(wire: dict[str, Any]) -> str:
@@ -337,10 +350,11 @@ class BatchInputs:
 
     def _item(self, index: int, spec: dict[str, Any], *, digest: bool = True) -> BatchItem:
         custom_id = spec.pop("custom_id", None)
-        if custom_id is not None and not (isinstance(custom_id, (str, int)) and str(custom_id)):
+        problem = custom_id_problem(custom_id) if custom_id is not None else None
+        if problem is not None:
             raise GradientRequestInvalid(
-                f"invalid request in item {index}: custom_id: must be a non-empty string (got {custom_id!r})",
-                [(f"item[{index}].custom_id", "not a non-empty string")],
+                f"invalid request in item {index}: custom_id: {problem} (got {custom_id!r})",
+                [(f"item[{index}].custom_id", problem)],
             )
         where = f"in item {index}" + (f" (custom_id {str(custom_id)!r})" if custom_id is not None else "")
         params = {**self._shared, **spec}
