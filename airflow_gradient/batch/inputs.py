@@ -110,7 +110,7 @@ def custom_id_problem(value: Any) -> str | None:
     try:
         str(value).encode("utf-8")
     except UnicodeEncodeError as exc:
-        return (f"must be valid Unicode text: it holds a lone surrogate ({value[exc.start]!r} at position "
+        return (f"must be valid Unicode text: it holds a lone surrogate ({str(value)[exc.start]!r} at position "
                 f"{exc.start}), which UTF-8 cannot encode")
     return None
 
