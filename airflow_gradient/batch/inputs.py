@@ -53,15 +53,16 @@ class BatchItem:
     custom_id: str
     request: ResponseRequest
     estimated_tokens: int
-    # request_digest() of the request: rows carry it, so that a later run can reuse them.
+    # reuse_digest() of the request: rows carry it, so that a later run can reuse them.
     digest: str = ""
     # The row of an identical request that succeeded in an earlier run (reuse_results_from):
     # the item is not sent, this row is written instead.
     reused: dict[str, Any] | None = None
 
 
-def id_key(custom_id: str) -> int:
-    """A 64-bit digest of ``custom_id``: sets of these keep memory flat for 100k-item batches."""
+def custom_id_key(custom_id: str) -> int:
+    """A 64-bit key of a ``custom_id``: what resume's set of done ids and the shard choice hold
+    (sets of these keep memory flat for 100k-item batches). Not :func:`reuse_digest`."""
     return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big")
 
 
@@ -97,7 +98,7 @@ class Shard:
         return cls(index, count)
 
     def owns(self, custom_id: str) -> bool:
-        return id_key(custom_id) % self.count == self.index
+        return custom_id_key(custom_id) % self.count == self.index
 
 
 def custom_id_problem(value: Any) -> str | None:
@@ -120,13 +121,15 @@ def _explicit_id(value: Any) -> str | None:
     return str(value) if custom_id_problem(value) is None else None
 
 
-def request_hash_id(wire: dict[str, Any]) -> str:
-    """The id of an item that has none: a hash of its rendered request, stable across runs."""
+def custom_id_from_request(wire: dict[str, Any]) -> str:
+    """The ``custom_id`` of an item that has none: ``h-`` and a hash of its rendered request,
+    stable across runs."""
     return "h-" + hashlib.sha256(_canonical(wire)).hexdigest()[:HASH_ID_CHARS]
 
 
-def request_digest(wire: dict[str, Any]) -> str:
-    """The digest of a whole request (model, every parameter, instructions, input): 32 hex
+def reuse_digest(wire: dict[str, Any]) -> str:
+    """The reuse digest of a whole request (model, every parameter, instructions, input), stored in
+    each row as its ``request_digest`` field: 32 hex
     characters of BLAKE2b over its canonical JSON. Two requests with the same digest get the same
     kind of answer, so a succeeded row of one may stand for the other (``reuse_results_from``)."""
     return hashlib.blake2b(_canonical(wire), digest_size=DIGEST_BYTES).hexdigest()
@@ -365,10 +368,10 @@ class BatchInputs:
         request = require_model(build_request(params, where=where), None, where=where, field=f"item[{index}].model")
         wire = request.to_wire() if custom_id is None or digest else {}
         if custom_id is None:
-            custom_id = request_hash_id(wire)
+            custom_id = custom_id_from_request(wire)
         # Validation does not need the digest, a third of the cost of building an item.
         return BatchItem(index, str(custom_id), request, estimate_tokens(request),
-                         request_digest(wire) if digest else "")
+                         reuse_digest(wire) if digest else "")
 
     def validate(self, check: Callable[[BatchItem], None] | None = None) -> int:
         """Build every item once: raise on the first invalid one or duplicate id; return the count.
@@ -380,7 +383,7 @@ class BatchInputs:
         for item in self._items(digest=False):
             if check is not None:
                 check(item)
-            key = id_key(item.custom_id)
+            key = custom_id_key(item.custom_id)
             # Two different ids may share a 64-bit digest: a rescan tells a real duplicate.
             if key in seen and (first := next(o.index for o in self if o.custom_id == item.custom_id)) < item.index:
                 raise GradientRequestInvalid(

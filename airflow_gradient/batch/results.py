@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_gradient.batch.inputs import Shard, id_key
+from airflow_gradient.batch.inputs import Shard, custom_id_key
 from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, shard_dir_name
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
 from airflow_gradient.pricing import COST_DECIMALS, Spend
@@ -66,7 +66,7 @@ class ResumeState:
     reused_spend: Spend = field(default_factory=Spend)
 
     def is_done(self, custom_id: str) -> bool:
-        return bool(self.done) and id_key(custom_id) in self.done
+        return bool(self.done) and custom_id_key(custom_id) in self.done
 
 
 def scan_output(output_path: ObjectStoragePath | None) -> tuple[ResultStore | None, ResumeState]:
@@ -92,7 +92,7 @@ class ResultStore:
         for part in list_parts(self.path, shards=False):
             state.attempt = max(state.attempt, part_attempt(part) + 1)
             for row in iter_rows(part):
-                key = id_key(str(row["custom_id"]))
+                key = custom_id_key(str(row["custom_id"]))
                 if row.get("reused"):
                     if row.get("status") == "succeeded" and key not in state.done:
                         state.done.add(key)

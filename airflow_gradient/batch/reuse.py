@@ -4,7 +4,7 @@
 :mod:`~airflow_gradient.batch.results` writes them; a glob such as ``.../summaries/*/`` names
 several). They are read once, before anything is sent, into a :class:`DigestTable`: the first
 8 bytes of each succeeded row's ``request_digest`` (see
-:func:`~airflow_gradient.batch.inputs.request_digest`) mapped to where the row is (which part file,
+:func:`~airflow_gradient.batch.inputs.reuse_digest`) mapped to where the row is (which part file,
 which byte). Two 64-bit integers per row: 1 million earlier rows take about 32 MB, whatever the
 rows hold. When an item of this run has the digest of an earlier row, that row is read back from
 its place, checked against the item's full digest, and copied into this run's output with
@@ -40,8 +40,9 @@ OPEN_PARTS = 8
 _EMPTY = 0
 
 
-def digest_key(digest: str) -> int:
-    """The table key of a digest: its first 8 bytes, never 0 (0 marks an empty slot)."""
+def reuse_table_key(digest: str) -> int:
+    """The :class:`DigestTable` key of a row's ``request_digest``: its first 8 bytes, never 0 (0
+    marks an empty slot)."""
     return int(digest[:16], 16) or 1
 
 
@@ -165,7 +166,7 @@ class ReuseIndex:
             for offset, row in iter_located_rows(part, on_bad_line=corrupt):
                 digest = _succeeded_digest(row, part, offset, summary, log)
                 if digest is not None:
-                    table.add(digest_key(digest), number << OFFSET_BITS | offset)
+                    table.add(reuse_table_key(digest), number << OFFSET_BITS | offset)
         summary.reusable = len(table)
         log.info("reuse_results_from: %d reusable rows in %d part file(s)%s%s", summary.reusable, len(parts),
                  f"; {summary.without_digest} older rows carry no request_digest and cannot be reused"
@@ -176,7 +177,7 @@ class ReuseIndex:
     def row_for(self, index: int, custom_id: str, digest: str) -> dict[str, Any] | None:
         """The earlier row answering the request of digest ``digest``, re-labelled as this run's
         item ``index``/``custom_id``; None: the item is to be sent."""
-        where = self.table.get(digest_key(digest)) if digest else None
+        where = self.table.get(reuse_table_key(digest)) if digest else None
         if where is None:
             return None
         number, offset = where >> OFFSET_BITS, where & ((1 << OFFSET_BITS) - 1)

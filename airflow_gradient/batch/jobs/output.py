@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from airflow_gradient.batch.parts import iter_jsonl
-from airflow_gradient.batch.rows import failed_row, reply_row
+from airflow_gradient.batch.rows import failed_row, result_row
 from airflow_gradient.exceptions import (
     BatchItemCancelled,
     BatchItemExpired,
@@ -159,7 +159,7 @@ def row_of(index: int, custom_id: str, outcome: ResponseResult | GradientError, 
     """The row of one item, as the in-task engine would write it."""
     if isinstance(outcome, GradientError):
         return failed_row(index, custom_id, outcome, attempts=1, latency_s=0.0)
-    return reply_row(index, custom_id, outcome, parse)
+    return result_row(index, custom_id, outcome, parse)
 
 
 def read_result_lines(
