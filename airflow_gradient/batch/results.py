@@ -9,9 +9,10 @@ storage allows it (local disk), so a name clash fails loudly instead of truncati
 
 - Local disk: one part per attempt, flushed after every row, so a row is on disk (in the OS page
   cache) as soon as its item completes; a SIGKILL loses nothing that completed.
-- Object storage (S3, GCS, ...): a part becomes visible when it is closed, so parts are closed
-  every ``rows_per_part`` rows or ``seconds_per_part`` seconds; a hard kill loses at most the rows
-  of the part still open.
+- Object storage (S3, GCS, ...): a part becomes visible when it is uploaded whole, so parts are
+  closed every ``rows_per_part`` rows or ``seconds_per_part`` seconds and uploaded in the
+  background (:mod:`~airflow_gradient.batch.uploads`); a hard kill loses at most the rows of the
+  part still open and of the parts still uploading (at most two).
 
 A shard of a batch (``shard_index`` of ``shard_count``) keeps its parts in its own folder,
 ``<output_path>/shard-<index>-of-<count>/``, laid out as above: its resume reads that folder only.
@@ -29,6 +30,7 @@ Each row is built and encoded by :mod:`~airflow_gradient.batch.rows`, which desc
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_gradient.batch.inputs import Shard, custom_id_key
 from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, shard_dir_name
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
+from airflow_gradient.batch.uploads import PartUploader
 from airflow_gradient.pricing import COST_DECIMALS, Spend
 
 if TYPE_CHECKING:
@@ -117,8 +120,9 @@ class PartWriter:
     """Appends rows to the part files of one attempt, rotating them as :class:`ResultStore` says.
 
     Its parts carry a random writer id, so no other writer (a concurrent task on the same
-    ``output_path``) ever opens them. It is synchronous: on object storage a write may close a part,
-    which uploads it, so ``blocking`` tells an event loop to call it from a thread.
+    ``output_path``) ever opens them. It is synchronous: on object storage a part is filled in
+    memory and handed to a :class:`~airflow_gradient.batch.uploads.PartUploader`, which may make a
+    write wait for a free place, so ``blocking`` tells an event loop to call it from a thread.
     """
 
     def __init__(self, store: ResultStore, attempt: int) -> None:
@@ -130,12 +134,13 @@ class PartWriter:
         self._file: Any = None
         self._rows = 0
         self._opened = 0.0
+        self._uploads = PartUploader() if not store.local else None
 
     def _open(self) -> None:
         name = f"part-{self.attempt:05d}-{self.writer_id}-{len(self.parts):05d}.jsonl"
         # "x": never truncate a part that exists. Object stores have no exclusive create; there the
         # random writer id alone keeps names apart.
-        self._file = (self.store.path / name).open("x" if self.store.local else "w", encoding="utf-8")
+        self._file = (self.store.path / name).open("x", encoding="utf-8") if self.store.local else io.StringIO()
         self.parts.append(name)
         self._rows, self._opened = 0, time.monotonic()
 
@@ -160,11 +165,17 @@ class PartWriter:
 
     def _rotate(self) -> None:
         done, self._file = self._file, None
-        done.close()  # on object storage: the upload that makes the part visible
+        if self._uploads is None:
+            done.close()
+        else:  # the upload that makes the part visible, in the background
+            self._uploads.submit(self.store.path / self.parts[-1], done.getvalue())
 
     def close(self) -> None:
+        """Close the open part; on object storage, wait until every part is uploaded."""
         if self._file is not None:
             self._rotate()
+        if self._uploads is not None:
+            self._uploads.finish()
 
 
 class MemoryWriter:
