@@ -134,18 +134,20 @@ def iter_jsonl(
     what: str,
     scrub: Callable[[str], str] | None = None,
     on_bad_line: BadLine | None = None,
+    require: str | None = None,
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """``(line number, byte offset, object)`` of each JSON object line of a JSONL file (an
     ``ObjectStoragePath`` or ``pathlib.Path``). Blank lines are skipped; a line that is not a
-    UTF-8 JSON object goes to ``on_bad_line`` (by default a warning naming ``what``, the file and
-    the line) and is passed over. ``scrub`` is applied to each line's text first (a file that came
-    from the server: see :mod:`airflow_gradient.scrub`)."""
+    UTF-8 JSON object (or, with ``require``, an object without that key) goes to ``on_bad_line``
+    (by default a warning naming ``what``, the file and the line) and is passed over. ``scrub`` is
+    applied to each line's text first (a file that came from the server: see
+    :mod:`airflow_gradient.scrub`). One loop, kept lean: reuse reads a million rows through it."""
     bad = on_bad_line or _warn(what)
     offset = 0
     with open_part(path) as handle:
         for number, raw in enumerate(handle, start=1):
             at, offset = offset, offset + len(raw)
-            if not raw.strip():
+            if raw.isspace():
                 continue
             try:
                 value = decode_row(scrub(raw.decode("utf-8")) if scrub is not None else raw)
@@ -154,28 +156,25 @@ def iter_jsonl(
                 bad(path, number, at, "cut short (the writer was stopped mid-line)" if cut
                     else f"not a JSON row ({exc})")
                 continue
-            if isinstance(value, dict):
-                yield number, at, value
-            else:
+            if type(value) is not dict:
                 bad(path, number, at, f"a JSON {type(value).__name__}, not an object")
+            elif require is not None and require not in value:
+                bad(path, number, at, f"an object without a {require}")
+            else:
+                yield number, at, value
 
 
 def iter_located_rows(
     part: ObjectStoragePath, on_bad_line: BadLine | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(byte offset, row)`` of each row of one part file: the one reading of part files that
-    resume, ``read_results`` and reuse share. A line without a ``custom_id`` is passed over like
-    a line that is not JSON (the user's input files are read strictly instead:
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """``(line number, byte offset, row)`` of each row of one part file: the one reading of part
+    files that resume, ``read_results`` and reuse share. A line without a ``custom_id`` is passed
+    over like a line that is not JSON (the user's input files are read strictly instead:
     :func:`~airflow_gradient.batch.inputs.iter_input_rows`)."""
-    bad = on_bad_line or _warn("part file")
-    for number, offset, row in iter_jsonl(part, what="part file", on_bad_line=bad):
-        if "custom_id" in row:
-            yield offset, row
-        else:
-            bad(part, number, offset, "a row without a custom_id")
+    return iter_jsonl(part, what="part file", on_bad_line=on_bad_line, require="custom_id")
 
 
 def iter_rows(part: ObjectStoragePath) -> Iterator[dict[str, Any]]:
     """The rows of one part file (see :func:`iter_located_rows`)."""
-    for _, row in iter_located_rows(part):
+    for _, _, row in iter_located_rows(part):
         yield row

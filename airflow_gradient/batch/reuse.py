@@ -163,7 +163,7 @@ class ReuseIndex:
             _corrupt(summary, log, part, offset, why)
 
         for number, part in enumerate(parts):
-            for offset, row in iter_located_rows(part, on_bad_line=corrupt):
+            for _, offset, row in iter_located_rows(part, on_bad_line=corrupt):
                 digest = _succeeded_digest(row, part, offset, summary, log)
                 if digest is not None:
                     table.add(reuse_table_key(digest), number << OFFSET_BITS | offset)
