@@ -170,6 +170,11 @@ class PartWriter:
         else:  # the upload that makes the part visible, in the background
             self._uploads.submit(self.store.path / self.parts[-1], done.getvalue())
 
+    def wait_for_uploads(self) -> None:
+        """On object storage: wait until every part closed so far is uploaded, hence visible."""
+        if self._uploads is not None:
+            self._uploads.wait()
+
     def close(self) -> None:
         """Close the open part; on object storage, wait until every part is uploaded."""
         if self._file is not None:

@@ -36,6 +36,11 @@ class PartUploader:
         self._raise()
         self._parts.put((path, text))
 
+    def wait(self) -> None:
+        """Wait until every part handed over so far is uploaded (visible); raise an upload error."""
+        self._parts.join()
+        self._raise()
+
     def finish(self) -> None:
         """Wait until every part handed over is uploaded; raise the first upload error."""
         if self._thread.is_alive():
@@ -49,11 +54,12 @@ class PartUploader:
 
     def _run(self) -> None:
         while (part := self._parts.get()) is not None:
-            if self._error is not None:
-                continue  # the batch fails on the first error: later parts are not uploaded
-            path, text = part
             try:
-                with path.open("w", encoding="utf-8") as handle:
-                    handle.write(text)
+                if self._error is None:  # after the first error the batch fails: no more uploads
+                    path, text = part
+                    with path.open("w", encoding="utf-8") as handle:
+                        handle.write(text)
             except BaseException as exc:  # raised again in the writer's thread
                 self._error = exc
+            finally:
+                self._parts.task_done()
