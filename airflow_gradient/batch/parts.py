@@ -141,7 +141,7 @@ def iter_jsonl(
     UTF-8 JSON object (or, with ``require``, an object without that key) goes to ``on_bad_line``
     (by default a warning naming ``what``, the file and the line) and is passed over. ``scrub`` is
     applied to each line's text first (a file that came from the server: see
-    :mod:`airflow_gradient.scrub`). One loop, kept lean: reuse reads a million rows through it."""
+    :mod:`airflow_gradient.http.scrub`). One loop, kept lean: reuse reads a million rows through it."""
     bad = on_bad_line or _warn(what)
     offset = 0
     with open_part(path) as handle:

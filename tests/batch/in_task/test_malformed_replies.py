@@ -2,7 +2,7 @@
 row (type, status, message), and the rest of the batch goes on.
 
 The batch sends plain requests only (``stream`` is dropped from its items), so broken streams are
-covered by the hook's tests (``tests/test_streaming.py``), not here.
+covered by the hook's tests (``tests/http/test_streaming.py``), not here.
 """
 
 from __future__ import annotations
