@@ -32,7 +32,7 @@ def store_env() -> dict[str, str]:
 
 
 def gradient_env(base_url: str, shared: bool) -> dict[str, str]:
-    from bench.run import KEY, MODEL
+    from bench.harness import KEY, MODEL
     from airflow_gradient.testing import connection_env
 
     extra = {"rate_limit_store": STORE_CONN} if shared else {}
@@ -50,7 +50,7 @@ def _flush_db() -> None:
 def bench_shared_k4(emu: Any, tmp: Path, per_task: int, limit: int = 600, k: int = 4,
                     concurrency: int = 16) -> dict[str, Any]:
     """K processes, one account at ``limit``/min, each told ``limit``: in-memory vs Redis."""
-    from bench.run import _rate_stats
+    from bench.harness import rate_stats
 
     out: dict[str, Any] = {"k": k, "per_task": per_task, "limit_per_min": limit, "concurrency": concurrency}
     for mode in ("memory", "redis"):
@@ -73,7 +73,7 @@ def bench_shared_k4(emu: Any, tmp: Path, per_task: int, limit: int = 600, k: int
         started = time.monotonic()
         (run_dir / "go").touch()
         manifests = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
-        stats = _rate_stats(emu.log(), limit)
+        stats = rate_stats(emu.log(), limit)
         stats.update(wall_s=round(time.monotonic() - started, 1),
                      succeeded=sum(m["counts"]["succeeded"] for m in manifests),
                      pacing=sorted({m["pacing"]["description"] for m in manifests}),
@@ -85,10 +85,9 @@ def bench_shared_k4(emu: Any, tmp: Path, per_task: int, limit: int = 600, k: int
 
 def bench_shared_cost(emu: Any, tmp: Path, n: int, concurrency: int = 64, rounds: int = 3) -> dict[str, Any]:
     """One task at zero latency: requests/s with the Redis limiter over the in-memory one."""
-    from airflow_gradient.batch import AdaptiveRateLimiter
-    from airflow_gradient.batch.in_task.pacing import limiter_for
+    from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, limiter_for
     from airflow_gradient.hooks.gradient import GradientHook
-    from bench.run import run_ours
+    from bench.harness import run_ours
 
     emu.reset()
     emu.configure(latency=0.0, rpm_limit=None, tpm_limit=None)
@@ -174,10 +173,10 @@ class SlowProxy:
 def bench_shared_slow(emu: Any, tmp: Path, n: int, limit: int = 600, concurrency: int = 16,
                       delay_s: float = 0.05) -> dict[str, Any]:
     """One task told ``limit``/min: Redis 2 x ``delay_s`` away per round trip vs in memory."""
-    from airflow_gradient.batch import AdaptiveRateLimiter
+    from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter
     from airflow_gradient.batch.in_task.pacing import SharedRateLimiter
     from airflow_gradient.batch.in_task.pacing.factory import async_client
-    from bench.run import run_ours
+    from bench.harness import run_ours
 
     proxy = SlowProxy(delay_s)
     kwargs = {"host": "127.0.0.1", "port": proxy.port, "db": BENCH_DB}

@@ -32,7 +32,7 @@ from airflow_gradient import arguments
 from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.inputs import BatchItem, estimate_token_split
 from airflow_gradient.batch.progress import BatchProgress
-from airflow_gradient.batch.rows import failed_row, reply_row, skipped_row, stamped
+from airflow_gradient.batch.rows import failed_row, result_row, skipped_row, with_digest_and_cost
 from airflow_gradient.exceptions import (
     GradientAuthError,
     GradientError,
@@ -241,7 +241,7 @@ class BatchEngine:
                 finally:
                     if self.cost_budget is not None:
                         self.cost_budget.release(item.index)
-            row = stamped(row, item.digest, self.costing, item.request.model)
+            row = with_digest_and_cost(row, item.digest, self.costing, item.request.model)
             progress.record(await self.store(self.writer.write, row))
 
     def _over_budget(self, item: BatchItem, progress: BatchProgress) -> bool:
@@ -290,7 +290,7 @@ class BatchEngine:
             calls.close()
             self._tokens_in_flight -= item.estimated_tokens
         self.limiter.on_usage(item.estimated_tokens, result.usage_summary()["total_tokens"])
-        return reply_row(item.index, item.custom_id, result, self.parse)
+        return result_row(item.index, item.custom_id, result, self.parse)
 
     async def _create(self, hook: GradientHook, item: BatchItem, calls: _ItemCalls) -> ResponseResult:
         """The hook's call with its retries, called again when 429s the limiter drew on itself

@@ -19,7 +19,7 @@ from airflow_gradient.batch.in_task.pacing.rules import (
     SAFETY,
     PaceState,
 )
-from tests.batch.in_task.pacing.simulation import WALL, Simulation
+from tests.support.pace_simulation import WALL, Simulation
 
 
 def reply(state: PaceState, status: int, now: float, headers: dict[str, str] | None = None,

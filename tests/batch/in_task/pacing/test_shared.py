@@ -1,7 +1,7 @@
 """Shared pacing through a real Redis: one budget for several limiters, the rules applied in Redis,
 the key and its expiry, Redis down at the start and lost mid-batch, and a whole batch task.
 
-Redis databases 1-5 are this module's (see tests/services.py).
+Redis databases 1-5 are this module's (see tests/support/services.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ import pytest
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientBatchOperator, GradientHook, GradientRateLimitStoreError, read_results
-from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
-from airflow_gradient.batch.in_task.pacing import SharedRateLimiter, limiter_for
+from airflow_gradient.batch.in_task.engine import EngineSettings
+from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, SharedRateLimiter, limiter_for
 from airflow_gradient.batch.in_task.pacing.factory import async_client, redis_client_kwargs
 from airflow_gradient.batch.in_task.pacing.store import KEY_PREFIX, STATE_TTL_S, PaceStore, url_and_key_digest
+from airflow_gradient.batch.in_task.runner import run_batch
+from airflow_gradient.batch.inputs import BatchInputs
 from airflow_gradient.batch.in_task.runner import pool_hooks
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, xcom_value
-from tests.services import REDIS_HOST, REDIS_PORT, redis_database
-from tests.batch.in_task.pacing.test_memory import served_429s
+from tests.support.services import REDIS_HOST, REDIS_PORT, redis_database
+from tests.support.emulator_log import served_429s
 
 QUOTA = {"x-ratelimit-limit-requests": "9000", "x-ratelimit-remaining-requests": "8000",
          "x-ratelimit-limit-tokens": "90000", "x-ratelimit-remaining-tokens": "80000"}
