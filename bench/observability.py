@@ -50,7 +50,7 @@ def _child(config: str, out: str, n: int, concurrency: int) -> None:
     if config.startswith("sdk_"):
         _install_sdk()
     from airflow_gradient.observability import Telemetry
-    from bench.run import run_ours
+    from bench.harness import run_ours
 
     batch_span = _batch_span()
 

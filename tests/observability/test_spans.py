@@ -15,7 +15,7 @@ from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientBatchOperator, GradientResponseOperator
 from airflow_gradient.operators.batch_job import GradientBatchJobOperator
-from tests.batch_job_support import jobs  # noqa: F401  (fixture)
+from tests.support.batch_jobs import jobs  # noqa: F401  (fixture)
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, xcom_value
 from tests.observability.conftest import attribute_texts
 
