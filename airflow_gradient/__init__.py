@@ -29,9 +29,11 @@ from airflow_gradient.batch.reader import read_results
 from airflow_gradient.batch.results import merge_manifests
 from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.models.embeddings import EmbeddingsRequest, EmbeddingsResult, EmbeddingsUsage
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
 from airflow_gradient.operators.batch import GradientBatchOperator
 from airflow_gradient.operators.batch_job import GradientBatchJobOperator
+from airflow_gradient.operators.embedding import GradientEmbeddingOperator
 from airflow_gradient.operators.response import GradientResponseOperator
 from airflow_gradient.structured import OutputSchema
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
@@ -40,6 +42,9 @@ __all__ = [
     "BatchItemCancelled",
     "BatchItemExpired",
     "BatchItemFailed",
+    "EmbeddingsRequest",
+    "EmbeddingsResult",
+    "EmbeddingsUsage",
     "GradientAPIError",
     "GradientArgumentError",
     "GradientAuthError",
@@ -51,6 +56,7 @@ __all__ = [
     "GradientConfigError",
     "GradientConflictError",
     "GradientConnectionError",
+    "GradientEmbeddingOperator",
     "GradientError",
     "GradientHook",
     "GradientNotFoundError",

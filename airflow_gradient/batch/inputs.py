@@ -240,6 +240,9 @@ class BatchInputs:
     :param default_model: model used when neither ``shared`` nor the item names one.
     :param render: turns a row into the prompt text (``prompt_template`` rendered with the row).
     :param shard: only the items of this shard (positions and ``index`` stay those of the whole input).
+    :param build_item: makes the item of a spec (``index, spec, digest``) instead of a ``/v1/responses``
+        request; the embeddings batch gives one
+        (:func:`~airflow_gradient.batch.in_task.embeddings.items.embedding_item`).
     """
 
     def __init__(
@@ -252,6 +255,7 @@ class BatchInputs:
         shared: Mapping[str, Any] | None = None,
         default_model: str | None = None,
         shard: Shard | None = None,
+        build_item: Callable[[int, dict[str, Any], bool], BatchItem] | None = None,
     ) -> None:
         given = [name for name, value in (("inputs", inputs), ("rows", rows), ("rows_path", rows_path))
                  if value is not None]
@@ -276,6 +280,7 @@ class BatchInputs:
         self._shared = dict(shared or {})
         self._default_model = default_model
         self._shard = shard
+        self._build_item = build_item
 
     def _other_shard(self, custom_id: Any) -> bool:
         """True when an item's own id puts it in another shard: it is skipped before it is rendered."""
@@ -331,7 +336,8 @@ class BatchInputs:
         for index, spec in enumerate(self._specs()):
             if spec is None:
                 continue
-            item = self._item(index, spec, digest=digest)
+            item = (self._build_item(index, spec, digest) if self._build_item is not None
+                    else self._item(index, spec, digest=digest))
             if self._shard is None or self._shard.owns(item.custom_id):
                 yield item
 
