@@ -32,6 +32,7 @@ from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models.embeddings import EmbeddingsRequest, EmbeddingsResult, EmbeddingsUsage
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
 from airflow_gradient.operators.batch import GradientBatchOperator
+from airflow_gradient.operators.batch_embedding import GradientBatchEmbeddingOperator
 from airflow_gradient.operators.batch_job import GradientBatchJobOperator
 from airflow_gradient.operators.embedding import GradientEmbeddingOperator
 from airflow_gradient.operators.response import GradientResponseOperator
@@ -49,6 +50,7 @@ __all__ = [
     "GradientArgumentError",
     "GradientAuthError",
     "GradientBadRequestError",
+    "GradientBatchEmbeddingOperator",
     "GradientBatchJobOperator",
     "GradientBatchJobTrigger",
     "GradientBatchJobsHook",

@@ -44,12 +44,14 @@ from airflow_gradient.pricing import COST_DECIMALS, Spend
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+    from airflow_gradient.batch.parquet import ParquetPartWriter
     from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 # part-<attempt>-<writer>-<seq>.jsonl; parts from before writer ids (part-<attempt>-<seq>) still read.
-PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.jsonl$")
+# An embeddings batch with output_format="parquet" writes .parquet parts (batch/parquet.py).
+PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.(?:jsonl|parquet)$")
 SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
 REMOTE_ROWS_PER_PART = 1000
 REMOTE_SECONDS_PER_PART = 15.0
@@ -112,13 +114,21 @@ def iter_rows(part: Any) -> Iterator[dict[str, Any]]:
     The part is read as bytes and each line decoded on its own: a line that is not UTF-8 JSON with
     a ``custom_id`` is passed over with a warning. The last line cut short by a kill is the expected
     case; a damaged line elsewhere is treated the same way (its item has no row, so a resume sends
-    it again) rather than making the whole output unreadable.
+    it again) rather than making the whole output unreadable. A Parquet part
+    (:mod:`~airflow_gradient.batch.parquet`) is read row by row the same way.
     """
-    for number, row in iter_jsonl(part, what="part file"):
+    rows = iter_jsonl(part, what="part file") if not part.name.endswith(".parquet") else _parquet_rows(part)
+    for number, row in rows:
         if "custom_id" in row:
             yield row
         else:
             log.warning("%s line %d has no custom_id; passed over", part, number)
+
+
+def _parquet_rows(part: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    from airflow_gradient.batch.parquet import iter_parquet_rows  # pyarrow, only where Parquet was written
+
+    return iter_parquet_rows(part)
 
 
 def iter_jsonl(
@@ -203,9 +213,14 @@ class ResultStore:
                         state.usage[name] += (row.get("usage") or {}).get(name, 0)
         return state
 
-    def writer(self, attempt: int) -> PartWriter:
+    def writer(self, attempt: int, part_format: str = "jsonl") -> PartWriter | ParquetPartWriter:
+        """The writer of ``attempt``'s parts: JSONL, or Parquet (``part_format="parquet"``)."""
         if self.local:
             self.path.mkdir(parents=True, exist_ok=True)
+        if part_format == "parquet":
+            from airflow_gradient.batch.parquet import ParquetPartWriter  # needs pyarrow (the parquet extra)
+
+            return ParquetPartWriter(self, attempt)
         return PartWriter(self, attempt)
 
 

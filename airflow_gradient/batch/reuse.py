@@ -195,7 +195,9 @@ class ReuseIndex:
         parts = [part for location in locations for part in _expand(location)]
         table, summary = DigestTable(), ReuseSummary(parts=len(parts))
         for number, part in enumerate(parts):
-            for offset, line in iter_located_rows(part):
+            # A Parquet part's rows are located by row number, a JSONL part's by byte offset.
+            located = _parquet_rows(part) if part.name.endswith(".parquet") else iter_located_rows(part)
+            for offset, line in located:
                 digest = _succeeded_digest(line, part, offset, summary, log)
                 if digest is not None:
                     table.add(digest_key(digest), number << OFFSET_BITS | offset)
@@ -214,9 +216,14 @@ class ReuseIndex:
             return None
         number, offset = where >> OFFSET_BITS, where & ((1 << OFFSET_BITS) - 1)
         try:
-            handle = self._handle(number)
-            handle.seek(offset)
-            row = decode_row(handle.readline())
+            if self.parts[number].name.endswith(".parquet"):
+                from airflow_gradient.batch.parquet import read_parquet_row
+
+                row = read_parquet_row(self.parts[number], offset)
+            else:
+                handle = self._handle(number)
+                handle.seek(offset)
+                row = decode_row(handle.readline())
         except (OSError, ValueError) as exc:
             self.log.warning("reuse_results_from: cannot read back the row at byte %d of %s (%s): the item "
                              "is sent", offset, self.parts[number], exc)
@@ -245,16 +252,26 @@ class ReuseIndex:
         self._open.clear()
 
 
+def _parquet_rows(part: ObjectStoragePath) -> Iterator[tuple[int, dict[str, Any]]]:
+    from airflow_gradient.batch.parquet import iter_parquet_rows  # pyarrow, only where Parquet was written
+
+    return iter_parquet_rows(part)
+
+
 def _succeeded_digest(
-    line: bytes, part: ObjectStoragePath, offset: int, summary: ReuseSummary, log: TaskLog
+    line: bytes | dict[str, Any], part: ObjectStoragePath, offset: int, summary: ReuseSummary, log: TaskLog
 ) -> str | None:
-    """The ``request_digest`` of a succeeded row; None for other rows, with a warning for corrupt ones."""
-    if not line.strip():
+    """The ``request_digest`` of a succeeded row (a JSONL line, or a row read from Parquet); None for
+    other rows, with a warning for corrupt ones."""
+    if isinstance(line, dict):
+        row: Any = line
+    elif not line.strip():
         return None
-    try:
-        row = decode_row(line)
-    except ValueError:
-        row = None
+    else:
+        try:
+            row = decode_row(line)
+        except ValueError:
+            row = None
     if not isinstance(row, dict) or "custom_id" not in row:
         _corrupt(summary, log, part, offset, "not a JSON row")
         return None
