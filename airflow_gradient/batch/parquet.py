@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ROWS_PER_GROUP = 4096
-ROWS_PER_PART = 100_000
-SECONDS_PER_PART = 60.0
+ROWS_PER_PART = 50_000
+SECONDS_PER_PART = 15.0
 READ_BATCH_ROWS = 1024
 
 _USAGE = pa.struct([("input_tokens", pa.int64()), ("total_tokens", pa.int64())])
@@ -84,6 +84,8 @@ class ParquetPartWriter:
 
     def write(self, row: dict[str, Any]) -> dict[str, Any]:
         """Buffer ``row``; a full row group goes to the open part. Returns the row."""
+        if not self._rows and self._writer is None:
+            self._opened = time.monotonic()  # the part's first row: its age counts from here
         self._rows.append(row)
         if self._dimensions is None and row.get("embedding") is not None:
             self._dimensions = len(row["embedding"])
@@ -93,7 +95,7 @@ class ParquetPartWriter:
 
     def commit_if_stale(self) -> None:
         """Close the open part when it is older than :data:`SECONDS_PER_PART` (called periodically)."""
-        if self._writer is not None and time.monotonic() - self._opened >= SECONDS_PER_PART:
+        if (self._rows or self._writer is not None) and time.monotonic() - self._opened >= SECONDS_PER_PART:
             self._flush()
             self._rotate()
 
@@ -118,7 +120,7 @@ class ParquetPartWriter:
         self._file = (self.store.path / name).open("xb" if self.store.local else "wb")
         self._writer = pq.ParquetWriter(self._file, schema(self._dimensions))
         self.parts.append(name)
-        self._in_part, self._opened = 0, time.monotonic()
+        self._in_part = 0
 
     def _rotate(self) -> None:
         if self._writer is not None:
