@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from bench.chaos import bench_chaos
+from bench.embeddings import bench_embeddings, bench_embeddings_limit, bench_embeddings_rss, bench_embeddings_split
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.reuse import bench_reuse, bench_reuse_rss
 from bench.scale_out import bench_workers
@@ -332,7 +333,8 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
 
 
 BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
-           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers")
+           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers",
+           "embeddings", "embeddings-limit", "embeddings-rss", "embeddings-split")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -415,6 +417,21 @@ def main(argv: list[str] | None = None) -> None:
                 results["shared_cost"] = bench_shared_cost(emu, tmp, 500 if quick else 2000, rounds=3 if quick else 5)
                 _show("one task at zero latency, Redis limiter vs in-memory: throughput (goal >= 0.8x)",
                       results["shared_cost"])
+            if "embeddings" in chosen:
+                results["embeddings"] = bench_embeddings(emu, tmp, KEY, MODEL, 20_000 if quick else 100_000)
+                _show("embeddings at zero latency, inputs/s vs AsyncOpenAI.embeddings.create, same packs and "
+                      "concurrency (goal >= 1.3x)", results["embeddings"])
+            if "embeddings-limit" in chosen:
+                results["embeddings-limit"] = bench_embeddings_limit(emu, tmp, MODEL, 40_000 if quick else 100_000)
+                _show("embeddings, 120 req/min + 750,000 tokens/min in headers (goal >= 95 % of the token limit, "
+                      "0 x 429)", results["embeddings-limit"])
+            if "embeddings-rss" in chosen:
+                results["embeddings-rss"] = bench_embeddings_rss(emu, tmp, connection_env(emu.base_url),
+                                                                 200_000 if quick else 1_000_000)
+                _show("embeddings to Parquet, 1,024 dimensions: peak RSS (goal < 500 MB)", results["embeddings-rss"])
+            if "embeddings-split" in chosen:
+                results["embeddings-split"] = bench_embeddings_split(emu, tmp, MODEL)
+                _show("one bad text among 2,048: extra requests (goal <= 12)", results["embeddings-split"])
             if "workers" in chosen:
                 results["workers"] = bench_workers(emu, tmp, 200 if quick else 1000)
                 _show("two workers vs one, latency-bound, no binding limit: throughput (goal >= 1.7x)",

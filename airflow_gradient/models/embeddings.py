@@ -19,7 +19,6 @@ asks for lists: a batch writes them to storage without making a Python float per
 
 from __future__ import annotations
 
-import base64
 import binascii
 import sys
 import time
@@ -194,7 +193,7 @@ def parse_embeddings(data: Mapping[str, Any], count: int, *, model: str, status:
 def _vector(value: Any, index: int, bad: Any) -> array[float]:
     if isinstance(value, str):
         try:
-            raw = base64.b64decode(value, validate=True)
+            raw = binascii.a2b_base64(value, strict_mode=True)
         except (binascii.Error, ValueError):
             raise bad(f"the vector of index {index} is not base64") from None
         if len(raw) % 4:

@@ -86,6 +86,18 @@ def embeddings_json(request: EmbeddingsRequest, dimensions: int) -> dict[str, An
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
+def _encoded(content: dict[str, Any]) -> bytes:
+    """The reply as JSON bytes; base64 vectors need no escaping, so 2,048 of them are joined, not
+    walked by the JSON encoder (a tenth of the server's time per request)."""
+    data = content["data"]
+    if not data or not isinstance(data[0]["embedding"], str):
+        return json.dumps(content).encode()
+    rows = ",".join(f'{{"object":"embedding","index":{row["index"]},"embedding":"{row["embedding"]}"}}'
+                    for row in data)
+    head = json.dumps({key: value for key, value in content.items() if key != "data"})[:-1]
+    return f'{head},"data":[{rows}]}}'.encode()
+
+
 class EmbeddingsLedger:
     """How many times each text was in a served embeddings reply (what the account paid for)."""
 
@@ -219,6 +231,6 @@ def embeddings_router(state: EmulatorState) -> APIRouter:
             return fault_response(fault, context)
         state.update(record, generated=True)
         ledger.record(texts)
-        return JSONResponse(content, headers=headers())
+        return Response(_encoded(content), media_type="application/json", headers=headers())
 
     return router

@@ -76,15 +76,14 @@ class EmbeddingsEngine(BatchEngine):
 
     async def handle(self, hook: GradientHook, pack: Pack, progress: BatchProgress) -> None:  # type: ignore[override]
         if pack[0].reused is not None:
-            for item in pack:
-                await self._write(item, dict(item.reused or {}), progress)
+            await self._write(pack, [dict(item.reused or {}) for item in pack], progress)
             return
         if self._account_refused is not None:
             await self._fail(pack, self._account_refused, progress)
             return
         if (reason := self._not_admitted(pack, progress)) is not None:
-            for item in pack:
-                await self._write(item, embedding_row(item.index, item.custom_id, "skipped", error=reason), progress)
+            await self._write(pack, [embedding_row(item.index, item.custom_id, "skipped", error=reason)
+                                     for item in pack], progress)
             return
         try:
             await self._send_pack(hook, pack, progress)
@@ -195,18 +194,21 @@ class EmbeddingsEngine(BatchEngine):
         weights = [item.estimated_tokens for item in pack]
         inputs = shares(result.usage.input_tokens, weights)
         totals = shares(result.usage.total_tokens, weights)
-        for n, item in enumerate(pack):
-            vector = result.arrays[n]
-            row = embedding_row(item.index, item.custom_id, "succeeded",
-                                embedding=vector.tolist() if self._as_lists else vector,
-                                dimensions=result.dimensions, model=result.model,
-                                usage={"input_tokens": inputs[n], "total_tokens": totals[n]})
-            await self._write(item, row, progress)
+        rows = [embedding_row(item.index, item.custom_id, "succeeded",
+                              embedding=vector.tolist() if self._as_lists else vector,
+                              dimensions=result.dimensions, model=result.model,
+                              usage={"input_tokens": tokens, "total_tokens": total})
+                for item, vector, tokens, total in zip(pack, result.arrays, inputs, totals)]
+        await self._write(pack, rows, progress)
 
     async def _fail(self, pack: Pack, error: BaseException, progress: BatchProgress) -> None:
-        for item in pack:
-            await self._write(item, embedding_row(item.index, item.custom_id, "failed", error=error), progress)
+        await self._write(pack, [embedding_row(item.index, item.custom_id, "failed", error=error) for item in pack],
+                          progress)
 
-    async def _write(self, item: BatchItem, row: dict[str, Any], progress: BatchProgress) -> None:
-        row = stamped(row, item.digest, self.costing, item.request.model)
-        progress.record(await self.store(self.writer.write, row))
+    async def _write(self, pack: Pack, rows: list[dict[str, Any]], progress: BatchProgress) -> None:
+        """Stamp and store the rows of ``pack``: one call of the writer per pack, not per row."""
+        await self.store(self._store_rows, pack, rows, progress)
+
+    def _store_rows(self, pack: Pack, rows: list[dict[str, Any]], progress: BatchProgress) -> None:
+        for item, row in zip(pack, rows):
+            progress.record(self.writer.write(stamped(row, item.digest, self.costing, item.request.model)))

@@ -8,23 +8,20 @@ never for a ``/v1/responses`` row of the same prompt.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_gradient import arguments
-from airflow_gradient.batch.inputs import (
-    CHARS_PER_TOKEN,
-    BatchItem,
-    request_digest,
-    request_hash_id,
-    take_custom_id,
-)
+from airflow_gradient.batch.inputs import CHARS_PER_TOKEN, DIGEST_BYTES, HASH_ID_CHARS, BatchItem, take_custom_id
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.embeddings import MAX_INPUTS, text_problem
 from airflow_gradient.models.request import ResponseRequest
 
 ENDPOINT = "/v1/embeddings"
+HASH_ID_PREFIX = "h-"  # as the ids of /v1/responses items without one
 Pack = list[BatchItem]
 
 
@@ -53,9 +50,12 @@ def estimate_tokens(text: str) -> int:
 def item_builder(model: str) -> Callable[[int, dict[str, Any], bool], BatchItem]:
     """What makes each spec of :class:`~airflow_gradient.batch.inputs.BatchInputs` an embeddings item
     for ``model``: ``{"input": text, "custom_id"?}``, nothing else."""
+    # Every item's request is this one with its own text: a copy costs a dict copy, where building
+    # a request fills in its 26 defaults. Validation (digest=False) needs only the model.
+    template = ResponseRequest.model_construct(model=model, input="")
 
     def build(index: int, spec: dict[str, Any], digest: bool) -> BatchItem:
-        custom_id, where = take_custom_id(index, spec)
+        custom_id, where = take_custom_id(index, spec) if "custom_id" in spec else (None, f"in item {index}")
         text = spec.pop("input")
         if spec:
             name = sorted(spec)[0]
@@ -66,15 +66,21 @@ def item_builder(model: str) -> Callable[[int, dict[str, Any], bool], BatchItem]
         if problem is not None:
             raise GradientRequestInvalid(f"invalid request {where}: input: {problem}",
                                          [(f"item[{index}].input", problem)])
-        wire = {"endpoint": ENDPOINT, "model": model, "input": text}
+        key = request_key(model, text) if custom_id is None or digest else b""
         if custom_id is None:
-            custom_id = request_hash_id(wire)
-        # Not validated again as a /v1/responses request: it carries the model and the text only.
-        request = ResponseRequest.model_construct(model=model, input=text)
-        return BatchItem(index, str(custom_id), request, estimate_tokens(text),
-                         request_digest(wire) if digest else "")
+            custom_id = HASH_ID_PREFIX + hashlib.sha256(key).hexdigest()[:HASH_ID_CHARS]
+        return BatchItem(index, str(custom_id), template.model_copy(update={"input": text}) if digest else template,
+                         estimate_tokens(text),
+                         hashlib.blake2b(key, digest_size=DIGEST_BYTES).hexdigest() if digest else "")
 
     return build
+
+
+def request_key(model: str, text: str) -> bytes:
+    """What an embeddings item's ``request_digest`` and hash id are taken over: the endpoint, the model
+    and the text (the same digest length as :func:`~airflow_gradient.batch.inputs.request_digest`, so
+    ``reuse_results_from`` reads both kinds of rows alike)."""
+    return json.dumps([ENDPOINT, model, text], ensure_ascii=False).encode()
 
 
 def text_of(item: BatchItem) -> str:
