@@ -130,8 +130,9 @@ class _Feeder(Generic[_T]):
     """Hands work (items, or packs of them) to workers, reading the source in chunks in a thread
     (it may be remote)."""
 
-    def __init__(self, items: Iterator[_T]) -> None:
+    def __init__(self, items: Iterator[_T], chunk: int = FEED_CHUNK) -> None:
         self._items = items
+        self._chunk = chunk
         self._buffer: deque[_T] = deque()
         self._lock = asyncio.Lock()
         self._exhausted = False
@@ -140,8 +141,8 @@ class _Feeder(Generic[_T]):
         if not self._buffer and not self._exhausted:
             async with self._lock:
                 if not self._buffer and not self._exhausted:
-                    chunk = await asyncio.to_thread(lambda: list(islice(self._items, FEED_CHUNK)))
-                    self._exhausted = len(chunk) < FEED_CHUNK
+                    chunk = await asyncio.to_thread(lambda: list(islice(self._items, self._chunk)))
+                    self._exhausted = len(chunk) < self._chunk
                     self._buffer.extend(chunk)
         return self._buffer.popleft() if self._buffer else None
 
@@ -199,7 +200,7 @@ class BatchEngine:
 
     async def run(self, items: Iterator[BatchItem], progress: BatchProgress) -> None:
         """Send every item of ``items``; returns when each has a row."""
-        feeder = _Feeder(self.units(items))
+        feeder = _Feeder(self.units(items), self.feed_chunk)
         self._slots = asyncio.Semaphore(self.settings.max_concurrency)
         ticker = asyncio.create_task(self._tick(progress))
         try:
@@ -220,6 +221,9 @@ class BatchEngine:
             return call(*args)
         async with self._store_lock:
             return await asyncio.to_thread(call, *args)
+
+    # Units read ahead at a time: items here; the embeddings engine's packs hold 2,048 items each.
+    feed_chunk = FEED_CHUNK
 
     def units(self, items: Iterator[BatchItem]) -> Iterator[Any]:
         """What one worker takes at a time: here an item (the embeddings engine takes packs)."""
