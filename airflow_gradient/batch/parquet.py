@@ -147,10 +147,6 @@ class ParquetPartWriter:
         return pa.table({name: columns[name] for name in _COLUMNS}, schema=part_schema)
 
 
-def is_parquet(part: Any) -> bool:
-    return str(getattr(part, "name", part)).endswith(".parquet")
-
-
 def iter_parquet_rows(part: Any) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(row number, row)`` of each row of a Parquet part; a part that cannot be read (cut short by
     a kill before its footer) is passed over with a warning, so its items are sent again."""

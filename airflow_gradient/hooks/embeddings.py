@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from airflow_gradient import replies
+from airflow_gradient.http import replies
 from airflow_gradient.exceptions import GradientProtocolError, GradientRequestInvalid
-from airflow_gradient.http_errors import request_id_of
+from airflow_gradient.http.errors import request_id_of
 from airflow_gradient.models.embeddings import EmbeddingsRequest, EmbeddingsResult, parse_embeddings, stamped
 
 EMBEDDINGS_PATH = "/embeddings"

@@ -13,7 +13,7 @@ from airflow_gradient.batch.in_task.embeddings.runner import OUTPUT_FORMATS, run
 from airflow_gradient.batch.inputs import BatchInputs, Shard
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.embeddings import MAX_INPUTS
-from airflow_gradient.operators.base import fails_for_good
+from airflow_gradient.operators.base import fail_without_retries
 from airflow_gradient.operators.batch import GradientBatchOperator
 from airflow_gradient.operators.batch_base import storage_path
 from airflow_gradient.operators.embedding import (
@@ -80,7 +80,7 @@ class GradientBatchEmbeddingOperator(GradientBatchOperator):
         max_concurrency: int = 8,
         **kwargs: Any,
     ) -> None:
-        with fails_for_good():
+        with fail_without_retries():
             for name in ("prompt_template", "output_schema"):
                 if kwargs.get(name) is not None:
                     arguments.refuse(name, "not set: " + ("the embeddings batch takes text_template" if name ==

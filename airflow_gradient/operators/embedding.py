@@ -10,7 +10,7 @@ from airflow_gradient import arguments
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.hooks.embeddings import EmbeddingsCall
 from airflow_gradient.models.embeddings import ENCODINGS, EmbeddingsResult
-from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
+from airflow_gradient.operators.base import GradientBaseOperator, fail_without_retries
 from airflow_gradient.operators.batch_base import storage_path
 from airflow_gradient.pricing import cost_usd
 
@@ -26,6 +26,8 @@ EMBEDDINGS_PARAMS = ("model", "user")
 def embeddings_params(operator: GradientBaseOperator) -> dict[str, Any]:
     """The operator's ``model`` and ``user``; any parameter of ``/v1/responses`` set on it is refused,
     naming it, rather than silently not sent. Both embedding operators call this."""
+    if getattr(operator, "output_schema", None) is not None:
+        arguments.refuse("output_schema", "not set: embeddings have no output schema", got=operator.output_schema)
     params = operator.shared_params()
     for name in params:
         if name not in EMBEDDINGS_PARAMS:
@@ -79,12 +81,12 @@ class GradientEmbeddingOperator(GradientBaseOperator):
         super().__init__(**kwargs)
         self.input = input
         self.output_path = output_path
-        with fails_for_good():
+        with fail_without_retries():
             self.encoding_format = arguments.one_of("encoding_format", encoding_format, ENCODINGS)
             self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        with fails_for_good():
+        with fail_without_retries():
             params = embeddings_params(self)
             # The hook checks again; checked here first, so that the XCom rule below counts valid texts.
             request = EmbeddingsCall.of(self.input, model=params.get("model"),
@@ -104,7 +106,7 @@ class GradientEmbeddingOperator(GradientBaseOperator):
                                                  timeout=self.request_timeout)
         finally:
             self.hook.close()
-        with fails_for_good():
+        with fail_without_retries():
             out = self._xcom(result, output_path)
         out["cost_usd"] = cost_usd(result.usage.as_dict(), result.model, prices, request_model=request.model)
         self.log.info("Gradient embeddings from %s: %d vectors of %d dimensions, %d tokens, %d attempt(s)%s",

@@ -10,7 +10,7 @@ import pytest
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchEmbeddingOperator, merge_manifests, read_results
-from airflow_gradient.batch.results import list_batch_parts
+from airflow_gradient.batch.parts import list_parts
 from airflow_gradient.testing.emulator.embeddings import EmbeddingsLedger, vector
 from tests.conftest import run_dag, task_states, try_numbers, xcom_value
 
@@ -155,7 +155,7 @@ def test_parquet_output_reads_back_like_jsonl(gradient_conn, tmp_path) -> None:
         max_failed_fraction=0.5)
     (again,) = embedding_requests(gradient_conn)[before:]
     assert again.body["input"] == [items[7]]
-    assert len(list_batch_parts(ObjectStoragePath(str(tmp_path)))) == 2
+    assert len(list_parts(ObjectStoragePath(str(tmp_path)))) == 2
 
 
 @pytest.mark.parametrize(

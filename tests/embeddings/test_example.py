@@ -8,7 +8,7 @@ import csv
 import pytest
 
 from tests.conftest import EXAMPLES, example_dag, run_dag, task_states, xcom_value
-from tests.services import postgres_database
+from tests.support.services import postgres_database
 
 
 @pytest.fixture

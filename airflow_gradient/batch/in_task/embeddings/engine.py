@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.in_task.embeddings.items import Pack, Packing, packs, text_of
 from airflow_gradient.batch.in_task.engine import BatchEngine, ItemCalls
-from airflow_gradient.batch.rows import embedding_row, stamped
+from airflow_gradient.batch.rows import embedding_row, with_digest_and_cost
 from airflow_gradient.exceptions import GradientAuthError, GradientError, GradientPaymentError, GradientTimeoutError
 from airflow_gradient.models.embeddings import EmbeddingsResult
 
@@ -229,4 +229,4 @@ class EmbeddingsEngine(BatchEngine):
 
     def _store_rows(self, pack: Pack, rows: list[dict[str, Any]], progress: BatchProgress) -> None:
         for item, row in zip(pack, rows):
-            progress.record(self.writer.write(stamped(row, item.digest, self.costing, item.request.model)))
+            progress.record(self.writer.write(with_digest_and_cost(row, item.digest, self.costing, item.request.model)))
