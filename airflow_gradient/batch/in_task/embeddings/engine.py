@@ -174,10 +174,12 @@ class EmbeddingsEngine(BatchEngine):
         replies so far counted."""
         return max(1, round(sum(item.estimated_tokens for item in pack) * self._token_ratio))
 
-    def _learn(self, estimated: int, actual: int) -> None:
-        if estimated > 0 and actual > 0:
-            ratio = actual / estimated * self._token_ratio
-            self._token_ratio = min(max(self._token_ratio + RATIO_WEIGHT * (ratio - self._token_ratio), 0.1), 10.0)
+    def _learn(self, pack: Pack, actual: int) -> None:
+        """Move the ratio towards what this reply counted per token estimated (before correction)."""
+        raw = sum(item.estimated_tokens for item in pack)
+        if raw > 0 and actual > 0:
+            ratio = min(max(actual / raw, 0.1), 10.0)
+            self._token_ratio += RATIO_WEIGHT * (ratio - self._token_ratio)
 
     async def _attempt(self, hook: GradientHook, pack: Pack,
                        progress: BatchProgress) -> EmbeddingsResult | GradientError:
@@ -204,7 +206,7 @@ class EmbeddingsEngine(BatchEngine):
             self._tokens_in_flight -= tokens
         progress.retries += max(result.attempts - 1, 0)
         self.limiter.on_usage(tokens, result.usage.total_tokens)
-        self._learn(tokens, result.usage.total_tokens)
+        self._learn(pack, result.usage.total_tokens)
         return result
 
     async def _succeed(self, pack: Pack, result: EmbeddingsResult, progress: BatchProgress) -> None:
