@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from airflow_gradient.batch.parts import part_name
 from airflow_gradient.batch.rows import embedding_row
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class ParquetPartWriter:
             self._rotate()
 
     def _open(self) -> None:
-        name = f"part-{self.attempt:05d}-{self.writer_id}-{len(self.parts):05d}.parquet"
+        name = part_name(self.attempt, self.writer_id, len(self.parts), "parquet")
         self._file = (self.store.path / name).open("xb" if self.store.local else "wb")
         self._writer = pq.ParquetWriter(self._file, schema(self._dimensions))
         self.parts.append(name)

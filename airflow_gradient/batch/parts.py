@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.(?:jsonl|parquet)$")
 SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
 
+
+def part_name(attempt: int, writer_id: str, seq: int, suffix: str = "jsonl") -> str:
+    """The name of a writer's part file, as :data:`PART_RE` reads it back."""
+    return f"part-{attempt:05d}-{writer_id}-{seq:05d}.{suffix}"
+
 _DECODER = msgspec.json.Decoder()
 
 
