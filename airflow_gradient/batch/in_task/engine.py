@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -128,6 +128,18 @@ class ItemCalls:
             self.outstanding = False
             self.slots.release()
             self.limiter.on_reply(None, {}, self.tokens)
+
+
+async def forgiving_probe_costs(calls: ItemCalls, call: Callable[[], Awaitable[_T]]) -> _T:
+    """``call()`` (a hook call with its retries), called again when 429s the limiter drew on itself
+    while probing used them up: those are the pacer's cost, and no item fails for them."""
+    while True:
+        forgiven = calls.probe_costs
+        try:
+            return await call()
+        except GradientRateLimitError:
+            if calls.probe_costs == forgiven:
+                raise
 
 
 class _Feeder(Generic[_T]):
@@ -306,16 +318,8 @@ class BatchEngine:
         return result_row(item.index, item.custom_id, result, self.parse)
 
     async def _create(self, hook: GradientHook, item: BatchItem, calls: ItemCalls) -> ResponseResult:
-        """The hook's call with its retries, called again when 429s the limiter drew on itself
-        while probing used them up: those are the pacer's cost, and no item fails for them."""
-        while True:
-            forgiven = calls.probe_costs
-            try:
-                return await hook.acreate_response(item.request, timeout=self.settings.request_timeout,
-                                                   observer=calls)
-            except GradientRateLimitError:
-                if calls.probe_costs == forgiven:
-                    raise
+        return await forgiving_probe_costs(calls, lambda: hook.acreate_response(
+            item.request, timeout=self.settings.request_timeout, observer=calls))
 
     async def _tick(self, progress: BatchProgress) -> None:
         last_line = time.monotonic()

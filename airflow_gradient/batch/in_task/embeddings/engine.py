@@ -27,7 +27,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.in_task.embeddings.items import Pack, Packing, packs, text_of
-from airflow_gradient.batch.in_task.engine import BatchEngine, ItemCalls
+from airflow_gradient.batch.in_task.engine import BatchEngine, ItemCalls, forgiving_probe_costs
 from airflow_gradient.batch.rows import embedding_row, with_digest_and_cost
 from airflow_gradient.exceptions import GradientAuthError, GradientError, GradientPaymentError, GradientTimeoutError
 from airflow_gradient.models.embeddings import EmbeddingsResult
@@ -190,8 +190,9 @@ class EmbeddingsEngine(BatchEngine):
         self.packed_inputs += len(pack)
         try:
             async with asyncio.timeout(self.settings.item_timeout):
-                result = await hook.acreate_embeddings([text_of(item) for item in pack], model=pack[0].request.model,
-                                                       timeout=self.settings.request_timeout, observer=calls)
+                result = await forgiving_probe_costs(calls, lambda: hook.acreate_embeddings(
+                    [text_of(item) for item in pack], model=pack[0].request.model,
+                    timeout=self.settings.request_timeout, observer=calls))
         except TimeoutError:
             return GradientTimeoutError(f"request timed out after {self.settings.item_timeout} s (item_timeout)")
         except GradientError as exc:
