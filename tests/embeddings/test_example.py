@@ -8,14 +8,13 @@ import csv
 import pytest
 
 from tests.conftest import EXAMPLES, example_dag, run_dag, task_states, xcom_value
-from tests.support.services import postgres_database
+from tests.support.services import postgres_conn_uri, postgres_database
 
 
 @pytest.fixture
 def catalogue_db(monkeypatch: pytest.MonkeyPatch):
     with postgres_database("embed_catalogue") as url:
-        # postgresql+psycopg2://postgres@host:port/name -> the Airflow connection URI of that database
-        monkeypatch.setenv("AIRFLOW_CONN_CATALOGUE_DB", "postgres://" + url.split("://", 1)[1])
+        monkeypatch.setenv("AIRFLOW_CONN_CATALOGUE_DB", postgres_conn_uri(url))
         yield url
 
 
