@@ -145,6 +145,15 @@ class CallTrace:
                 yield event
 
 
+def _usage_of(result: Any) -> dict[str, int] | None:
+    """A reply's token counts: a ``ResponseResult``'s summary, or an embeddings reply's usage."""
+    usage = getattr(result, "usage", None)
+    if usage is None:
+        return None
+    summary = getattr(result, "usage_summary", None)
+    return summary() if summary is not None else usage.as_dict()  # type: ignore[no-any-return]
+
+
 class _NoAttempt:
     __slots__ = ()
 
@@ -210,7 +219,7 @@ class _Attempt:
         ``usage`` and ``usage_summary()`` (input and output tokens) such as an embeddings reply."""
         self.status(200)
         self.model_replied = getattr(result, "model", None)
-        usage = result.usage_summary() if getattr(result, "usage", None) is not None else None
+        usage = _usage_of(result)
         cost = self._cost(usage, self.model_replied)
         telemetry = self.call.telemetry
         instruments = self.call.instruments

@@ -199,3 +199,16 @@ def test_attempt_spans_are_children_of_the_current_span_as_of_airflows_task_span
     [attempt] = otel.named("chat ")
     assert attempt.parent.span_id == task_span.get_span_context().span_id
     assert attempt.context.trace_id == task_span.get_span_context().trace_id
+
+
+def test_an_embeddings_attempt_is_an_embeddings_span_with_its_input_tokens(gradient_conn, otel) -> None:
+    from airflow_gradient import GradientHook
+
+    result = GradientHook().create_embeddings(["one text", "another"], model="embed-model", encoding_format="float")
+    [span] = otel.named("embeddings ")
+    a = span.attributes
+    assert span.name == "embeddings embed-model" and span.kind == SpanKind.CLIENT
+    assert a["gen_ai.operation.name"] == "embeddings" and a["gen_ai.request.encoding_formats"] == ("float",)
+    assert a["gen_ai.usage.input_tokens"] == result.usage.input_tokens > 0
+    assert a["gen_ai.response.model"] == result.model and "gen_ai.usage.output_tokens" not in a
+    no_secrets(otel.spans(), prompt="another")
