@@ -332,7 +332,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
 
 
 BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
-           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers")
+           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers", "common_ai")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -419,6 +419,15 @@ def main(argv: list[str] | None = None) -> None:
                 results["workers"] = bench_workers(emu, tmp, 200 if quick else 1000)
                 _show("two workers vs one, latency-bound, no binding limit: throughput (goal >= 1.7x)",
                       results["workers"])
+            if "common_ai" in chosen:
+                from bench.common_ai import shared_budget
+
+                sizes = {"agent_calls": 40, "items": 150} if quick else {"agent_calls": 100, "items": 500}
+                results["common_ai"] = {mode: shared_budget(emu, KEY, tmp, mode=mode, **sizes)
+                                        for mode in ("shared", "generic")}
+                _show("common.ai agent task + batch at once on one 10 req/s account: shared pace (rate_limit_store) "
+                      "vs a generic pydanticai connection (goal shared: <= 5 x 429, >= 0.85 of the limit)",
+                      results["common_ai"])
     finally:
         emu.close()
     print("\nSUMMARY")
