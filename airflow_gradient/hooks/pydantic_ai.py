@@ -124,3 +124,15 @@ class PydanticAIGradientHook(PydanticAIHook):
             http_client=httpx.AsyncClient(transport=self.transport, base_url=settings.base_url),  # type: ignore[arg-type]
         )
         return {"openai_client": client}
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Resolve the model (common.ai's check), then check the key and URL with ``GET /v1/models``,
+        which bills nothing; never raises, never shows the key."""
+        ok, message = super().test_connection()
+        if not ok:
+            return ok, message
+        try:
+            return GradientHook(settings=self.settings).test_connection()
+        except Exception as exc:  # the UI wants a reason, not a traceback
+            return False, f"{type(exc).__name__}: {exc}"
+

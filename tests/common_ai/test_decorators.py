@@ -127,3 +127,16 @@ def test_a_borrowed_gradient_connection_lends_key_url_and_model(emulator, monkey
     assert result.output == "Echo: hello there"
     (record,) = emulator.log
     assert record.body["model"] == MODEL
+
+
+def test_connection_test_checks_the_key_without_billing(emulator, monkeypatch) -> None:
+    from airflow_gradient.hooks.pydantic_ai import PydanticAIGradientHook
+
+    for conn_id, key in (("gradient_ai", TEST_KEY), ("gradient_wrong", "sk-do-wrong-key-0000")):
+        for name, value in pydantic_ai_conn_env(conn_id, emulator.base_url, key=key).items():
+            monkeypatch.setenv(name, value)
+    ok, message = PydanticAIGradientHook("gradient_ai").test_connection()
+    assert ok and "3 models available" in message
+    ok, message = PydanticAIGradientHook("gradient_wrong").test_connection()
+    assert not ok and "401" in message and "sk-do-wrong-key-0000" not in message
+    assert {r.path for r in emulator.log} == {"/v1/models"}
