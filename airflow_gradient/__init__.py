@@ -1,5 +1,7 @@
 """airflow-gradient: an Apache Airflow provider for DigitalOcean Gradient serverless inference."""
 
+from typing import Any
+
 from airflow_gradient._version import __version__
 from airflow_gradient.exceptions import (
     BatchItemCancelled,
@@ -27,7 +29,7 @@ from airflow_gradient.exceptions import (
 )
 from airflow_gradient.batch.reader import read_results
 from airflow_gradient.batch.results import merge_manifests
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
 from airflow_gradient.operators.batch import GradientBatchOperator
@@ -44,9 +46,9 @@ __all__ = [
     "GradientArgumentError",
     "GradientAuthError",
     "GradientBadRequestError",
+    "GradientBatchJobHook",
     "GradientBatchJobOperator",
     "GradientBatchJobTrigger",
-    "GradientBatchJobsHook",
     "GradientBatchOperator",
     "GradientConfigError",
     "GradientConflictError",
@@ -76,3 +78,12 @@ __all__ = [
     "merge_manifests",
     "read_results",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Old public names, kept working (each warns once).
+    if name == "GradientBatchJobsHook":
+        from airflow_gradient._deprecated import renamed
+
+        return renamed(name, "GradientBatchJobHook", GradientBatchJobHook)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 ``GradientHook.create_response`` / ``stream_response`` raise :class:`GradientRequestInvalid`; the
 operators raise ``AirflowFailException`` from it, so Airflow does not retry what would fail the
-same way. Every case names the field at fault. The model-level table of ``tests/test_models.py`` is
+same way. Every case names the field at fault. The model-level table of ``tests/models/test_models.py`` is
 replayed through each entry point; the table here adds what only the entry points see.
 """
 
@@ -34,7 +34,7 @@ from airflow_gradient import (
 from airflow_gradient.testing import GradientEmulator
 from tests.batch_job_support import task_context
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, try_numbers
-from tests.test_models import INVALID
+from tests.models.test_models import INVALID
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 
@@ -323,6 +323,7 @@ ARGUMENT_CASES: list[tuple[str, dict[str, Any], str]] = [
     # GradientBatchJobOperator: refused before any file is uploaded or any job created
     ("batch_job", {"timeout": -1}, "timeout"),
     ("batch_job", {"timeout": datetime.timedelta(0)}, "timeout"),
+    ("batch_job", {"wait_timeout": -1}, "wait_timeout"),
     ("batch_job", {"provider": "google"}, "provider"),
     ("batch_job", {"completion_window": "48h"}, "completion_window"),
     ("batch_job", {"max_requests_per_file": 0}, "max_requests_per_file"),

@@ -110,7 +110,7 @@ def served_429s(emulator) -> int:
 
 
 def test_operator_finds_an_unannounced_limit_by_probing(gradient_conn, tmp_path) -> None:
-    from tests.test_batch_operator import run_batch_task
+    from tests.operators.test_batch_operator import run_batch_task
 
     # 5 requests in any second, and not a single quota header: a gateway stripped them.
     gradient_conn.configure(rpm_limit=300, limit_window=1.0, quota_headers=False, latency=0.02)
@@ -126,7 +126,7 @@ def test_operator_finds_an_unannounced_limit_by_probing(gradient_conn, tmp_path)
 
 
 def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_conn, tmp_path) -> None:
-    from tests.test_batch_operator import run_batch_task
+    from tests.operators.test_batch_operator import run_batch_task
 
     gradient_conn.configure(rate_429_isolated_bare=0.05, quota_headers=False, latency=0.05, seed=5)
     _, state, manifest = run_batch_task("pace_isolated", inputs=[f"isolated {i}" for i in range(200)],
@@ -141,7 +141,7 @@ def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_con
 def test_operator_follows_a_limit_raised_mid_batch(gradient_conn, tmp_path) -> None:
     import threading
 
-    from tests.test_batch_operator import run_batch_task
+    from tests.operators.test_batch_operator import run_batch_task
 
     gradient_conn.configure(rpm_limit=120, latency=0.02)
 

@@ -10,7 +10,7 @@ from collections import Counter
 
 from airflow_gradient import read_results
 from bench.chaos import FAULTS
-from tests.test_batch_operator import run_batch_task
+from tests.operators.test_batch_operator import run_batch_task
 
 N = 200
 # Random hangs are 1 %: these make sure a few happen, each on its first request only.

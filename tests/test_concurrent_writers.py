@@ -17,7 +17,7 @@ from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, read_results
 from airflow_gradient.batch.results import ResultStore, list_parts
 from tests.conftest import run_dag, task_states, xcom_value
-from tests.test_batch_operator import START
+from tests.operators.test_batch_operator import START
 
 N = 60
 

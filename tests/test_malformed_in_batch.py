@@ -2,7 +2,7 @@
 row (type, status, message), and the rest of the batch goes on.
 
 The batch sends plain requests only (``stream`` is dropped from its items), so broken streams are
-covered by the hook's tests (``tests/test_streaming.py``), not here.
+covered by the hook's tests (``tests/http/test_streaming.py``), not here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from airflow_gradient import read_results
 from airflow_gradient.models.result import ContentPart, ResponseResult
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, conn_env
-from tests.test_batch_operator import run_batch_task
+from tests.operators.test_batch_operator import run_batch_task
 
 # fault: (error type in the row, its status, words of its message, requests sent for the item)
 BAD_REPLIES = {

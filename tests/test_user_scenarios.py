@@ -23,7 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientArgumentError, GradientBatchOperator, GradientHook
 from tests.conftest import conn_env
 from tests.scenario_server import scenario_server, quota_headers
-from tests.test_batch_operator import run_batch_task
+from tests.operators.test_batch_operator import run_batch_task
 
 # The issue saw 333 s, or no end after 240 s; a batch that is paced right ends in seconds.
 BOUND = timedelta(seconds=60)

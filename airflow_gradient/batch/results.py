@@ -127,7 +127,7 @@ def iter_jsonl(
     """``(line number, object)`` of each JSON object line of a JSONL file (an ``ObjectStoragePath``
     or ``pathlib.Path``); blank lines are skipped, and a line that is not a UTF-8 JSON object is
     passed over with a warning naming ``what``, the file and the line. ``scrub`` is applied to
-    each line's text first (a file that came from the server: see :mod:`airflow_gradient.scrub`)."""
+    each line's text first (a file that came from the server: see :mod:`airflow_gradient.http.scrub`)."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():

@@ -94,8 +94,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_gradient.retry import backoff_seconds
-from airflow_gradient.wait_hints import (
+from airflow_gradient.http.retry import backoff_seconds
+from airflow_gradient.http.wait_hints import (
     RATE_LIMIT_HEADER_PREFIX,
     header_number,
     hint_jitter,
@@ -153,7 +153,7 @@ class QuotaReading:
 
     @classmethod
     def read(cls, headers: Mapping[str, str], suffixes: tuple[str, ...], now_wall: float) -> QuotaReading:
-        """``headers`` must have lower-case names (see :func:`~airflow_gradient.wait_hints.lowered`)."""
+        """``headers`` must have lower-case names (see :func:`~airflow_gradient.http.wait_hints.lowered`)."""
 
         def first(kind: str) -> str | None:
             return next((v for s in suffixes if (v := headers.get(f"{RATE_LIMIT_HEADER_PREFIX}{kind}-{s}"))), None)

@@ -52,7 +52,7 @@ from airflow_gradient.batch.in_task.pace_store import (
     redis_client_kwargs,
 )
 from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
-from airflow_gradient.wait_hints import RATE_LIMIT_HEADER_PREFIX
+from airflow_gradient.http.wait_hints import RATE_LIMIT_HEADER_PREFIX
 
 if TYPE_CHECKING:
     import redis.asyncio

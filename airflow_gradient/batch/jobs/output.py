@@ -11,7 +11,7 @@ both native batch formats are read, in the output file and in the error file ali
 
 A succeeded line becomes the same row the in-task batch writes for a reply. Failed, expired and
 cancelled lines become ``failed`` rows whose ``error`` names what happened; an error body is read
-like an HTTP error reply (:func:`~airflow_gradient.http_errors.error_from_response`), so its
+like an HTTP error reply (:func:`~airflow_gradient.http.errors.error_from_response`), so its
 ``type`` is the one the in-task batch would show for the same status.
 """
 
@@ -34,9 +34,9 @@ from airflow_gradient.exceptions import (
     GradientError,
     GradientProtocolError,
 )
-from airflow_gradient.http_errors import error_from_response
+from airflow_gradient.http.errors import error_from_response
 from airflow_gradient.models.result import ResponseResult, parse_reply
-from airflow_gradient.scrub import scrub_text
+from airflow_gradient.http.scrub import scrub_text
 
 Parse = Callable[[str], Any]
 

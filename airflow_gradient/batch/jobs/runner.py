@@ -41,7 +41,7 @@ from airflow_gradient.batch.results import ResumeState, scan_output
 from airflow_gradient.batch.reuse import ReuseIndex
 from airflow_gradient.batch.rows import skipped_row, stamped
 from airflow_gradient.exceptions import GradientAPIError, GradientError
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.models.batch_job import BatchJob
 from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
 
@@ -115,7 +115,7 @@ def _budget_check(settings: JobSettings) -> Callable[[BatchItem], None] | None:
 
 
 def submit_jobs(
-    hook: GradientBatchJobsHook,
+    hook: GradientBatchJobHook,
     inputs: BatchInputs,
     *,
     task: str,
@@ -183,7 +183,7 @@ def _file_matches(record: JobRecord, files: list[InputFile]) -> bool:
 
 
 def _create(
-    hook: GradientBatchJobsHook,
+    hook: GradientBatchJobHook,
     record: JobRecord,
     files: list[InputFile],
     settings: JobSettings,
@@ -211,7 +211,7 @@ def _create(
 
 
 def wait_for_jobs(
-    hook: GradientBatchJobsHook, watch: JobWatch, log: TaskLog | None = None
+    hook: GradientBatchJobHook, watch: JobWatch, log: TaskLog | None = None
 ) -> dict[str, Any]:
     """Poll in the worker until ``watch`` has an outcome (``deferrable=False``)."""
     log = log or logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def wait_for_jobs(
 
 
 def land_results(
-    hook: GradientBatchJobsHook,
+    hook: GradientBatchJobHook,
     inputs: BatchInputs,
     jobs: list[BatchJob],
     *,
@@ -308,7 +308,7 @@ def land_results(
     return manifest
 
 
-def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path, log: TaskLog) -> list[Path]:
+def _download(hook: GradientBatchJobHook, job: BatchJob, directory: Path, log: TaskLog) -> list[Path]:
     """The job's result files on local disk; none when the job ended without results."""
     try:
         results = hook.get_results(job.batch_id)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 
 import pytest
 
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.exceptions import GradientArgumentError
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 from tests.batch_job_support import jobs  # noqa: F401  (fixture)
 from tests.conftest import conn_env
@@ -20,7 +22,7 @@ def start_job(gradient_conn, jobs, tmp_path):
 
     def start(**settings) -> str:
         jobs.configure(**settings)
-        hook = GradientBatchJobsHook()
+        hook = GradientBatchJobHook()
         path = tmp_path / "in.jsonl"
         path.write_text("".join(json.dumps({"custom_id": f"d{i}", "method": "POST", "url": "/v1/responses",
                                             "body": {"model": "m", "input": f"doc {i}"}}) + "\n" for i in range(2)))
@@ -97,3 +99,26 @@ async def test_on_kill_cancels_the_jobs(jobs, start_job) -> None:
     assert jobs.counters["cancels"] == 1
     await _trigger(batch_id, cancel_on_kill=False).on_kill()
     assert jobs.counters["cancels"] == 1
+
+
+@pytest.mark.parametrize(("overrides", "argument"), [
+    ({"gradient_conn_id": ""}, "gradient_conn_id"),
+    ({"gradient_conn_id": None}, "gradient_conn_id"),
+    ({"batch_ids": []}, "batch_ids"),
+    ({"batch_ids": "b1"}, "batch_ids"),
+    ({"batch_ids": ["b1", ""]}, "batch_ids"),
+    ({"end_time": "tomorrow"}, "end_time"),
+    ({"end_time": math.nan}, "end_time"),
+    ({"poll_interval": 0}, "poll_interval"),
+    ({"poll_interval": -1.5}, "poll_interval"),
+    ({"max_poll_failures": 0}, "max_poll_failures"),
+    ({"max_poll_failures": 2.5}, "max_poll_failures"),
+    ({"cancel_on_kill": "yes"}, "cancel_on_kill"),
+])
+def test_bad_arguments_are_refused_naming_them_before_any_call(gradient_conn, overrides, argument) -> None:
+    kwargs = {"gradient_conn_id": "gradient_default", "batch_ids": ["b1"], "end_time": time.time() + 30,
+              "poll_interval": 0.01, **overrides}
+    with pytest.raises(GradientArgumentError, match=rf"^invalid argument: {argument}: .*; allowed: ") as info:
+        GradientBatchJobTrigger(**kwargs)
+    assert info.value.argument == argument
+    assert gradient_conn.request_count(None) == 0

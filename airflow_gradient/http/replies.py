@@ -2,8 +2,8 @@
 or our errors.
 
 Pure functions, no IO: :class:`~airflow_gradient.hooks.gradient.GradientHook` and
-:class:`~airflow_gradient.hooks.batch_jobs.GradientBatchJobsHook` call them on every reply. What an
-error status means is :mod:`airflow_gradient.http_errors`' job; a reply of the wrong shape is a
+:class:`~airflow_gradient.hooks.batch_job.GradientBatchJobHook` call them on every reply. What an
+error status means is :mod:`airflow_gradient.http.errors`' job; a reply of the wrong shape is a
 :class:`GradientProtocolError` (never retried: the request may already have been billed).
 """
 
@@ -17,9 +17,9 @@ import httpx
 from pydantic import ValidationError
 
 from airflow_gradient.exceptions import GradientProtocolError
-from airflow_gradient.http_errors import error_from_response, request_id_of
+from airflow_gradient.http.errors import error_from_response, request_id_of
 from airflow_gradient.models.result import CallInfo, ResponseResult, parse_reply
-from airflow_gradient.wait_hints import rate_limit_headers
+from airflow_gradient.http.wait_hints import rate_limit_headers
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ def must_read_before_use(response: httpx.Response) -> bool:
 
 
 def check_status(response: httpx.Response, conn_id: str) -> None:
-    """Raise the typed error of a 4xx or 5xx reply (:func:`~airflow_gradient.http_errors.error_from_response`)."""
+    """Raise the typed error of a 4xx or 5xx reply (:func:`~airflow_gradient.http.errors.error_from_response`)."""
     if response.status_code >= 400:
         raise error_from_response(response, conn_id=conn_id)
 

@@ -9,9 +9,9 @@ import pytest
 from tenacity import RetryCallState
 
 from airflow_gradient.batch.in_task.pace_rules import PaceState
-from airflow_gradient.http_errors import error_from_response
-from airflow_gradient.retry import RetryPolicy
-from airflow_gradient.wait_hints import hint_jitter, parse_duration, reset_seconds, retry_after_seconds
+from airflow_gradient.http.errors import error_from_response
+from airflow_gradient.http.retry import RetryPolicy
+from airflow_gradient.http.wait_hints import hint_jitter, parse_duration, reset_seconds, retry_after_seconds
 
 NOW = 1_800_000_000.0
 

@@ -2,7 +2,9 @@
 
 httpx-aiohttp maps aiohttp's errors onto httpx's coarsely (a reset or a closed connection becomes a
 ``ConnectTimeout``) and lets some through unmapped (a reply that is not HTTP): the original error is
-kept as the cause, so :func:`what_happened` reads the whole chain and names the event itself.
+kept as the cause, so :func:`wire_event_of` reads the whole chain and names the event itself.
+:func:`transport_error` turns such an exception into ours, for the attempt it ended
+(:mod:`airflow_gradient.http.attempt`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,15 @@ from collections.abc import Iterator
 from typing import Literal
 
 import httpx
+
+from airflow_gradient.exceptions import (
+    GradientConnectionError,
+    GradientError,
+    GradientProtocolError,
+    GradientTimeoutError,
+)
+from airflow_gradient.http.errors import request_id_of
+from airflow_gradient.http.scrub import scrub_text
 
 try:  # the batch's transport; optional
     import aiohttp
@@ -75,13 +86,13 @@ def _aiohttp_event(exc: BaseException) -> WireEvent | None:
     return None
 
 
-def origin(exc: BaseException) -> BaseException:
-    """The error to show: aiohttp's own when httpx-aiohttp re-raised it under a misleading name."""
+def error_to_show(exc: BaseException) -> BaseException:
+    """The error to quote: aiohttp's own when httpx-aiohttp re-raised it under a misleading name."""
     cause = exc.__cause__
     return cause if aiohttp is not None and isinstance(cause, aiohttp.ClientError) else exc
 
 
-def what_happened(exc: BaseException) -> WireEvent:
+def wire_event_of(exc: BaseException) -> WireEvent:
     """The event behind a transport exception of httpx or aiohttp (or their causes)."""
     for link in _chain(exc):
         if (event := _aiohttp_event(link) or _os_event(link)) is not None:
@@ -96,3 +107,54 @@ def what_happened(exc: BaseException) -> WireEvent:
     if isinstance(exc, httpx.ConnectError):
         return "refused" if "refused" in str(exc).lower() else "other"
     return "other"
+
+
+def transport_error(
+    exc: BaseException,
+    *,
+    url: str,
+    secret: str | None,
+    reply: httpx.Response | None,
+    limit: float | None,
+    billed: bool = True,
+) -> GradientError:
+    """Our error for a transport failure of an attempt to ``url`` limited to ``limit`` seconds,
+    the key scrubbed from its text. Once a 2xx status has arrived (``reply``), any failure to get
+    the rest is a :class:`GradientProtocolError`, not retried: the reply was generated and may be
+    billed. Where nothing is ``billed`` (object storage), it is a transport error, retried."""
+    event = wire_event_of(exc)
+    shown = error_to_show(exc)
+    detail = scrub_text(f"{type(shown).__name__}: {shown}" if str(shown) else type(shown).__name__, secret)
+    if reply is not None and reply.status_code < 400:
+        what = (f"not complete within the {limit:g} s time limit of the attempt"
+                if event == "timeout" and limit is not None else f"{DESCRIPTIONS[event]} ({detail})")
+        expected = reply.headers.get("content-length")
+        broke_off = (f"HTTP {reply.status_code} reply broke off after {reply.num_bytes_downloaded}"
+                     f"{f' of {expected}' if expected else ''} bytes: {what}")
+        if not billed:
+            lost = GradientTimeoutError if event == "timeout" else GradientConnectionError
+            return lost(f"{broke_off} (from {url})")
+        return GradientProtocolError(
+            f"{broke_off}. The reply was generated and may be billed, so it is not sent again",
+            status=reply.status_code,
+            request_id=request_id_of(reply.headers),
+        )
+    if event == "timeout":
+        within = f" within {limit:g} s" if limit is not None else ""
+        return GradientTimeoutError(f"no complete reply from {url}{within} ({detail})")
+    if event == "not_http":
+        return GradientProtocolError(f"{DESCRIPTIONS[event]} at {url}: {detail}")
+    if event in ("reset", "closed"):
+        return GradientConnectionError(f"{DESCRIPTIONS[event]} at {url} before a reply ({detail})")
+    return GradientConnectionError(f"cannot reach {url}: {detail}")
+
+
+def broken_stream_error(exc: BaseException, *, frames: int, status: int | None, request_id: str | None,
+                        secret: str | None) -> GradientProtocolError:
+    """A connection lost after a stream's 200 began: never retried, since it may be billed."""
+    return GradientProtocolError(
+        f"stream broke off after {frames} frames: {DESCRIPTIONS[wire_event_of(exc)]} "
+        f"({type(exc).__name__}: {scrub_text(str(exc), secret)})",
+        status=status,
+        request_id=request_id,
+    )

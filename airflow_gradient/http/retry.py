@@ -1,13 +1,14 @@
 """What is retried and how long to wait between tries, as tenacity policies.
 
-Retried: 408, 409, 429, 500 and above, timeouts and connections refused, reset or closed before a
-reply (as the gradient and openai SDKs do), unless the server sent ``x-should-retry: false``. Never
-retried: 400, 401, 402, 403, 404, 422, malformed replies, and a reply whose 2xx status arrived but
-whose body was cut off or did not arrive in time (the request may already be billed), and our own
-validation errors.
+Retried: 408, 409 (on ``/v1/responses``, not on the Batch Inference API: see :func:`is_retryable`),
+429, 500 and above, timeouts and connections refused, reset or closed before a reply (as the
+gradient and openai SDKs do), unless the server sent ``x-should-retry: false``. Never retried: 400,
+401, 402, 403, 404, 422, malformed replies, and a reply whose 2xx status arrived but whose body was
+cut off or did not arrive in time (the request may already be billed), and our own validation
+errors. Both hooks, and the Batch Inference poll loop, call the one rule here.
 
 The wait honours what the server said (``retry-after-ms``, ``Retry-After``, ``x-ratelimit-reset-*``,
-read by :func:`airflow_gradient.wait_hints.retry_after_seconds`, the reading the batch pacer uses
+read by :func:`airflow_gradient.http.wait_hints.retry_after_seconds`, the reading the batch pacer uses
 too) plus 250-500 ms of jitter, as DigitalOcean advises; otherwise exponential backoff with jitter,
 ``min(0.5 * 2**n, 8) * (1 - 0.25 * random)``. The same policy drives the sync and async paths.
 """
@@ -21,15 +22,22 @@ from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from airflow_gradient.exceptions import GradientAPIError, GradientError
-from airflow_gradient.wait_hints import hint_jitter
+from airflow_gradient.exceptions import GradientAPIError, GradientConflictError, GradientError
+from airflow_gradient.http.wait_hints import hint_jitter
 
 INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth another try of the same request."""
+def is_retryable(exc: BaseException, *, conflict_is_final: bool = False) -> bool:
+    """Whether ``exc`` is worth another try of the same request: the one retry rule of both hooks.
+
+    A 409 is retried on ``/v1/responses`` (a transient conflict; the gradient SDK retries it too),
+    but not where ``conflict_is_final``: on the Batch Inference API a 409 reports a job's state
+    (already terminal, not yet submitted), which asking again does not change.
+    """
+    if conflict_is_final and isinstance(exc, GradientConflictError):
+        return False
     if isinstance(exc, GradientAPIError) and exc.server_says_retry is not None:
         return exc.server_says_retry
     return isinstance(exc, GradientError) and exc.retryable
@@ -42,10 +50,15 @@ def backoff_seconds(attempt: int, rng: Callable[[], float] = random.random) -> f
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``max_retries`` retries after the first try; waits capped at ``max_wait`` seconds."""
+    """``max_retries`` retries after the first try; waits capped at ``max_wait`` seconds; what is
+    retried is :func:`is_retryable` (``conflict_is_final`` for the Batch Inference API)."""
 
     max_retries: int = 2
     max_wait: float = 60.0
+    conflict_is_final: bool = False
+
+    def worth_retrying(self, exc: BaseException) -> bool:
+        return is_retryable(exc, conflict_is_final=self.conflict_is_final)
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -56,7 +69,7 @@ class RetryPolicy:
 
     def _kwargs(self, before_sleep: Callable[[RetryCallState], Any] | None) -> dict[str, Any]:
         return dict(
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(self.worth_retrying),
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self.wait,
             reraise=True,

@@ -9,15 +9,18 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pendulum
 import pytest
 
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowException, TaskDeferred
-from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.operators.batch_job import GradientBatchJobOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow_gradient import GradientBatchOperator, _deprecated, read_results
+from airflow_gradient.operators.batch_job import DEFER_GRACE, GradientBatchJobOperator
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.batch_job_support import answers, deferrals, jobs, task_context  # noqa: F401  (fixtures)
 from tests.conftest import run_dag, task_states, xcom_value
@@ -30,7 +33,7 @@ FAST = {"poll_interval": 0.02}
 def run_job_task(dag_id: str, **kwargs):
     """Run a DAG holding one batch-job task ``b``; return its state and its manifest."""
     with DAG(dag_id, schedule=None, start_date=START) as dag:
-        GradientBatchJobOperator(task_id="b", **{**FAST, **kwargs})
+        GradientBatchJobOperator(task_id="b", **{**FAST, "deferrable": True, **kwargs})
     run = run_dag(dag)
     state = task_states(run)["b"]
     try:
@@ -44,7 +47,7 @@ def test_deferred_job_lands_the_same_rows_as_the_in_task_batch(jobs, deferrals, 
         GradientBatchOperator(task_id="in_task", inputs=DOCS, output_path=str(tmp_path / "in_task"),
                               max_output_tokens=3)
         GradientBatchJobOperator(task_id="job", inputs=DOCS, output_path=str(tmp_path / "job"),
-                                 max_output_tokens=3, **FAST)
+                                 max_output_tokens=3, deferrable=True, **FAST)
     run = run_dag(dag)
     assert task_states(run) == {"in_task": "success", "job": "success"}
     assert len(deferrals) == 1
@@ -108,7 +111,7 @@ def test_invalid_input_fails_before_any_upload(jobs, tmp_path) -> None:
 
 def test_timeout_cancels_the_jobs(jobs, deferrals) -> None:
     jobs.configure(hold_at="in_progress")
-    state, _ = run_job_task("bj_timeout", inputs=DOCS[:2], timeout=0.3)
+    state, _ = run_job_task("bj_timeout", inputs=DOCS[:2], wait_timeout=0.3)
     assert state == "failed" and len(deferrals) == 1
     jobs.wait_until(lambda store: store.job("batch_000001")["status"] == "cancelled")
     assert jobs.counters["cancels"] == 1
@@ -129,7 +132,7 @@ def test_on_kill_cancels_a_job_waited_for_in_the_worker(jobs, tmp_path) -> None:
 
 
 def test_a_retry_without_a_ledger_reattaches_by_request_id(jobs) -> None:
-    operator = GradientBatchJobOperator(task_id="t", inputs=DOCS[:2], **FAST)
+    operator = GradientBatchJobOperator(task_id="t", inputs=DOCS[:2], deferrable=True, **FAST)
     with pytest.raises(TaskDeferred):
         operator.execute(task_context())
     jobs.wait_until(lambda store: store.job("batch_000001")["status"] == "completed")
@@ -154,7 +157,8 @@ def test_a_retry_after_landing_resubmits_only_the_failed_items(jobs, tmp_path) -
 KILLED_RUN = """
 import sys
 from types import SimpleNamespace
-from airflow_gradient.operators.batch_job import GradientBatchJobOperator
+from airflow_gradient.operators import batch_job as batch_job_module
+from airflow_gradient.operators.batch_job import DEFER_GRACE, GradientBatchJobOperator
 
 ti = SimpleNamespace(dag_id="bj_kill", task_id="b", run_id="first", map_index=-1, xcom_push=lambda **kw: None)
 GradientBatchJobOperator(task_id="b", inputs={inputs!r}, output_path={output!r}, deferrable=False,
@@ -181,3 +185,40 @@ def test_a_killed_task_reattaches_to_its_job(jobs, tmp_path) -> None:
     assert (jobs.counters["file_intents"], jobs.counters["jobs_created"], jobs.counters["create_calls"]) == (1, 1, 1)
     assert manifest["counts"]["succeeded"] == 3 and manifest["batch_jobs"][0]["batch_id"] == "batch_000001"
     assert sorted(read_results(manifest)) == ["doc-0", "doc-1", "doc-2"]
+
+
+@pytest.mark.parametrize(("setting", "default"), [(None, False), ("true", True), ("false", False)])
+def test_deferrable_defaults_to_airflows_default_deferrable(setting, default) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"}
+    if setting is not None:
+        env["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = setting
+    code = ("from airflow_gradient.operators.batch_job import GradientBatchJobOperator as O; "
+            "print(O(task_id='t', inputs=['a']).deferrable)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == str(default)
+
+
+def test_the_deferral_has_a_timeout_after_the_wait_deadline(jobs) -> None:
+    jobs.configure(hold_at="in_progress")
+    operator = GradientBatchJobOperator(task_id="t", inputs=DOCS[:2], deferrable=True, wait_timeout=600, **FAST)
+    with pytest.raises(TaskDeferred) as info:
+        operator.execute(task_context())
+    deadline = info.value.trigger.end_time
+    # A backstop for a trigger that never fires: after the trigger's own deadline, not before it.
+    assert info.value.timeout is not None
+    assert timedelta(seconds=600) < info.value.timeout <= timedelta(seconds=600) + DEFER_GRACE
+    assert deadline == pytest.approx(time.time() + 600, abs=30)
+
+
+def test_timeout_is_the_old_name_of_wait_timeout_and_warns_once(monkeypatch) -> None:
+    monkeypatch.setattr(_deprecated, "_warned", set())
+    with pytest.warns(DeprecationWarning, match="renamed wait_timeout"):
+        first = GradientBatchJobOperator(task_id="a", inputs=DOCS[:1], timeout=timedelta(hours=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = GradientBatchJobOperator(task_id="b", inputs=DOCS[:1], timeout=30)
+    assert (first.wait_timeout, second.wait_timeout) == (7200.0, 30.0)
+    with pytest.raises(AirflowFailException, match=r"invalid argument: timeout: got 0;"):
+        GradientBatchJobOperator(task_id="c", inputs=DOCS[:1], timeout=0)
+    with pytest.raises(AirflowFailException, match=r"invalid argument: wait_timeout: got -1;"):
+        GradientBatchJobOperator(task_id="d", inputs=DOCS[:1], wait_timeout=-1)

@@ -18,7 +18,7 @@ from airflow_gradient import GradientHook, GradientResponseOperator
 from airflow_gradient.exceptions import GradientProtocolError
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.result import ResponseResult
-from airflow_gradient.streaming import StreamDecoder, collect
+from airflow_gradient.http.streams import StreamDecoder, collect
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, run_dag, xcom_value
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import warnings
+from datetime import timedelta
+
 import pendulum
 import pytest
 
@@ -9,7 +14,8 @@ from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientResponseOperator
 from airflow_gradient.testing.emulator.generate import reply_text
-from tests.conftest import TEST_KEY, run_dag, task_states, xcom_value
+from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, try_numbers, xcom_value
+from tests.hostile_server import RawRequest, hostile_server, http_bytes, reply_body
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 
@@ -102,3 +108,37 @@ def test_rendered_fields_hold_no_key(gradient_conn) -> None:
     op = GradientResponseOperator(task_id="x", input="x")
     assert TEST_KEY not in repr(op.__dict__)
     assert all(TEST_KEY not in repr(getattr(op, name)) for name in op.template_fields)
+
+
+async def _cut_200(request: RawRequest, writer: asyncio.StreamWriter) -> None:
+    # A 200 whose body stops half way: the server generated the reply, and may bill it.
+    body = json.dumps(reply_body(request.prompt)).encode()
+    writer.write(http_bytes(200, body[: len(body) // 2], content_length=len(body)))
+    await writer.drain()
+
+
+def test_a_cut_200_is_not_retried_by_airflow(monkeypatch, capfd) -> None:
+    with hostile_server({"cut": _cut_200}) as server:
+        for name, value in conn_env(server.base_url, max_retry_wait=0.1).items():
+            monkeypatch.setenv(name, value)
+        with DAG("response_cut_200", schedule=None, start_date=START) as dag:
+            GradientResponseOperator(task_id="ask", input="cut", model="m", retries=1,
+                                     retry_delay=timedelta(seconds=0))
+        run = run_dag(dag)
+        assert server.requests["cut"] == 1
+    assert task_states(run) == {"ask": "failed"}  # not up_for_retry, not a second try
+    assert try_numbers(run) == {"ask": 1}
+    printed = capfd.readouterr()
+    assert "may have been billed, so the task is not retried; clear the task" in printed.out + printed.err
+
+
+def test_fails_for_good_is_the_old_name_of_fail_without_retries_and_warns_once(monkeypatch) -> None:
+    from airflow_gradient import _deprecated
+    from airflow_gradient.operators import base
+
+    monkeypatch.setattr(_deprecated, "_warned", set())
+    with pytest.warns(DeprecationWarning, match="renamed fail_without_retries"):
+        assert base.fails_for_good is base.fail_without_retries
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert base.fails_for_good is base.fail_without_retries

@@ -26,7 +26,7 @@ from airflow_gradient.batch.jobs.output import read_result_lines
 from airflow_gradient.exceptions import GradientBadRequestError, GradientConnectionError, GradientProtocolError
 from tests.conftest import conn_env, run_dag, task_states
 from tests.hostile_server import RawRequest, hostile_server, http_bytes, reply_body, send_json
-from tests.test_batch_operator import run_batch_task
+from tests.operators.test_batch_operator import run_batch_task
 
 KEY = f"sk-do-hostile-{uuid.uuid4().hex}"
 START = pendulum.datetime(2025, 1, 1, tz="UTC")

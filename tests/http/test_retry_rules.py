@@ -17,9 +17,9 @@ from airflow_gradient.exceptions import (
     GradientServerError,
     GradientTimeoutError,
 )
-from airflow_gradient.http_errors import error_from_response, parse_error_body, retry_after_seconds
-from airflow_gradient.retry import MAX_BACKOFF_S, backoff_seconds, is_retryable
-from airflow_gradient.scrub import scrubbed_response
+from airflow_gradient.http.errors import error_from_response, parse_error_body, retry_after_seconds
+from airflow_gradient.http.retry import MAX_BACKOFF_S, backoff_seconds, is_retryable
+from airflow_gradient.http.scrub import scrubbed_response
 
 NOW = 1_800_000_000.0
 
@@ -94,7 +94,7 @@ def test_html_error_page_gives_its_title() -> None:
 
 def test_error_carries_param_and_request_id_from_headers_and_scrubs_secret() -> None:
     body = b'{"error": {"message": "key sk-secret is odd", "param": "top_p"}}'
-    # The hook scrubs every reply as it reads it (airflow_gradient.scrub), before any error is made.
+    # The hook scrubs every reply as it reads it (airflow_gradient.http.scrub), before any error is made.
     response = scrubbed_response(_response(400, body, **{"x-request-id": "req-9"}), body, "sk-secret")
     error = error_from_response(response)
     assert error.param == "top_p" and error.request_id == "req-9"

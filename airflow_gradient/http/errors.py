@@ -30,7 +30,7 @@ from airflow_gradient.exceptions import (
     GradientServerError,
     GradientTimeoutError,
 )
-from airflow_gradient.wait_hints import retry_after_seconds
+from airflow_gradient.http.wait_hints import retry_after_seconds
 
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-do-request-id", "cf-ray")
 
@@ -110,7 +110,7 @@ def error_from_response(
     response: httpx.Response, *, conn_id: str | None = None
 ) -> GradientAPIError | GradientTimeoutError:
     """The typed error for a non-2xx reply. The hook hands it replies already scrubbed of the key
-    (:mod:`airflow_gradient.scrub`), so the message, ``param`` and ``code`` cannot carry it."""
+    (:mod:`airflow_gradient.http.scrub`), so the message, ``param`` and ``code`` cannot carry it."""
     status = response.status_code
     body = parse_error_body(response.content, response.headers.get("content-type", ""))
     message = body.message
