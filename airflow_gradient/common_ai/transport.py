@@ -8,7 +8,7 @@ the socket under it. Each request:
    ``rate_limit_store``, so agent calls and batches on one account share one budget);
 2. is sent by ``GradientHook.arequest``, one attempt at a time: the hook's key, timeouts, the key
    scrubbed from the reply, a 2xx reply that broke off never sent again (it may be billed);
-3. is retried by the hook's :class:`~airflow_gradient.retry.RetryPolicy` (``Retry-After`` and the
+3. is retried by the hook's :class:`~airflow_gradient.http.retry.RetryPolicy` (``Retry-After`` and the
    other wait hints honoured, 4xx other than 408/409/429 never retried), the limiter hearing every
    reply;
 4. once answered, logs its usage and ``cost_usd`` (from the connection's ``prices``).
@@ -30,10 +30,10 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState
 
-from airflow_gradient import replies
 from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.exceptions import GradientAPIError
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.http import replies
 from airflow_gradient.pricing import Prices, cost_usd
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from airflow.exceptions import AirflowOptionalProviderFeatureException
 from airflow_gradient.batch.in_task.shared_pacing import limiter_for
 from airflow_gradient.common_ai.transport import GradientTransport
 from airflow_gradient.exceptions import GradientConfigError
-from airflow_gradient.hooks.gradient import GradientHook, GradientSettings
+from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.http.settings import GradientSettings
 from airflow_gradient.pricing import Prices
 
 try:
