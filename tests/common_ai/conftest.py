@@ -26,7 +26,8 @@ def pydantic_ai_conn_env(conn_id: str, base_url: str | None, key: str | None = T
 
 @pytest.fixture
 def gradient_ai(emulator, monkeypatch: pytest.MonkeyPatch):
-    """``gradient_ai`` (the example DAG's connection) points at the emulator; fast retries."""
-    for name, value in pydantic_ai_conn_env("gradient_ai", emulator.base_url, max_retry_wait=5).items():
+    """``gradient_ai`` (the example DAG's connection) points at the emulator, with prices; fast retries."""
+    prices = {MODEL: {"input": 0.65, "cached_input": 0.3, "output": 0.65}}
+    for name, value in pydantic_ai_conn_env("gradient_ai", emulator.base_url, max_retry_wait=5, prices=prices).items():
         monkeypatch.setenv(name, value)
     return emulator

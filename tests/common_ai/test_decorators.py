@@ -38,8 +38,11 @@ def test_example_llm_returns_a_validated_object_and_the_agent_calls_its_tool(gra
     assert [t["function"]["name"] for t in call["tools"]] == ["order_status"]
     assert final["messages"][-1]["role"] == "tool"
     assert all(body["model"] == MODEL for body in (first, call, final))
-    # Usage of every call reaches the task log, with cost_usd (no prices here: unknown).
-    assert sum("Gradient llama3.3-70b-instruct via 'gradient_ai'" in m for m in caplog.messages) >= 3
+    # Usage of every call reaches the task log, with cost_usd from the connection's prices.
+    usage_lines = [m for m in caplog.messages if m.startswith("Gradient llama3.3-70b-instruct via 'gradient_ai'")]
+    assert len(usage_lines) == 3 and all("cost_usd 0.0000" in m for m in usage_lines)
+    assert "this task so far: 2 requests" in usage_lines[-1]
+    assert TEST_KEY not in caplog.text
 
 
 def test_a_429_with_retry_after_is_waited_for_then_sent_again(emulator, monkeypatch) -> None:
