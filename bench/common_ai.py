@@ -76,7 +76,7 @@ def _flush_db() -> None:
 
 
 def shared_budget(account: Account, key: str, tmp: Path, *, mode: str = "shared", agent_calls: int = 100,
-                  items: int = 500, agent_concurrency: int = 10, batch_concurrency: int = 16) -> dict[str, Any]:
+                  items: int = 500, agent_concurrency: int = 4, batch_concurrency: int = 16) -> dict[str, Any]:
     """Run both tasks at once on ``account`` and measure 429s and the share of the limit used."""
     _flush_db()
     account.reset()
