@@ -34,7 +34,7 @@ from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.exceptions import GradientAPIError
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.http import replies
-from airflow_gradient.pricing import Prices, cost_usd
+from airflow_gradient.pricing import Prices, Spend, cost_usd
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +44,20 @@ _CHARS_PER_TOKEN = 4
 
 @dataclass
 class UsageTotals:
-    """What the calls through one transport used so far (and cost, when priced)."""
+    """What the calls through one transport used so far, and what they cost (:class:`Spend`)."""
 
     requests: int = 0
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float | None = None
-    by_model: dict[str, int] = field(default_factory=dict)
+    spend: Spend = field(default_factory=Spend)
 
-    def add(self, model: str, usage: Mapping[str, int], cost: float | None) -> None:
+    def add(self, usage: Mapping[str, int], cost: float | None) -> None:
         self.requests += 1
         self.input_tokens += usage["input_tokens"]
         self.cached_tokens += usage["cached_tokens"]
         self.output_tokens += usage["output_tokens"]
-        self.by_model[model] = self.by_model.get(model, 0) + 1
-        if cost is not None:
-            self.cost_usd = round((self.cost_usd or 0.0) + cost, 9)
+        self.spend.add_row({"usage": usage, "cost_usd": cost})
 
 
 class _PacedAttempts:
@@ -151,13 +148,13 @@ class GradientTransport(httpx.AsyncBaseTransport):
         asked = request_body.get("model") if isinstance(request_body, dict) else None
         model = str(reply.get("model") or asked or "")
         cost = cost_usd(counts, model, self.prices, request_model=asked)
-        self.totals.add(model, counts, cost)
+        self.totals.add(counts, cost)
         log.info(
             "Gradient %s via %r: %d input tokens (%d cached), %d output tokens, cost_usd %s; "
-            "this task so far: %d requests, cost_usd %s",
+            "this task so far: %d requests, %s",
             model, self.hook.gradient_conn_id, counts["input_tokens"], counts["cached_tokens"],
             counts["output_tokens"], "unknown (no price)" if cost is None else f"{cost:.6f}",
-            self.totals.requests, "unknown" if self.totals.cost_usd is None else f"{self.totals.cost_usd:.6f}",
+            self.totals.requests, self.totals.spend.describe(),
         )
 
     def _log_retry(self, state: RetryCallState) -> None:
