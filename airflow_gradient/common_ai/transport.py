@@ -34,6 +34,7 @@ from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.exceptions import GradientAPIError
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.http import replies
+from airflow_gradient.models.result import Usage
 from airflow_gradient.pricing import Prices, Spend, cost_usd
 
 log = logging.getLogger(__name__)
@@ -44,20 +45,16 @@ _CHARS_PER_TOKEN = 4
 
 @dataclass
 class UsageTotals:
-    """What the calls through one transport used so far, and what they cost (:class:`Spend`)."""
+    """What the calls through one transport used so far, and what they cost."""
 
     requests: int = 0
-    input_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)
     spend: Spend = field(default_factory=Spend)
 
-    def add(self, usage: Mapping[str, int], cost: float | None) -> None:
+    def add(self, usage: Usage, cost: float | None) -> None:
         self.requests += 1
-        self.input_tokens += usage["input_tokens"]
-        self.cached_tokens += usage["cached_tokens"]
-        self.output_tokens += usage["output_tokens"]
-        self.spend.add_row({"usage": usage, "cost_usd": cost})
+        self.usage += usage
+        self.spend.add_row({"usage": usage.summary(), "cost_usd": cost})
 
 
 class _PacedAttempts:
@@ -133,28 +130,20 @@ class GradientTransport(httpx.AsyncBaseTransport):
     def _record_usage(self, response: httpx.Response, request_body: Any, estimated: int) -> None:
         try:
             reply = response.json()
-        except ValueError:
-            return
-        usage = reply.get("usage") if isinstance(reply, dict) else None
-        if not isinstance(usage, dict):
-            return
-        details = usage.get("prompt_tokens_details") or {}
-        counts = {
-            "input_tokens": int(usage.get("prompt_tokens") or 0),
-            "cached_tokens": int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
-            "output_tokens": int(usage.get("completion_tokens") or 0),
-        }
-        self.limiter.on_usage(estimated, counts["input_tokens"] + counts["output_tokens"])
+            usage = Usage.model_validate(reply["usage"])
+        except (ValueError, TypeError, KeyError):  # ValidationError is a ValueError
+            return  # no usable usage: the SDK judges the reply itself
+        self.limiter.on_usage(estimated, usage.input_tokens + usage.output_tokens)
         asked = request_body.get("model") if isinstance(request_body, dict) else None
         model = str(reply.get("model") or asked or "")
-        cost = cost_usd(counts, model, self.prices, request_model=asked)
-        self.totals.add(counts, cost)
+        cost = cost_usd(usage.summary(), model, self.prices, request_model=asked)
+        self.totals.add(usage, cost)
         log.info(
             "Gradient %s via %r: %d input tokens (%d cached), %d output tokens, cost_usd %s; "
-            "this task so far: %d requests, %s",
-            model, self.hook.gradient_conn_id, counts["input_tokens"], counts["cached_tokens"],
-            counts["output_tokens"], "unknown (no price)" if cost is None else f"{cost:.6f}",
-            self.totals.requests, self.totals.spend.describe(),
+            "this task so far: %d requests, %d tokens, %s",
+            model, self.hook.gradient_conn_id, usage.input_tokens, usage.cached_tokens, usage.output_tokens,
+            "unknown (no price)" if cost is None else f"{cost:.6f}",
+            self.totals.requests, self.totals.usage.total_tokens, self.totals.spend.describe(),
         )
 
     def _log_retry(self, state: RetryCallState) -> None:
