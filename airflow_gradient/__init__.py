@@ -27,10 +27,12 @@ from airflow_gradient.exceptions import (
     GradientToolLoopError,
     GradientTransportError,
 )
+from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.reader import read_results
 from airflow_gradient.batch.results import merge_manifests
 from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.http.settings import GradientSettings
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
 from airflow_gradient.operators.batch import GradientBatchOperator
 from airflow_gradient.operators.batch_job import GradientBatchJobOperator
@@ -64,10 +66,12 @@ __all__ = [
     "GradientRequestInvalid",
     "GradientResponseOperator",
     "GradientServerError",
+    "GradientSettings",
     "GradientTimeoutError",
     "GradientToolLoopError",
     "GradientTransportError",
     "OutputSchema",
+    "RateLimiter",
     "ResponseRequest",
     "ResponseResult",
     "StreamEvent",

@@ -113,6 +113,15 @@ def shared_budget(account: Account, key: str, tmp: Path, *, mode: str = "shared"
             **rate_figures(_emulator_log(account.base_url))}
 
 
+def bench_common_ai(account: Account, tmp: Path, sizes: tuple[int, int]) -> dict[str, Any]:
+    """Both modes side by side: ``sizes`` is (agent calls, batch items)."""
+    from bench.harness import KEY
+
+    agent_calls, items = sizes
+    return {mode: shared_budget(account, KEY, tmp, mode=mode, agent_calls=agent_calls, items=items)
+            for mode in ("shared", "generic")}
+
+
 def rate_figures(records: list[dict[str, Any]]) -> dict[str, Any]:
     """429s in all, and admitted requests per second over the run against the limit."""
     admitted = sorted(r["t"] for r in records if r["status"] == 200)

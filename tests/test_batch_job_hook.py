@@ -9,7 +9,7 @@ import pytest
 
 from airflow_gradient.exceptions import GradientAuthError, GradientBadRequestError
 from airflow_gradient.hooks.batch_job import GradientBatchJobHook
-from tests.batch_job_support import jobs  # noqa: F401  (fixture)
+from tests.support.batch_jobs import jobs  # noqa: F401  (fixture)
 
 LINES = [{"custom_id": f"d{i}", "method": "POST", "url": "/v1/responses", "body": {"model": "m", "input": f"doc {i}"}}
          for i in range(3)]

@@ -80,7 +80,7 @@ class GradientTransport(httpx.AsyncBaseTransport):
     """An ``httpx`` async transport carrying the OpenAI SDK's requests through ``hook``.
 
     :param hook: the Gradient hook whose settings, clients and retry policy are used.
-    :param limiter: the account's limiter (:func:`~airflow_gradient.batch.in_task.shared_pacing.limiter_for`).
+    :param limiter: the account's limiter (:func:`~airflow_gradient.batch.in_task.pacing.factory.limiter_for`).
     :param prices: prices for ``cost_usd`` in the log, or None.
     """
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from airflow.exceptions import AirflowOptionalProviderFeatureException
-from airflow_gradient.batch.in_task.shared_pacing import limiter_for
+from airflow_gradient.batch.in_task.pacing.factory import limiter_for
 from airflow_gradient.common_ai.transport import GradientTransport
 from airflow_gradient.exceptions import GradientConfigError
 from airflow_gradient.hooks.gradient import GradientHook

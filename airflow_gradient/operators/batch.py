@@ -7,11 +7,10 @@ from typing import Any
 from airflow.sdk import Context
 from airflow_gradient import arguments
 from airflow_gradient.batch.in_task.engine import EngineSettings
-from airflow_gradient.batch.in_task.pacing import RateLimiter
+from airflow_gradient.batch.in_task.pacing import RateLimiter, limiter_for
 from airflow_gradient.batch.in_task.runner import pool_hooks, run_batch
-from airflow_gradient.batch.in_task.shared_pacing import limiter_for
 from airflow_gradient.batch.inputs import Shard
-from airflow_gradient.batch.results import shard_dir_name
+from airflow_gradient.batch.parts import shard_dir_name
 from airflow_gradient.operators.base import fail_without_retries
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 

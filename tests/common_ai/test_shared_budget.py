@@ -9,7 +9,7 @@ almost nothing.
 from __future__ import annotations
 
 from tests.conftest import TEST_KEY
-from tests.services import require_redis
+from tests.support.services import require_redis
 
 
 def test_agent_and_batch_on_one_account_share_one_pace(emulator, tmp_path) -> None:

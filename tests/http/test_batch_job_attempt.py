@@ -21,7 +21,7 @@ from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.http.retry import is_retryable
 from tests.conftest import conn_env
-from tests.hostile_server import RawRequest, hostile_server, http_bytes, send_json
+from tests.support.hostile_server import RawRequest, hostile_server, http_bytes, send_json
 
 KEY = "sk-do-presigned-test-key"
 BODY_BYTES = 2000

@@ -1,4 +1,4 @@
-"""Hostile replies, from a server written in this test (``tests/hostile_server.py``), not the emulator.
+"""Hostile replies, from a server written in this test (``tests/support/hostile_server.py``), not the emulator.
 
 Each odd reply fails its own item with a typed error and the batch goes on; a 200 cut half way
 is never bought again; resets and closed connections are named for what they are; the attempt's
@@ -25,8 +25,8 @@ from airflow_gradient import GradientHook, GradientResponseOperator, read_result
 from airflow_gradient.batch.jobs.output import read_result_lines
 from airflow_gradient.exceptions import GradientBadRequestError, GradientConnectionError, GradientProtocolError
 from tests.conftest import conn_env, run_dag, task_states
-from tests.hostile_server import RawRequest, hostile_server, http_bytes, reply_body, send_json
-from tests.operators.test_batch_operator import run_batch_task
+from tests.support.hostile_server import RawRequest, hostile_server, http_bytes, reply_body, send_json
+from tests.support.batch_task import run_batch_task
 
 KEY = f"sk-do-hostile-{uuid.uuid4().hex}"
 START = pendulum.datetime(2025, 1, 1, tz="UTC")

@@ -21,6 +21,7 @@ from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.http.streams import StreamDecoder, collect
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, run_dag, xcom_value
+from tests.support.replies import same_reply
 
 # -- the parser, on bytes as a server would send them ------------------------------------------
 
@@ -251,11 +252,6 @@ REQUESTS = {
     "tool": {"input": "Look up rivers", "tools": [LOOKUP]},
     "cut": {"input": "A long answer about rivers, please", "max_output_tokens": 3},
 }
-
-
-def same_reply(xcom: dict[str, Any]) -> dict[str, Any]:
-    """An XCom without its ``id``: the emulator gives every request a fresh one."""
-    return {key: value for key, value in xcom.items() if key != "id"}
 
 
 def responses_log(emulator: Any) -> list[Any]:

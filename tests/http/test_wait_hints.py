@@ -8,7 +8,7 @@ import httpx
 import pytest
 from tenacity import RetryCallState
 
-from airflow_gradient.batch.in_task.pace_rules import PaceState
+from airflow_gradient.batch.in_task.pacing.rules import PaceState
 from airflow_gradient.http.errors import error_from_response
 from airflow_gradient.http.retry import RetryPolicy
 from airflow_gradient.http.wait_hints import hint_jitter, parse_duration, reset_seconds, retry_after_seconds
@@ -106,3 +106,23 @@ def test_retry_wait_and_pacer_pause_read_the_same_hint() -> None:
     call = RetryCallState(None, None, (), {})
     call.outcome = Outcome()  # type: ignore[assignment]
     assert 2.5 + hint_jitter(0.0) <= RetryPolicy().wait(call) < 2.5 + hint_jitter(1.0)
+
+
+def test_un_prefixed_ratelimit_headers_are_a_budget_not_a_per_minute_limit() -> None:
+    """Issue 18.5: DigitalOcean's API specification declares ``ratelimit-limit``,
+    ``ratelimit-remaining`` and ``ratelimit-reset`` (epoch seconds). The last two are the request
+    budget: at zero, wait for the reset; a 429 showing it spent pauses until then. The limit's
+    window is not said: it is not taken for a per-minute figure."""
+    state = PaceState()
+    state.on_send(1, 0.0)
+    state.on_reply(200, {"RateLimit-Limit": "100", "RateLimit-Remaining": "1", "RateLimit-Reset": str(int(NOW + 5))},
+                   1, now=0.0, now_wall=NOW, rand=0.0)
+    assert state.ceiling(0.0).source == "unpaced" and state.header_rpm is None
+    assert state.wait_s(1, 0.0) == 0
+    state.on_send(1, 0.0)
+    assert state.wait_s(1, 0.0) == pytest.approx(5.0, abs=0.1)  # the one left is in flight
+    spent = {"ratelimit-limit": "100", "ratelimit-remaining": "0", "ratelimit-reset": str(int(NOW + 3))}
+    assert retry_after_seconds(spent, 429, NOW) == 3.0
+    state.on_reply(429, spent, 1, now=0.0, now_wall=NOW, rand=0.0)
+    assert state.pause_reason == "quota" and state.paused_until >= 3.0
+    assert retry_after_seconds({"ratelimit-remaining": "7", "ratelimit-reset": str(int(NOW + 3))}, 429, NOW) is None

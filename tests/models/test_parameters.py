@@ -23,7 +23,7 @@ from airflow_gradient.models.parameters import ARGUMENT, ARGUMENTS, OPERATOR, RE
 from airflow_gradient.models.request import FIELD_RULES, ResponseRequest
 from airflow_gradient.operators.base import GradientBaseOperator
 from scripts.request_parameters_doc import BEGIN, PAGES, render
-from tests.batch_job_support import task_context
+from tests.support.batch_jobs import task_context
 from tests.conftest import run_dag, task_states
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskD
 from airflow_gradient import GradientBatchOperator, _deprecated, read_results
 from airflow_gradient.operators.batch_job import DEFER_GRACE, GradientBatchJobOperator
 from airflow_gradient.testing.emulator.generate import reply_text
-from tests.batch_job_support import answers, deferrals, jobs, task_context  # noqa: F401  (fixtures)
+from tests.support.batch_jobs import answers, deferrals, jobs, task_context  # noqa: F401  (fixtures)
 from tests.conftest import run_dag, task_states, xcom_value
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")

@@ -6,29 +6,12 @@ from __future__ import annotations
 import json
 import re
 
-import pendulum
 
 from airflow.sdk import DAG, task
 from airflow_gradient import GradientBatchOperator, read_results
 from airflow_gradient.testing.emulator.generate import reply_text
-from tests.conftest import run_dag, task_states, xcom_value
-
-START = pendulum.datetime(2025, 1, 1, tz="UTC")
-
-
-def run_batch_task(dag_id: str, **kwargs):
-    """Run a DAG holding one batch task ``b``; return the run, its state and its XCom manifest."""
-    with DAG(dag_id, schedule=None, start_date=START) as dag:
-        GradientBatchOperator(task_id="b", **kwargs)
-    run = run_dag(dag)
-    state = task_states(run)["b"]
-    key = "return_value" if state == "success" else "manifest"
-    try:
-        manifest = xcom_value(run, "b", key=key)
-    except AssertionError:
-        manifest = None
-    return run, state, manifest
-
+from tests.conftest import run_dag, xcom_value
+from tests.support.batch_task import START, run_batch_task
 
 def test_mixed_inputs_to_local_jsonl_with_manifest(gradient_conn, tmp_path) -> None:
     out = tmp_path / "out"

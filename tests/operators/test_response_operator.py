@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientResponseOperator
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, try_numbers, xcom_value
-from tests.hostile_server import RawRequest, hostile_server, http_bytes, reply_body
+from tests.support.hostile_server import RawRequest, hostile_server, http_bytes, reply_body
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 

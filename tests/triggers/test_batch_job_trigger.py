@@ -12,7 +12,7 @@ import pytest
 from airflow_gradient.exceptions import GradientArgumentError
 from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
-from tests.batch_job_support import jobs  # noqa: F401  (fixture)
+from tests.support.batch_jobs import jobs  # noqa: F401  (fixture)
 from tests.conftest import conn_env
 
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from airflow_gradient.batch.results import iter_jsonl
-from airflow_gradient.batch.rows import failed_row, reply_row
+from airflow_gradient.batch.parts import iter_jsonl
+from airflow_gradient.batch.rows import failed_row, result_row
 from airflow_gradient.exceptions import (
     BatchItemCancelled,
     BatchItemExpired,
@@ -159,7 +159,7 @@ def row_of(index: int, custom_id: str, outcome: ResponseResult | GradientError, 
     """The row of one item, as the in-task engine would write it."""
     if isinstance(outcome, GradientError):
         return failed_row(index, custom_id, outcome, attempts=1, latency_s=0.0)
-    return reply_row(index, custom_id, outcome, parse)
+    return result_row(index, custom_id, outcome, parse)
 
 
 def read_result_lines(
@@ -167,10 +167,10 @@ def read_result_lines(
 ) -> Iterator[tuple[str, ResponseResult | GradientError]]:
     """``(custom_id, outcome)`` for each line of a downloaded result file, ``secret`` scrubbed from
     it (the lines hold what the server answered); unreadable lines are passed over with a warning
-    (:func:`~airflow_gradient.batch.results.iter_jsonl`), lines without a ``custom_id`` are
+    (:func:`~airflow_gradient.batch.parts.iter_jsonl`), lines without a ``custom_id`` are
     reported through ``warn``; their items end up as missing."""
     scrub = functools.partial(scrub_text, secret=secret)
-    for number, line in iter_jsonl(path, what="batch job result file", scrub=scrub):
+    for number, _, line in iter_jsonl(path, what="batch job result file", scrub=scrub):
         if line.get("custom_id") in (None, ""):
             warn(f"{path.name} line {number} has no custom_id; passed over")
             continue

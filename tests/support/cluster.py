@@ -24,7 +24,7 @@ import httpx
 import psutil
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {"success", "failed"}
 T = TypeVar("T")
 

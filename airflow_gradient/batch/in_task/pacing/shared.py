@@ -1,20 +1,19 @@
 """Shared pacing: one account's pace held in Redis, so that every task on that account shares it.
 
-:class:`SharedRateLimiter` is a :class:`~airflow_gradient.batch.in_task.pacing.RateLimiter` whose state is
-in a :class:`~airflow_gradient.batch.in_task.pace_store.PaceStore`: every task using the same base URL and
-key shares one budget of requests and tokens per minute, one learnt limit and one 429 pause.
-:func:`limiter_for` picks a batch's limiter: the ``rate_limiter=`` argument, else the shared one
-when the Gradient connection names a ``rate_limit_store``, else the in-memory one.
+:class:`SharedRateLimiter` is a :class:`~airflow_gradient.batch.in_task.pacing.RateLimiter` whose
+state is in a :class:`~airflow_gradient.batch.in_task.pacing.store.PaceStore`: every task using the
+same base URL and key shares one budget of requests and tokens per minute, one learnt limit and one
+429 pause. :func:`~airflow_gradient.batch.in_task.pacing.factory.limiter_for` chooses it.
 
 - Sending: a slot is reserved in Redis (one Lua round trip) ahead of time and slept for locally;
   requests of one task take their turn first come, first served, as in memory. At high rates a
   round trip reserves a small block of slots (:data:`LEASE_S` worth of the pace, at most
   :data:`MAX_LEASE`), handed out locally at the pace. Slots are never reserved further ahead than
-  :data:`~airflow_gradient.batch.in_task.pace_store.RESERVE_HORIZON_S`, so a new pace (a probe's cut or
+  :data:`~airflow_gradient.batch.in_task.pacing.store.RESERVE_HORIZON_S`, so a new pace (a probe's cut or
   rise) applies to every later request at once. While no limit is known there is nothing
   to reserve: sending checks the pause locally, refreshed from Redis every :data:`REFRESH_S`.
 - Feedback: sends and replies are queued and applied to the stored
-  :class:`~airflow_gradient.batch.in_task.pace_rules.PaceState` by its own transitions (one owner of every
+  :class:`~airflow_gradient.batch.in_task.pacing.rules.PaceState` by its own transitions (one owner of every
   rule: ceilings, budget, pauses, probing), in one atomic update per flush, at most every
   :data:`FLUSH_S`, at once for a 429. What the script reads (pace, pause) is derived from that state
   by the same rules. While the pace is probed (it rises with time), it is derived again every
@@ -36,28 +35,24 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from airflow_gradient.batch.in_task.pace_rules import SAFETY, TOKEN_BURST, PaceState
-from airflow_gradient.batch.in_task.pace_store import (
+from airflow_gradient.batch.in_task.pacing.memory import AdaptiveRateLimiter
+from airflow_gradient.batch.in_task.pacing.pace import SAFETY, Pace
+from airflow_gradient.batch.in_task.pacing.store import (
     RESERVE_HORIZON_S,
-    DerivedPace,
+    Event,
     InFlight,
+    Lease,
     PaceStore,
     Reservation,
-    SharedPace,
-    account_digest,
-    async_client,
-    check_reachable,
-    redis_client_kwargs,
+    applied,
+    joined,
 )
-from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
-from airflow_gradient.http.wait_hints import RATE_LIMIT_HEADER_PREFIX
+from airflow_gradient.http.wait_hints import QuotaReading, lowered, rate_limit_headers, tells_quota
 
 if TYPE_CHECKING:
     import redis.asyncio
-
-    from airflow_gradient.hooks.gradient import GradientSettings
 
 # A round trip reserves this many seconds of the pace at once (at least one slot)...
 LEASE_S = 0.05
@@ -75,126 +70,11 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
 FALLBACK_MAX_SHARE = 0.5
 FALLBACK_MIN_SHARE = 0.05
 _KEPT_HEADERS = ("retry-after", "retry-after-ms")
-_REMAINING_REQUESTS = f"{RATE_LIMIT_HEADER_PREFIX}remaining-requests"
 
 log = logging.getLogger(__name__)
 
 
-# -- the rules, as the store applies them ----------------------------------------------------------
-# Every rule is PaceState's (batch/in_task/pace_rules.py); ``now`` is Redis time, a unix time, so it serves
-# as ``now_wall`` too. What is the store's own: how the limits several tasks were told combine.
-
-
-def _state(stored: dict[str, Any] | None) -> PaceState:
-    return PaceState.from_dict(stored) if stored else PaceState()
-
-
-def _joined(stored: dict[str, Any] | None, rpm: float | None, tpm: float | None, now: float,
-            in_flight: InFlight) -> tuple[dict[str, Any], DerivedPace]:
-    """A task joins with the limits it was told: the lowest told limit wins."""
-    state = _with_in_flight(_join(_state(stored), rpm, tpm), in_flight)
-    return state.to_dict(), derive(state, now)
-
-
-def _with_in_flight(state: PaceState, in_flight: InFlight) -> PaceState:
-    # The live tasks' own counts, not the sum of every send and reply ever applied: a task that
-    # died with requests in flight would hold the budget (remaining minus in flight) for ever.
-    state.in_flight_requests = int(in_flight.requests)
-    state.in_flight_tokens = in_flight.tokens
-    return state
-
-
-def _join(state: PaceState, rpm: float | None, tpm: float | None) -> PaceState:
-    state.configured_rpm = _lowest(state.configured_rpm, rpm)
-    state.configured_tpm = _lowest(state.configured_tpm, tpm)
-    return state
-
-
-def _lowest(*values: float | None) -> float | None:
-    known = [v for v in values if v]
-    return min(known) if known else None
-
-
-def derive(state: PaceState, now: float, budget_since: float | None = None) -> DerivedPace:
-    """What the reservation script needs of a state: the pace, and until when nothing may go."""
-    ceiling = state.ceiling(now)
-    # wait_s with the GCRA times at ``now`` is the state's other waits: the pause and the budget.
-    # The GCRA itself is the script's, on the shared reservation times.
-    blocked = dataclasses.replace(state, next_request_at=now, next_tokens_at=now).wait_s(1, now)
-    return DerivedPace(
-        requests_per_minute=ceiling.requests_per_minute * SAFETY if ceiling.requests_per_minute else None,
-        tokens_per_minute=ceiling.tokens_per_minute * SAFETY if ceiling.tokens_per_minute else None,
-        token_burst=TOKEN_BURST * ceiling.tokens_per_minute if ceiling.tokens_per_minute else 0.0,
-        pause_until=now + blocked,
-        source=ceiling.source,
-        request_budget=state.request_budget(now),
-        budget_since=now if budget_since is None else budget_since,
-    )
-
-
-@dataclass
-class _Event:
-    """A send (``status`` unused) or a reply (``status`` None: no reply came), at local time ``at``."""
-
-    sent: bool
-    status: int | None
-    headers: dict[str, str]
-    tokens: float
-    at: float
-    sent_at: float | None = None
-    """A reply: when the oldest of this task's requests then in flight was sent (its own, or earlier)."""
-
-
-def _applied(stored: dict[str, Any] | None, events: list[_Event], offset: float, now: float,
-             in_flight: InFlight | None = None, limits: tuple[float | None, float | None] = (None, None),
-             rand: Callable[[], float] = random.random) -> tuple[dict[str, Any], DerivedPace]:
-    # Joined again each time: the state may have expired, or Redis restarted empty, since this task joined.
-    state = _join(_state(stored), *limits)
-    since: float | None = None
-    for event in events:
-        # Each event at its own time on Redis's clock (never in Redis's future).
-        at = min(event.at + offset, now)
-        if event.sent:
-            state.on_send(event.tokens, at)
-        else:
-            state.on_reply(event.status, event.headers, event.tokens, now=at, now_wall=at, rand=rand())
-            if _REMAINING_REQUESTS in event.headers and event.sent_at is not None:
-                since = min(event.sent_at + offset, now)
-    if in_flight is not None:
-        _with_in_flight(state, in_flight)
-    return state.to_dict(), derive(state, now, since)
-
-
 # -- the limiter -------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Lease:
-    """Reserved slots not yet handed out, on the local monotonic clock."""
-
-    # Slots hold when the pace changes: they were reserved at the pace of their time and span at
-    # most LEASE_S, and a probed pace changes at every flush. A pause is checked before each take.
-    requests: int = 0
-    request_at: float = 0.0
-    request_step: float = 0.0
-    tokens: float = 0.0
-    token_at: float = 0.0
-    token_step: float = 0.0
-
-    def take(self, tokens: float, pace: SharedPace) -> float | None:
-        """The local time of the next slot for a request of ``tokens``; None when more must be reserved."""
-        if pace.requests_per_minute and self.requests < 1:
-            return None
-        if pace.tokens_per_minute and self.tokens < tokens:
-            return None
-        at = 0.0
-        if pace.requests_per_minute:
-            at, self.request_at, self.requests = self.request_at, self.request_at + self.request_step, self.requests - 1
-        if pace.tokens_per_minute:
-            at = max(at, self.token_at)
-            self.token_at += tokens * self.token_step
-            self.tokens -= tokens
-        return at
 
 
 @dataclass
@@ -218,7 +98,7 @@ class SharedRateLimiter:
     """A :class:`RateLimiter` whose pace lives in Redis, shared by every task on one account.
 
     :param client_factory: makes a ``redis.asyncio.Redis`` (called inside the running event loop).
-    :param digest: the account, :func:`~airflow_gradient.batch.in_task.pace_store.account_digest`.
+    :param digest: the account, :func:`~airflow_gradient.batch.in_task.pacing.store.url_and_key_digest`.
     :param requests_per_minute: the account's request limit, when known (headers may lower it).
     :param tokens_per_minute: the account's token limit, when known.
     :param store_name: what to call the store in log lines (the Redis connection id).
@@ -240,12 +120,12 @@ class SharedRateLimiter:
         self._store_name = store_name
         self._clock = clock
         self._store: PaceStore | None = None
-        self._pace: SharedPace | None = None
+        self._pace: Pace | None = None
         self._offset = 0.0  # Redis time minus local monotonic time
         self._pace_read_at = float("-inf")
-        self._lease = _Lease()
+        self._lease = Lease()
         self._token_debt = 0.0
-        self._events: list[_Event] = []
+        self._events: list[Event] = []
         self._flusher: asyncio.Task[None] | None = None
         self._last_flush = float("-inf")
         self._urgent = asyncio.Event()
@@ -273,7 +153,7 @@ class SharedRateLimiter:
                 await self._acquire_shared(tokens)
                 now = self._clock()
                 self._share.add(now)
-                self._events.append(_Event(True, None, {}, tokens, now))
+                self._events.append(Event(True, None, {}, tokens, now))
                 self._sent_at.append(now)
                 self._in_flight[0] += 1
                 self._in_flight[1] += tokens
@@ -285,20 +165,18 @@ class SharedRateLimiter:
         assert self._fallback is not None
         await self._fallback.acquire(tokens)
 
-    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> None:
+    def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: int) -> bool:
         if self._fallback is not None:
-            self._fallback.on_reply(status, headers, tokens)
-            return
+            return self._fallback.on_reply(status, headers, tokens)
         self._in_flight[0] = max(self._in_flight[0] - 1, 0)
         self._in_flight[1] = max(self._in_flight[1] - tokens, 0.0)
         if status == 429:
             self._token_debt -= tokens  # a refused request used no tokens
-        kept = {k.lower(): v for k, v in headers.items()
-                if k.lower().startswith(RATE_LIMIT_HEADER_PREFIX) or k.lower() in _KEPT_HEADERS}
+        kept = {**rate_limit_headers(headers), **{k: v for k, v in lowered(headers).items() if k in _KEPT_HEADERS}}
         # Replies come in any order: the oldest send in flight is at or before this reply's own.
         sent_at = self._sent_at.popleft() if self._sent_at else None
-        self._events.append(_Event(False, status, kept, tokens, self._clock(), sent_at))
-        if self._pace is not None and self._pace.unpaced and _tells_quota(kept):
+        self._events.append(Event(False, status, kept, tokens, self._clock(), sent_at))
+        if self._pace is not None and self._pace.unpaced and tells_quota(kept):
             # Until the store applies it, every send is unpaced: the account's other tasks too. The
             # requests sent in that span land in the server's first window on top of the pace.
             self._quota_heard = True
@@ -307,6 +185,9 @@ class SharedRateLimiter:
             self._urgent.set()
         if not self._flushing():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        # The rules' own answer (PaceState.on_reply) comes with the flush: the last pace tells it.
+        return status == 429 and self._pace is not None and "probing" in self._pace.source \
+            and not any(quota.spent for quota in QuotaReading.read_both(kept, time.time()))
 
     def _flushing(self) -> bool:
         return self._flusher is not None and not self._flusher.done()
@@ -317,16 +198,16 @@ class SharedRateLimiter:
         else:
             self._token_debt += actual - estimated
 
-    def pacing(self) -> Pacing:
+    def pacing(self) -> Pace:
         if self._fallback is not None:
             alone = self._fallback.pacing()
-            return Pacing(alone.requests_per_minute, alone.tokens_per_minute,
-                          f"{alone.source}, alone: {self._store_name} unreachable", alone.paused_s)
-        pace = self._pace
+            return dataclasses.replace(alone, source=f"{alone.source}, alone: {self._store_name} unreachable")
+        pace, now = self._pace, self._clock()
+        until = now + self._paused_s(now)
         if pace is None or pace.unpaced:
-            return Pacing(None, None, "unpaced", self._paused_s())
-        return Pacing(pace.requests_per_minute, pace.tokens_per_minute,
-                      f"{pace.source or 'shared'}, shared via {self._store_name}", self._paused_s())
+            return Pace(now=now, pause_until=until)
+        return Pace(pace.requests_per_minute, pace.tokens_per_minute,
+                    f"{pace.source or 'shared'}, shared via {self._store_name}", now=now, pause_until=until)
 
     async def aclose(self) -> None:
         """Apply the sends and replies not yet applied, then close the Redis client."""
@@ -361,7 +242,7 @@ class SharedRateLimiter:
                 self._store = PaceStore(self._client_factory(), self._digest)
             store = self._store
             rpm, tpm = self._configured
-            self._remember(await store.update(lambda state, now, in_flight: _joined(state, rpm, tpm, now, in_flight)),
+            self._remember(await store.update(lambda state, now, in_flight: joined(state, rpm, tpm, now, in_flight)),
                            self._clock())
 
     async def _acquire_shared(self, tokens: int) -> None:
@@ -420,7 +301,7 @@ class SharedRateLimiter:
                 wait = reservation.starts_at - RESERVE_HORIZON_S - self._offset - self._clock()
                 await asyncio.sleep(min(max(wait, 0.0), REFRESH_S))
 
-    def _lease_size(self, tokens: float, pace: SharedPace) -> tuple[int, float]:
+    def _lease_size(self, tokens: float, pace: Pace) -> tuple[int, float]:
         requests = 0
         if pace.requests_per_minute:
             requests = int(min(max(pace.requests_per_minute / 60.0 * LEASE_S, 1), MAX_LEASE))
@@ -439,9 +320,9 @@ class SharedRateLimiter:
             self._lease = self._lease_of(reservation)
         return reservation
 
-    def _lease_of(self, reservation: Reservation) -> _Lease:
+    def _lease_of(self, reservation: Reservation) -> Lease:
         pace = reservation.pace
-        return _Lease(
+        return Lease(
             requests=reservation.requests,
             request_at=reservation.requests_at - self._offset,
             request_step=60.0 / pace.requests_per_minute if pace.requests_per_minute else 0.0,
@@ -450,7 +331,7 @@ class SharedRateLimiter:
             token_step=60.0 / pace.tokens_per_minute if pace.tokens_per_minute else 0.0,
         )
 
-    def _remember(self, pace: SharedPace, local_now: float) -> None:
+    def _remember(self, pace: Pace, local_now: float) -> None:
         self._pace = pace
         self._offset = pace.now - local_now
         self._pace_read_at = local_now
@@ -483,7 +364,7 @@ class SharedRateLimiter:
             assert self._store is not None
             try:
                 pace = await self._store.update(
-                    lambda state, now, in_flight: _applied(state, events, offset, now, in_flight, self._configured),  # noqa: B023
+                    lambda state, now, in_flight: applied(state, events, offset, now, in_flight, self._configured),  # noqa: B023
                     self._task, InFlight(*self._in_flight),
                 )
             except Exception as exc:
@@ -513,7 +394,7 @@ class SharedRateLimiter:
         self._events.clear()
         self._in_flight = [0, 0.0]  # from here replies go to the fallback
         self._sent_at.clear()
-        self._lease = _Lease()
+        self._lease = Lease()
         self._quota_heard = False
         self._flushed.set()
         self.losses += 1
@@ -532,7 +413,7 @@ class SharedRateLimiter:
                 assert self._store is not None
                 await self._store.client.ping()
                 rpm, tpm = self._configured
-                pace = await self._store.update(lambda state, now, in_flight: _joined(state, rpm, tpm, now, in_flight))  # noqa: B023
+                pace = await self._store.update(lambda state, now, in_flight: joined(state, rpm, tpm, now, in_flight))  # noqa: B023
             except Exception as exc:
                 if not _is_store_error(exc):
                     raise
@@ -545,41 +426,8 @@ class SharedRateLimiter:
             return
 
 
-def _tells_quota(headers: Mapping[str, str]) -> bool:
-    """Whether reply ``headers`` (lower-case names) tell a quota's limit or what is left of it."""
-    return any(name.startswith((f"{RATE_LIMIT_HEADER_PREFIX}limit-", f"{RATE_LIMIT_HEADER_PREFIX}remaining-"))
-               for name in headers)
-
-
 def _is_store_error(exc: BaseException) -> bool:
     """Whether ``exc`` is the store failing (lost, timed out, contended), never the batch."""
     from redis.exceptions import RedisError
 
     return isinstance(exc, (RedisError, OSError))
-
-
-# -- which limiter a batch uses --------------------------------------------------------------------
-
-
-def limiter_for(
-    rate_limiter: RateLimiter | None,
-    settings: GradientSettings,
-    requests_per_minute: float | None = None,
-    tokens_per_minute: float | None = None,
-) -> RateLimiter:
-    """The limiter of a batch: ``rate_limiter`` when given, else one shared through the Gradient
-    connection's ``rate_limit_store`` (a Redis connection id) when it names one, else the
-    in-memory :class:`AdaptiveRateLimiter`.
-
-    Raises :class:`~airflow_gradient.exceptions.GradientRateLimitStoreError`, naming the Redis
-    connection, when that store cannot be read or reached now.
-    """
-    if rate_limiter is not None:
-        return rate_limiter
-    store = settings.rate_limit_store
-    if not store:
-        return AdaptiveRateLimiter(requests_per_minute, tokens_per_minute)
-    kwargs = redis_client_kwargs(store)
-    check_reachable(store, kwargs)
-    return SharedRateLimiter(lambda: async_client(kwargs), account_digest(settings.base_url, settings.api_key),
-                             requests_per_minute, tokens_per_minute, store_name=store)

@@ -1,13 +1,15 @@
 """The adaptive rate limiter in real time: spacing, the remaining budget, pauses and wake-ups, tokens.
 
-The rules themselves are tested on a fake clock in ``test_pace_rules.py``."""
+The rules themselves are tested on a fake clock in ``test_rules.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from airflow_gradient.batch.in_task.pacing import SAFETY, AdaptiveRateLimiter, RateLimiter
+from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, RateLimiter
+from airflow_gradient.batch.in_task.pacing.pace import SAFETY
+from tests.support.emulator_log import served_429s
 
 
 async def timed_acquires(limiter: AdaptiveRateLimiter, count: int, tokens: int = 1) -> float:
@@ -105,12 +107,8 @@ async def test_tokens_are_paced_and_corrected_by_usage() -> None:
 # -- through GradientBatchOperator in a real DAG run, against the emulator --------------------------
 
 
-def served_429s(emulator) -> int:
-    return sum(r.status == 429 for r in emulator.log if r.path == "/v1/responses")
-
-
 def test_operator_finds_an_unannounced_limit_by_probing(gradient_conn, tmp_path) -> None:
-    from tests.operators.test_batch_operator import run_batch_task
+    from tests.support.batch_task import run_batch_task
 
     # 5 requests in any second, and not a single quota header: a gateway stripped them.
     gradient_conn.configure(rpm_limit=300, limit_window=1.0, quota_headers=False, latency=0.02)
@@ -126,7 +124,7 @@ def test_operator_finds_an_unannounced_limit_by_probing(gradient_conn, tmp_path)
 
 
 def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_conn, tmp_path) -> None:
-    from tests.operators.test_batch_operator import run_batch_task
+    from tests.support.batch_task import run_batch_task
 
     gradient_conn.configure(rate_429_isolated_bare=0.05, quota_headers=False, latency=0.05, seed=5)
     _, state, manifest = run_batch_task("pace_isolated", inputs=[f"isolated {i}" for i in range(200)],
@@ -141,7 +139,7 @@ def test_operator_isolated_header_less_429s_leave_the_batch_unpaced(gradient_con
 def test_operator_follows_a_limit_raised_mid_batch(gradient_conn, tmp_path) -> None:
     import threading
 
-    from tests.operators.test_batch_operator import run_batch_task
+    from tests.support.batch_task import run_batch_task
 
     gradient_conn.configure(rpm_limit=120, latency=0.02)
 
@@ -157,3 +155,33 @@ def test_operator_follows_a_limit_raised_mid_batch(gradient_conn, tmp_path) -> N
     assert state == "success" and manifest["counts"]["succeeded"] == 30
     assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) == 0
     assert manifest["pacing"]["source"] == "headers" and manifest["pacing"]["requests_per_minute"] == 600 * 0.98
+
+
+def test_probe_refusals_are_the_pacers_cost_not_the_items(gradient_conn, tmp_path) -> None:
+    """Issue 18.3: probing an unannounced limit draws 429s; they do not count against an item's
+    ``max_retries``, so no item fails for them (each 429 is still counted and the item retried)."""
+    from tests.support.batch_task import run_batch_task
+
+    gradient_conn.configure(rpm_limit=300, limit_window=1.0, quota_headers=False, latency=0.02)
+    _, state, manifest = run_batch_task("pace_probe_cost", inputs=[f"probe cost {i}" for i in range(100)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=8, max_retries=1,
+                                        max_output_tokens=10)
+    assert manifest["pacing"]["source"] == "probing"
+    assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) > 5
+    assert state == "success" and manifest["counts"] == {"succeeded": 100, "failed": 0, "skipped": 0}
+    assert set(gradient_conn.generated_counts().values()) == {1}
+
+
+def test_operator_spends_the_un_prefixed_ratelimit_budget_without_a_429(gradient_conn, tmp_path) -> None:
+    """Issue 18.5: a server sending only ``ratelimit-{limit,remaining,reset}`` (100 requests per
+    5 s window, no Retry-After): the budget holds the batch at the window's 100, 0 x 429, and
+    ``ratelimit-limit`` does not become a pace of 100/min."""
+    from tests.support.batch_task import run_batch_task
+
+    gradient_conn.configure(rpm_limit=1200, limit_window=5.0, quota_header_names="ratelimit",
+                            limit_retry_after=False, latency=0.02)
+    _, state, manifest = run_batch_task("pace_plain_headers", inputs=[f"plain {i}" for i in range(220)],
+                                        output_path=str(tmp_path / "o"), max_concurrency=16, max_output_tokens=10)
+    assert state == "success" and manifest["counts"]["succeeded"] == 220
+    assert manifest["requests"]["rate_limited"] == served_429s(gradient_conn) == 0
+    assert manifest["pacing"]["source"] == "unpaced"

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.batch.results import ResultStore, list_parts
+from airflow_gradient.batch.parts import list_parts
+from airflow_gradient.batch.results import ResultStore
 from tests.conftest import run_dag, task_states, xcom_value
-from tests.operators.test_batch_operator import START
+from tests.support.batch_task import START
 
 N = 60
 

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from airflow_gradient.batch.in_task.pace_rules import PaceState
+from airflow_gradient.batch.in_task.pacing.rules import PaceState
 
 WALL = 1_800_000_000.0
 
@@ -27,15 +27,19 @@ class Simulation:
     quota_headers: bool = False
     isolated: float = 0.0
     step: float = 0.005  # only when nothing is due
+    timer_lateness: float = 0.0  # a send goes up to this late after its time (a busy event loop)
     seed: int = 1
     state: PaceState = field(default_factory=PaceState)
     log: list[tuple[float, int]] = field(default_factory=list)
 
-    def run(self, duration: float, items: int | None = None) -> Simulation:
+    def run(self, duration: float, items: int | None = None, start: float = 0.0) -> Simulation:
+        """Run until ``duration`` (or ``items`` done); the clock starts at ``start`` (a monotonic
+        clock is seldom at 0)."""
         rng = random.Random(self.seed)
         admitted: deque[float] = deque()
         replies: list[tuple[float, int, int, dict[str, str]]] = []
-        now, sequence, done = 0.0, 0, 0
+        now, sequence, done = start, 0, 0
+        duration += start
         while now < duration and (items is None or done < items):
             while replies and replies[0][0] <= now:
                 _, _, status, headers = heapq.heappop(replies)
@@ -50,7 +54,7 @@ class Simulation:
             # Straight to the next event: a reply, or the moment the next request may go.
             upcoming = [replies[0][0]] if replies else []
             if self.state.in_flight_requests < self.concurrency:
-                upcoming.append(now + wait)
+                upcoming.append(now + wait + (rng.uniform(0, self.timer_lateness) if self.timer_lateness else 0.0))
             now = max(min(upcoming, default=now + self.step), now + 1e-6)
         return self
 
@@ -79,6 +83,11 @@ class Simulation:
         """Requests admitted per ``window`` seconds between ``start`` and ``end``."""
         ok = sum(1 for t, status in self.log if status == 200 and start <= t < end)
         return ok / (end - start) * self.window
+
+    def most_admitted_in(self, span: float) -> int:
+        """The most requests sent within any ``span`` seconds."""
+        sent = [t for t, _ in self.log]
+        return max((sum(1 for u in sent[i:] if u < t + span) for i, t in enumerate(sent)), default=0)
 
     def refused_share(self, start: float) -> float:
         after = [status for t, status in self.log if t >= start]

@@ -1,7 +1,7 @@
 """Shared pacing through a real Redis: one budget for several limiters, the rules applied in Redis,
 the key and its expiry, Redis down at the start and lost mid-batch, and a whole batch task.
 
-Redis databases 1-5 are this module's (see tests/services.py).
+Redis databases 1-5 are this module's (see tests/support/services.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,20 +22,16 @@ import pytest
 
 from airflow.sdk import DAG
 from airflow_gradient import GradientBatchOperator, GradientHook, GradientRateLimitStoreError, read_results
-from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
-from airflow_gradient.batch.in_task.pace_store import (
-    KEY_PREFIX,
-    STATE_TTL_S,
-    PaceStore,
-    account_digest,
-    async_client,
-    redis_client_kwargs,
-)
+from airflow_gradient.batch.in_task.engine import EngineSettings
+from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, SharedRateLimiter, limiter_for
+from airflow_gradient.batch.in_task.pacing.factory import async_client, redis_client_kwargs
+from airflow_gradient.batch.in_task.pacing.store import KEY_PREFIX, STATE_TTL_S, PaceStore, url_and_key_digest
+from airflow_gradient.batch.in_task.runner import run_batch
+from airflow_gradient.batch.inputs import BatchInputs
 from airflow_gradient.batch.in_task.runner import pool_hooks
-from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, xcom_value
-from tests.services import REDIS_HOST, REDIS_PORT, redis_database
-from tests.test_batch_pacing import served_429s
+from tests.support.services import REDIS_HOST, REDIS_PORT, redis_database
+from tests.support.emulator_log import served_429s
 
 QUOTA = {"x-ratelimit-limit-requests": "9000", "x-ratelimit-remaining-requests": "8000",
          "x-ratelimit-limit-tokens": "90000", "x-ratelimit-remaining-tokens": "80000"}
@@ -114,10 +111,10 @@ def test_reservations_from_several_clients_never_overlap() -> None:
 
 
 def _pace(rpm: float):
-    from airflow_gradient.batch.in_task.pace_store import DerivedPace
+    from airflow_gradient.batch.in_task.pacing import Pace
 
-    return DerivedPace(requests_per_minute=rpm, tokens_per_minute=None, token_burst=0.0, pause_until=0.0,
-                       source="configured")
+    return Pace(requests_per_minute=rpm, tokens_per_minute=None, token_burst=0.0, pause_until=0.0,
+                source="configured")
 
 
 def test_four_limiters_hold_a_limit_learnt_from_the_headers_across_the_first_window(emulator) -> None:
@@ -205,16 +202,16 @@ def test_a_probed_limit_found_through_redis_is_the_one_found_in_memory() -> None
     same times: the same limit found, the same ceiling after."""
     import redis.asyncio
 
-    from airflow_gradient.batch.in_task.pace_rules import PaceState
-    from airflow_gradient.batch.in_task.shared_pacing import _applied, _Event, _joined
+    from airflow_gradient.batch.in_task.pacing.rules import PaceState
+    from airflow_gradient.batch.in_task.pacing.store import Event, applied, joined
 
     start = time.time() - 100.0  # on Redis's clock, in its past: every event keeps its own time
     events = []
     for i in range(20):
-        events += [_Event(True, None, {}, 10, start + i * 0.2), _Event(False, 200, {}, 10, start + i * 0.2 + 0.05)]
+        events += [Event(True, None, {}, 10, start + i * 0.2), Event(False, 200, {}, 10, start + i * 0.2 + 0.05)]
     for i in range(5):
-        events += [_Event(True, None, {}, 10, start + 4.0 + i * 0.01),
-                   _Event(False, 429, {"retry-after": "1"}, 10, start + 4.05 + i * 0.01)]
+        events += [Event(True, None, {}, 10, start + 4.0 + i * 0.01),
+                   Event(False, 429, {"retry-after": "1"}, 10, start + 4.05 + i * 0.01)]
     alone = PaceState(configured_tpm=1e6)
     for e in events:
         if e.sent:
@@ -226,8 +223,8 @@ def test_a_probed_limit_found_through_redis_is_the_one_found_in_memory() -> None
     with redis_database(3):
         async def main() -> dict:
             store = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=3), "probe")
-            await store.update(lambda state, now, in_flight: _joined(state, None, 1e6, now, in_flight))
-            await store.update(lambda state, now, in_flight: _applied(state, events, 0.0, now, in_flight, rand=lambda: 0.5))
+            await store.update(lambda state, now, in_flight: joined(state, None, 1e6, now, in_flight))
+            await store.update(lambda state, now, in_flight: applied(state, events, 0.0, now, in_flight, rand=lambda: 0.5))
             stored = json.loads(await store.client.hget(store.key, "state"))
             await store.client.aclose()
             return stored
@@ -244,15 +241,14 @@ def test_a_dead_task_stops_holding_the_budget(monkeypatch) -> None:
     counting after IN_FLIGHT_TTL_S, a task that ends counts none."""
     import redis.asyncio
 
-    from airflow_gradient.batch.in_task import pace_store
-    from airflow_gradient.batch.in_task.pace_store import InFlight
-    from airflow_gradient.batch.in_task.shared_pacing import _joined
+    from airflow_gradient.batch.in_task.pacing import store as pace_store
+    from airflow_gradient.batch.in_task.pacing.store import InFlight, joined
 
     seen: list[InFlight] = []
 
     def record(state, now, in_flight):
         seen.append(in_flight)
-        return _joined(state, 600.0, None, now, in_flight)
+        return joined(state, 600.0, None, now, in_flight)
 
     with redis_database(2):
         async def main() -> None:
@@ -270,7 +266,7 @@ def test_a_dead_task_stops_holding_the_budget(monkeypatch) -> None:
 
 def test_state_expires_and_its_key_never_holds_the_api_key() -> None:
     base_url, key = "https://inference.do-ai.run/v1", "sk-do-secret-key-9f2b"
-    digest = account_digest(base_url, key)
+    digest = url_and_key_digest(base_url, key)
     with redis_database(4):
         limiter = shared_limiter(4, account=digest, rpm=600)
 
@@ -287,7 +283,7 @@ def test_state_expires_and_its_key_never_holds_the_api_key() -> None:
             assert 0 < client.pttl(name) <= STATE_TTL_S * 1000
             dump = json.dumps({k.decode(): v.decode() for k, v in client.hgetall(name).items()})
             assert key not in name and key not in dump and "secret" not in dump
-        assert digest == account_digest(base_url, key) != account_digest(base_url + "/", key)
+        assert digest == url_and_key_digest(base_url, key) != url_and_key_digest(base_url + "/", key)
         client.close()
 
 
@@ -423,7 +419,7 @@ def test_redis_lost_mid_batch_loses_no_row(emulator, monkeypatch, tmp_path, capl
 
         cutter = threading.Thread(target=cut_after_a_third)
         cutter.start()
-        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.shared_pacing"):
+        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.pacing.shared"):
             manifest = run_batch(
                 hooks=hooks,
                 inputs=BatchInputs(inputs=[f"item {i}" for i in range(n)], default_model="test-model"),
@@ -465,7 +461,7 @@ def test_shares_again_once_redis_answers(monkeypatch, caplog) -> None:
             finally:
                 restored.cut()
 
-        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.shared_pacing"):
+        with caplog.at_level(logging.WARNING, logger="airflow_gradient.batch.in_task.pacing.shared"):
             asyncio.run(main())
         assert any("answers again" in r.getMessage() for r in caplog.records)
 
@@ -489,7 +485,7 @@ def test_batch_operator_shares_its_pace_through_the_connection_extra(emulator, m
         assert manifest["pacing"]["source"] == "headers, shared via pace_store"
         assert manifest["pacing"]["requests_per_minute"] == 600 * 0.98
         client = redis_client(4)
-        digest = account_digest(emulator.base_url, TEST_KEY)
+        digest = url_and_key_digest(emulator.base_url, TEST_KEY)
         stored_pace = float(client.hget(f"{KEY_PREFIX}{{{digest}}}", "rpm"))
         client.close()
         assert stored_pace == pytest.approx(600 * 0.98)  # learnt from the headers, in Redis
@@ -508,3 +504,165 @@ def test_the_connection_form_offers_rate_limit_store(monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_GRADIENT_DEFAULT", conn_env("http://127.0.0.1:1/v1", rate_limit_store=" pace ")[
         "AIRFLOW_CONN_GRADIENT_DEFAULT"])
     assert GradientHook().settings.rate_limit_store == "pace"
+
+
+# -- a Redis of the test's own, to restart, kill or lock ---------------------------------------------
+
+
+class OwnRedis:
+    """A redis-server child process on a free port (never the shared one), to restart or stop."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = _closed_port()
+        self.args = args
+        self.password = args[args.index("--requirepass") + 1] if "--requirepass" in args else None
+        self.server: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import redis
+
+        self.server = subprocess.Popen(["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no",
+                                        *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(host=REDIS_HOST, port=self.port, password=self.password)
+        for _ in range(400):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.025)  # the child is starting: nothing to await but its port
+        client.close()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.terminate()
+            self.server.wait(10)
+            self.server = None
+
+    def restart(self) -> None:
+        """Every key gone, as after a restart without persistence."""
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def own_redis(*args: str) -> Iterator[OwnRedis]:
+    server = OwnRedis(*args)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_wrong_redis_password_or_a_connection_of_another_type_fails_at_start(emulator, monkeypatch) -> None:
+    """Issue 18.8: the task fails before sending anything, naming the connection and what is wrong."""
+    with own_redis("--requirepass", "right-password") as server:
+        for name, value in conn_env(emulator.base_url, rate_limit_store="pace_store").items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("AIRFLOW_CONN_PACE_STORE", json.dumps(
+            {"conn_type": "redis", "host": REDIS_HOST, "port": server.port, "password": "wrong-password"}))
+        with pytest.raises(GradientRateLimitStoreError, match=r"rate_limit_store='pace_store'.*password") as info:
+            limiter_for(None, GradientHook().settings)
+        assert "wrong-password" not in str(info.value)
+        with DAG("shared_pace_bad_password", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+            GradientBatchOperator(task_id="b", inputs=["one", "two"], retries=3)
+        assert task_states(run_dag(dag))["b"] == "failed"
+        assert emulator.request_count() == 0
+    monkeypatch.setenv("AIRFLOW_CONN_PACE_STORE", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres"}))
+    with pytest.raises(GradientRateLimitStoreError, match=r"rate_limit_store='pace_store'.*'postgres'.*redis"):
+        limiter_for(None, GradientHook().settings)
+
+
+def test_a_redis_restarted_mid_batch_loses_no_row_and_draws_few_429s(emulator, monkeypatch, tmp_path) -> None:
+    """Issue 18.6: Redis restarts (every key gone) while a shared batch runs, the limit known only
+    from the headers: the task goes on, learns the limit again, at most 5 x 429, no row lost."""
+    emulator.configure(rpm_limit=600, limit_window=10.0, latency=0.02)
+    with own_redis() as server:
+        for name, value in {**conn_env(emulator.base_url, rate_limit_store="pace_store"),
+                            **redis_conn_env("pace_store", 0, port=server.port)}.items():
+            monkeypatch.setenv(name, value)
+
+        restarted_at: list[int] = []
+
+        def restart() -> None:
+            if emulator.wait_for_requests(80, timeout=120):
+                server.restart()
+                restarted_at.append(emulator.request_count())
+
+        restarter = threading.Thread(target=restart, daemon=True)
+        restarter.start()
+        with DAG("shared_pace_restart", schedule=None, start_date=pendulum.datetime(2025, 1, 1, tz="UTC")) as dag:
+            GradientBatchOperator(task_id="b", inputs=[f"restart {i}" for i in range(250)], max_concurrency=8,
+                                  max_output_tokens=10, output_path=str(tmp_path / "out"))
+        run = run_dag(dag)
+        restarter.join()
+    manifest = xcom_value(run, "b")
+    assert task_states(run)["b"] == "success" and manifest["counts"]["succeeded"] == 250
+    assert restarted_at and restarted_at[0] < 200  # mid-batch
+    print(f"restart after {restarted_at[0]} requests: {served_429s(emulator)} x 429")  # the figure in bench/README.md
+    assert served_429s(emulator) <= 5
+    assert set(emulator.generated_counts().values()) == {1}
+
+
+def test_a_reservation_does_not_void_an_update_in_progress() -> None:
+    """Issue 18.7: an update (WATCH, read, TIME, EXEC: four round trips, 400 ms on a Redis 100 ms
+    away) was voided by every reservation in between (its PEXPIRE of the watched state key), 20
+    times over: the limiter gave up on a slow Redis and paced alone. The throughput on a slow Redis
+    is the bench's figure (``python -m bench --only shared_slow``)."""
+    import redis.asyncio
+    from redis.exceptions import WatchError
+
+    with redis_database(4):
+        async def main() -> None:
+            store = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=4), "watch")
+            other = PaceStore(redis.asyncio.Redis(host=REDIS_HOST, port=REDIS_PORT, db=4), "watch")
+            await store.update(lambda state, now, in_flight: ({}, _pace(600.0)))
+            async with store.client.pipeline(transaction=True) as pipe:
+                await pipe.watch(store.key)
+                assert (await other.reserve(1, 0)).reserved  # another task's reservation, mid-update
+                pipe.multi()
+                pipe.hset(store.key, "source", "configured")
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    pytest.fail("a reservation voided the update's WATCH")
+            for s in (store, other):
+                await s.client.aclose()
+
+        asyncio.run(main())
+
+
+def test_redis_refusing_for_10_s_paces_alone_at_a_safe_share_then_shares_again() -> None:
+    """Issue 18.7: Redis refuses connections for 10 s mid-batch: the task paces alone at no more
+    than half the shared pace, then shares again once Redis answers (keys gone: it joins anew)."""
+    with own_redis() as server:
+        limiter = shared_limiter(0, rpm=600, port=server.port)
+        stamps: list[float] = []
+        sources: list[str] = []
+
+        async def main() -> None:
+            async def send(until: float) -> None:
+                while time.monotonic() < until:
+                    await limiter.acquire(5)
+                    stamps.append(time.monotonic())
+                    limiter.on_reply(200, QUOTA, 5)
+
+            async def outage() -> None:
+                await asyncio.sleep(2.0)
+                server.stop()
+                await asyncio.sleep(10.0)  # the outage itself
+                sources.append(limiter.pacing().source)
+                server.start()
+
+            end = time.monotonic() + 26.0
+            await asyncio.gather(outage(), *(send(end) for _ in range(4)))
+            sources.append(limiter.pacing().source)
+            await limiter.aclose()
+
+        started = time.monotonic()
+        asyncio.run(main())
+    assert limiter.losses == 1
+    assert "alone" in sources[0] and sources[1].endswith("shared via redis db 0")
+    alone = [t for t in stamps if started + 4.0 <= t < started + 12.0]
+    assert len(alone) / 8.0 * 60 <= 600 * 0.98 * 0.5 * 1.05  # a safe share: at most half the pace

@@ -10,7 +10,7 @@ import pytest
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, GradientRequestInvalid, merge_manifests, read_results
-from airflow_gradient.batch import BatchInputs, Shard
+from airflow_gradient.batch.inputs import BatchInputs, Shard
 from tests.conftest import run_dag, task_states, xcom_value
 
 N = 120

@@ -13,7 +13,8 @@ from moto.server import ThreadedMotoServer
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.batch.results import ResultStore, list_parts, part_attempt
+from airflow_gradient.batch.parts import list_parts, part_attempt
+from airflow_gradient.batch.results import ResultStore
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import run_dag, task_states, xcom_value
 
@@ -72,7 +73,9 @@ def test_parts_rotate_on_object_storage(s3) -> None:
     writer = store.writer(1)
     for i in range(5):
         writer.write({"index": i, "custom_id": f"id{i}", "status": "succeeded"})
-    # Two parts are closed, hence visible, while the third is still open.
+    # Two parts are closed, hence visible once their background uploads are done, while the third is
+    # still open.
+    writer.wait_for_uploads()
     stem = f"part-00001-{writer.writer_id}"
     assert [p.name for p in list_parts(path)] == [f"{stem}-00000.jsonl", f"{stem}-00001.jsonl"]
     writer.close()

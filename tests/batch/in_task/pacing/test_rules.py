@@ -1,4 +1,4 @@
-"""The pacing rules (airflow_gradient.batch.in_task.pace_rules) on a fake clock: one test per rule."""
+"""The pacing rules (airflow_gradient.batch.in_task.pacing.rules) on a fake clock: one test per rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_gradient.batch.in_task.pace_rules import (
+from airflow_gradient.batch.in_task.pacing.rules import (
     BETA,
     CHANGE_HOLD_S,
     CUBIC_C,
@@ -19,7 +19,7 @@ from airflow_gradient.batch.in_task.pace_rules import (
     SAFETY,
     PaceState,
 )
-from tests.pace_simulation import WALL, Simulation
+from tests.support.pace_simulation import WALL, Simulation
 
 
 def reply(state: PaceState, status: int, now: float, headers: dict[str, str] | None = None,
@@ -203,3 +203,31 @@ def test_announced_limit_is_met_without_429() -> None:
     assert sim.refused_share(0) == 0
     assert sim.state.ceiling(150).source == "headers"
     assert sim.admitted_per_window(60, 150) >= 0.97 * 300
+
+
+@pytest.mark.parametrize("window", [1.0, 60.0])
+def test_a_told_limit_draws_no_429_and_no_burst_whether_counted_per_second_or_per_minute(window: float) -> None:
+    """Issue 18.1: ``requests_per_minute=600`` against a server admitting 10 per second (or 600 per
+    minute), sends woken up to 15 ms late: no two requests closer than the spacing at the start, at
+    most the limit in any window, 0 x 429, within 3 % of the limit."""
+    sim = Simulation(limit=lambda t: 600 * window / 60, window=window, concurrency=64,
+                     state=PaceState(configured_rpm=600), timer_lateness=0.015, seed=3).run(130, start=1000.0)
+    spacing = 60 / (600 * SAFETY)
+    assert sim.log[1][0] - sim.log[0][0] >= spacing - 1e-9
+    assert sim.refused_share(0) == 0
+    assert sim.most_admitted_in(1.0) <= 10 and sim.most_admitted_in(60.0) <= 600
+    assert sim.admitted_per_window(1000, 1120) >= 0.97 * 600 * window / 60
+
+
+def test_an_outage_of_bare_429s_at_the_start_only_pauses() -> None:
+    """Issue 18.2: 200 items behind 2 s of header-less 429s at the start (nothing admitted yet):
+    no limit is made up from them; the batch ends within 1.5 x (outage + its fault-free time)."""
+    clean = Simulation(limit=lambda t: 1e9, concurrency=16, latency=0.2).run(100, items=200)
+    outage = Simulation(limit=lambda t: 0 if t < 2.0 else 1e9, concurrency=16, latency=0.2).run(100, items=200)
+
+
+    def done_at(sim: Simulation) -> float:
+        return [t for t, status in sim.log if status == 200][199]
+
+    assert outage.state.probe_limit is None and outage.state.cuts == 0
+    assert done_at(outage) <= 1.5 * (2.0 + done_at(clean))

@@ -16,7 +16,7 @@ import psutil
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.batch.results import iter_rows, list_parts
+from airflow_gradient.batch.parts import iter_rows, list_parts
 from tests.conftest import run_dag, task_states, xcom_value
 
 N = 60

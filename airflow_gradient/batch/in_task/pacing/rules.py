@@ -8,18 +8,12 @@ epoch and HTTP-date headers. Randomness (the jitter of a pause) comes in as ``ra
 The fields are JSON scalars, so a store can hold the state (:meth:`PaceState.to_dict`,
 :meth:`PaceState.from_dict`) and apply the same transitions atomically.
 
-The questions it answers:
-
-- :meth:`PaceState.ceiling`: the request and token ceilings per minute now, and where they come
-  from: ``configured`` (the user's limits), ``headers`` (``x-ratelimit-limit-*``), ``probing``
-  (found from 429s, below) or ``unpaced``.
-- :meth:`PaceState.wait_s`: how long a request estimated at ``tokens`` tokens must wait now.
-
-The transitions:
-
-- :meth:`PaceState.on_send`: a request leaves (after ``wait_s`` returned 0).
-- :meth:`PaceState.on_reply`: its reply came (``status`` None: no reply at all).
-- :meth:`PaceState.on_usage`: the reply's usage corrects the token estimate.
+Questions: :meth:`PaceState.ceiling` (the limits now, as a
+:class:`~airflow_gradient.batch.in_task.pacing.pace.Pace`), :meth:`PaceState.pace` (the pace sent
+at), :meth:`PaceState.wait_s` (how long a request of ``tokens`` must wait now). Transitions:
+:meth:`PaceState.on_send` (a request leaves, after ``wait_s`` returned 0),
+:meth:`PaceState.on_reply` (its reply came; ``status`` None: none came), :meth:`PaceState.on_usage`
+(the reply's usage corrects the token estimate).
 
 The rules:
 
@@ -49,8 +43,8 @@ The rules:
    found (``probe_limit``) is the lower of that and the current pace, and the pace restarts at
    :data:`BETA` of it when sending resumes. Successes that come back before sending resumes
    were admitted in that span too (replies come in any order): each adds ``60 / cut_span_s``.
-   When nothing got through since the last cut, the
-   server's window is still full: the run pauses (longer each time) but lowers nothing.
+   When nothing got through since the last cut (or the start), the server's window is still
+   full, or it is out: the run pauses (longer each time) but lowers nothing.
 7. **Probe.** The probed rate follows CUBIC's curve in time, ``probe_limit * (1 + CUBIC_C *
    (t - K)**3)`` with ``K = cbrt((1 - BETA) / CUBIC_C)``: back to the limit found in ``K``
    seconds (about 2 s), flat there, then faster and faster (4x in about 8 s), so a limit that
@@ -94,24 +88,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_gradient.batch.in_task.pacing.pace import SAFETY, TOKEN_BURST, Pace
 from airflow_gradient.http.retry import backoff_seconds
-from airflow_gradient.http.wait_hints import (
-    RATE_LIMIT_HEADER_PREFIX,
-    header_number,
-    hint_jitter,
-    lowered,
-    reset_seconds,
-    retry_after_seconds,
-)
+from airflow_gradient.http.wait_hints import QuotaReading, hint_jitter, lowered, retry_after_seconds
 
-SAFETY = 0.98
-"""Requests and tokens go at this fraction of the ceiling."""
-TOKEN_BURST = 1 - SAFETY
-"""Tokens that may go at once, as a fraction of a minute's tokens (a sliding 60 s window on the
-server sees at most ``TOKEN_BURST + SAFETY`` of the limit)."""
 MIN_PAUSE_S = 1.0
-RESET_MARGIN_S = 0.05
 """The shortest pause after a quota 429 (DigitalOcean: wait at least 1 s)."""
+RESET_MARGIN_S = 0.05
 LATE_SLACK_S = 0.02
 """How late a request may be and still keep the schedule (at most half an interval): 2 % of a 1 s
 window, the SAFETY margin."""
@@ -130,42 +113,6 @@ PERIOD_S = 60.0
 MIN_PROBE_RPM = 1.0
 PROBE_RELEASE = 16.0
 
-_REQUEST_SUFFIXES = ("requests",)
-_TOKEN_SUFFIXES = ("tokens", "tokens-per-minute")
-
-
-@dataclass(frozen=True)
-class Ceiling:
-    """The ceilings per minute now (None: no ceiling) and where the binding ones come from."""
-
-    requests_per_minute: float | None
-    tokens_per_minute: float | None
-    source: str
-
-
-@dataclass(frozen=True)
-class QuotaReading:
-    """What one reply's ``x-ratelimit-*`` headers say about one kind of quota."""
-
-    limit: float | None = None
-    remaining: float | None = None
-    reset_s: float | None = None
-
-    @classmethod
-    def read(cls, headers: Mapping[str, str], suffixes: tuple[str, ...], now_wall: float) -> QuotaReading:
-        """``headers`` must have lower-case names (see :func:`~airflow_gradient.http.wait_hints.lowered`)."""
-
-        def first(kind: str) -> str | None:
-            return next((v for s in suffixes if (v := headers.get(f"{RATE_LIMIT_HEADER_PREFIX}{kind}-{s}"))), None)
-
-        return cls(limit=_number(first("limit")), remaining=_number(first("remaining")),
-                   reset_s=reset_seconds(first("reset"), now_wall))
-
-
-def _number(value: str | None) -> float | None:
-    """A header's count, >= 0, else None (not said): a negative limit stalled the batch."""
-    number = header_number(value)
-    return number if number is not None and number >= 0 else None
 
 
 def _cubic_k() -> float:
@@ -233,14 +180,31 @@ class PaceState:
             return None  # far above any limit found, and no 429 said stop: there is none
         return max(self.probe_limit * factor, MIN_PROBE_RPM)
 
-    def ceiling(self, now: float) -> Ceiling:
-        """The request and token ceilings per minute at ``now`` (rule 2), and their source."""
+    def ceiling(self, now: float) -> Pace:
+        """The request and token limits per minute at ``now`` (rule 2), and their source."""
         server_rpm = self.header_rpm if self.header_rpm is not None else self.probed_rpm(now)
         server_source = "headers" if self.header_rpm is not None else "probing"
         rpm, rpm_source = _lower(self.configured_rpm, server_rpm, server_source)
         tpm, tpm_source = _lower(self.configured_tpm, self.header_tpm, "headers")
         sources = [s for s in (rpm_source, tpm_source) if s]
-        return Ceiling(rpm, tpm, "/".join(dict.fromkeys(sources)) or "unpaced")
+        return Pace(rpm, tpm, "/".join(dict.fromkeys(sources)) or "unpaced", now=now)
+
+    def pace(self, now: float, budget_since: float | None = None) -> Pace:
+        """The pace at ``now``: :data:`SAFETY` of the ceiling, and until when nothing may go (the
+        pause, or the spent budget) whatever the pace; ``budget_since``: see :class:`Pace`."""
+        ceiling = self.ceiling(now)
+        # wait_s with the GCRA times at ``now`` is the other waits: the pause and the budget.
+        blocked = dataclasses.replace(self, next_request_at=now, next_tokens_at=now).wait_s(1, now)
+        return Pace(
+            requests_per_minute=ceiling.requests_per_minute * SAFETY if ceiling.requests_per_minute else None,
+            tokens_per_minute=ceiling.tokens_per_minute * SAFETY if ceiling.tokens_per_minute else None,
+            source=ceiling.source,
+            now=now,
+            pause_until=now + blocked,
+            token_burst=TOKEN_BURST * ceiling.tokens_per_minute if ceiling.tokens_per_minute else 0.0,
+            request_budget=self.request_budget(now),
+            budget_since=now if budget_since is None else budget_since,
+        )
 
     def request_budget(self, now: float) -> tuple[float, float] | None:
         """Rule 3: the requests that may still go before the quota resets, and when it resets
@@ -280,7 +244,11 @@ class PaceState:
             # A request woken a little late (timers are, more so on a busy worker) keeps the
             # schedule, so the pace is not lost to lateness; never early, so that even a 1 s window
             # on the server sees at most SAFETY of the limit plus LATE_SLACK_S, within the limit.
-            self.next_request_at = max(self.next_request_at, now - min(LATE_SLACK_S, interval / 2)) + interval
+            # More than an interval late, there was no schedule to keep (the first request, a
+            # lull): the next waits a whole interval, or the first two would go closer than that.
+            late = now - self.next_request_at
+            start = now if late > interval else max(self.next_request_at, now - min(LATE_SLACK_S, interval / 2))
+            self.next_request_at = start + interval
         if ceiling.tokens_per_minute:
             self.next_tokens_at = max(self.next_tokens_at, now) + tokens * 60.0 / (ceiling.tokens_per_minute * SAFETY)
         self.in_flight_requests += 1
@@ -298,26 +266,29 @@ class PaceState:
             self.next_tokens_at += (actual - estimated) * 60.0 / (tpm * SAFETY)
 
     def on_reply(self, status: int | None, headers: Mapping[str, str], tokens: float, *,
-                 now: float, now_wall: float, rand: float) -> None:
+                 now: float, now_wall: float, rand: float) -> bool:
         """The reply to a request sent with ``tokens`` came at ``now`` (``status`` None: none came).
 
-        ``rand`` in [0, 1) draws the jitter of a pause this reply may cause.
+        ``rand`` in [0, 1) draws the jitter of a pause this reply may cause. True when the reply is
+        a 429 met while probing, with no quota shown spent: the probe's cost, not the item's.
         """
         self.in_flight_requests = max(self.in_flight_requests - 1, 0)
         self.in_flight_tokens = max(self.in_flight_tokens - tokens, 0.0)
         if status is None:
-            return
+            return False
         headers = lowered(headers)
-        requests = QuotaReading.read(headers, _REQUEST_SUFFIXES, now_wall)
-        token_quota = QuotaReading.read(headers, _TOKEN_SUFFIXES, now_wall)
+        requests, token_quota = QuotaReading.read_both(headers, now_wall)
+        probing = self.probe_limit is not None and self.header_rpm is None
         self._read_quota(requests, token_quota, now)
         self.refusal_ratio += RATIO_ALPHA * ((status == 429) - self.refusal_ratio)
         if status == 429:
             self.rate_limited += 1
             self.next_tokens_at -= self._token_cost(tokens, now)  # a refused request used no tokens
             self._on_429(requests, token_quota, retry_after_seconds(headers, 429, now_wall), now, rand)
-        elif status < 400:
+            return probing and not requests.spent and not token_quota.spent
+        if status < 400:
             self._on_success(now)
+        return False
 
     # -- rules ------------------------------------------------------------------------------------
 
@@ -376,7 +347,7 @@ class PaceState:
     def _on_429(self, requests: QuotaReading, token_quota: QuotaReading, hint: float | None,
                 now: float, rand: float) -> None:
         remaining = [q.remaining for q in (requests, token_quota) if q.remaining is not None]
-        if remaining and min(remaining) <= 0:
+        if requests.spent or token_quota.spent:
             self._pause(max(hint or 0.0, MIN_PAUSE_S) + hint_jitter(rand), "quota", now)  # rule 4
             return
         if remaining:
@@ -425,10 +396,14 @@ class PaceState:
         if self.header_rpm is not None:
             return  # the server tells its limit: no guessing (rule 2)
         resume = self.paused_until
-        if self.period_admitted <= 0 and self.probe_limit is not None:
-            # Nothing got through since the last cut: the server's window is still full. Waiting
-            # (longer each time) is the answer, not a lower rate.
-            self._hold_probe(resume, now)
+        if self.period_admitted <= 0:
+            # Nothing got through since the last cut, or since the start: the server's window is
+            # still full, or the server is out. Waiting (longer each time) is the answer, not a
+            # lower rate: a rate measured from nothing admitted is a made-up one.
+            if self.probe_limit is not None:
+                self._hold_probe(resume, now)
+            else:
+                self.period_start = resume
             return
         elapsed = now - self.period_start if self.period_start is not None else 0.0
         self.cut_span_s = max(elapsed + (hint or 0.0), MIN_SPAN_S)

@@ -14,7 +14,7 @@ from airflow_gradient import read_results
 from airflow_gradient.models.result import ContentPart, ResponseResult
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, conn_env
-from tests.operators.test_batch_operator import run_batch_task
+from tests.support.batch_task import run_batch_task
 
 # fault: (error type in the row, its status, words of its message, requests sent for the item)
 BAD_REPLIES = {

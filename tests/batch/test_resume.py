@@ -10,7 +10,7 @@ from pathlib import Path
 
 from airflow.sdk import ObjectStoragePath
 from airflow_gradient import read_results
-from airflow_gradient.batch.results import iter_rows, list_parts
+from airflow_gradient.batch.parts import iter_rows, list_parts
 from tests.conftest import run_dag, task_states, xcom_value
 
 N = 200

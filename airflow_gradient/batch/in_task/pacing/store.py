@@ -14,8 +14,8 @@ Two keys per account, in one Redis Cluster hash slot (the ``{digest}`` tag)::
                                   next request and token, Redis time; "budget", "budget_reset",
                                   "budget_at": the request budget as reservations spend it
 
-``digest`` is ``sha256(base_url + "\\0" + key)[:16]``: one account, never the key itself. Both keys
-expire :data:`STATE_TTL_S` after their last use.
+``digest`` is :func:`url_and_key_digest`, ``sha256(base_url + "\\0" + key)[:16]``: one account,
+never the key itself. Both keys expire :data:`STATE_TTL_S` after their last use.
 
 - :meth:`PaceStore.reserve` is the hot path: one Lua script, one round trip. It reserves ``n``
   request slots and ``m`` tokens at the stored pace (GCRA: no read-modify-write race, no burst)
@@ -23,9 +23,9 @@ expire :data:`STATE_TTL_S` after their last use.
   pause, or when the next slot is further ahead than :data:`RESERVE_HORIZON_S`, it reserves
   nothing and says when to ask again: slots are never queued far ahead at a pace that may change.
   It never grants more request slots than the account's budget (``x-ratelimit-remaining-requests``
-  minus in flight, the rules' :meth:`~airflow_gradient.batch.in_task.pace_rules.PaceState.request_budget`),
+  minus in flight, the rules' :meth:`~airflow_gradient.batch.in_task.pacing.rules.PaceState.request_budget`),
   spent slot by slot between updates; with none left it pauses until the quota resets.
-- :meth:`PaceStore.update` applies the pacing rules (Python, :mod:`~airflow_gradient.batch.in_task.pace_rules`)
+- :meth:`PaceStore.update` applies the pacing rules (Python, :mod:`~airflow_gradient.batch.in_task.pacing.rules`)
   to the stored state under optimistic concurrency (``WATCH``/``MULTI``/``EXEC``, retried when
   another worker wrote first), and stores the pace the rules derive, for the script to read.
   The GCRA times live in their own key so that reservations never void an update's ``WATCH``.
@@ -35,27 +35,30 @@ Time is Redis's ``TIME`` everywhere: workers' clocks may disagree, Redis's is on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import inspect
 import json
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_gradient.exceptions import GradientRateLimitStoreError
+from airflow_gradient.batch.in_task.pacing.pace import Pace
+from airflow_gradient.batch.in_task.pacing.rules import PaceState
+from airflow_gradient.http.wait_hints import PLAIN_PREFIX, RATE_LIMIT_HEADER_PREFIX, header_number
 
 if TYPE_CHECKING:
     import redis.asyncio
 
 STATE_TTL_S = 900.0
-# Short: a Redis that stops answering must be noticed within a request or two, not after minutes.
-SOCKET_TIMEOUT_S = 2.0
 UPDATE_TRIES = 20
 # A task's count of requests in flight stops counting this long after it last reported it.
 IN_FLIGHT_TTL_S = 30.0
 # Slots are reserved at most this far ahead, so that a new pace (a cut, a rise) applies within it.
 RESERVE_HORIZON_S = 0.25
 KEY_PREFIX = "gradient:pace:"
+_REMAINING_REQUESTS = f"{RATE_LIMIT_HEADER_PREFIX}remaining-requests"
+_PLAIN_REMAINING = f"{PLAIN_PREFIX}remaining"
 
 # KEYS: state, gcra. ARGV: requests, tokens, ttl_ms. Returns strings (Lua numbers become integers).
 RESERVE_LUA = """
@@ -117,32 +120,18 @@ if pause <= now then
   end
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+-- PEXPIRE voids an update's WATCH of the state key: only when its time to live runs low (an
+-- update sets it anyway). Every reservation did, and on a Redis 100 ms away no update got through.
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) / 2 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 if reserved == 0 then n = 0 end
 return {string.format('%.6f', now), string.format('%.6f', req_at), string.format('%.6f', tok_at),
         s[1] or '', s[2] or '', string.format('%.6f', pause), s[4] or '', s[5] or '0', reserved, n}
 """
 
 
-def account_digest(base_url: str, api_key: str) -> str:
-    """The account's name in Redis: a digest of base URL and key, never the key."""
+def url_and_key_digest(base_url: str, api_key: str) -> str:
+    """The account's name in Redis: a digest of its base URL and model access key, never the key."""
     return hashlib.sha256(f"{base_url}\0{api_key}".encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class SharedPace:
-    """The pace stored for the account, as of ``now`` (Redis time, seconds)."""
-
-    now: float
-    requests_per_minute: float | None
-    tokens_per_minute: float | None
-    pause_until: float
-    source: str
-    version: int
-
-    @property
-    def unpaced(self) -> bool:
-        return self.requests_per_minute is None and self.tokens_per_minute is None
 
 
 @dataclass(frozen=True)
@@ -153,7 +142,7 @@ class Reservation:
     fewer than asked for: never more than the account's request budget (remaining minus in flight);
     with none left, ``pace.pause_until`` is when the quota resets."""
 
-    pace: SharedPace
+    pace: Pace
     requests: int
     requests_at: float
     tokens: float
@@ -166,24 +155,37 @@ class Reservation:
         return max(self.requests_at, self.tokens_at, self.pace.pause_until)
 
 
-@dataclass(frozen=True)
-class DerivedPace:
-    """What the rules derive from their state, stored for the reservation script."""
+@dataclass
+class Lease:
+    """Reserved slots a task has not handed out yet, on its local monotonic clock."""
 
-    requests_per_minute: float | None
-    tokens_per_minute: float | None
-    token_burst: float
-    pause_until: float
-    source: str
-    request_budget: tuple[float, float] | None = None
-    """Requests the account may still send, and when that resets (Redis time); None: no budget known."""
-    budget_since: float = 0.0
-    """When the request whose reply told that budget was sent (Redis time): the slots reserved since
-    may be missing from it (the server counted them after it answered, their tasks not yet reported)."""
+    # Slots hold when the pace changes: they were reserved at the pace of their time and span at
+    # most LEASE_S, and a probed pace changes at every flush. A pause is checked before each take.
+    requests: int = 0
+    request_at: float = 0.0
+    request_step: float = 0.0
+    tokens: float = 0.0
+    token_at: float = 0.0
+    token_step: float = 0.0
+
+    def take(self, tokens: float, pace: Pace) -> float | None:
+        """The local time of the next slot for a request of ``tokens``; None when more must be reserved."""
+        if pace.requests_per_minute and self.requests < 1:
+            return None
+        if pace.tokens_per_minute and self.tokens < tokens:
+            return None
+        at = 0.0
+        if pace.requests_per_minute:
+            at, self.request_at, self.requests = self.request_at, self.request_at + self.request_step, self.requests - 1
+        if pace.tokens_per_minute:
+            at = max(at, self.token_at)
+            self.token_at += tokens * self.token_step
+            self.tokens -= tokens
+        return at
 
 
 # The rules, as the store calls them: (stored state or None, Redis time) -> (new state, its pace).
-Transition = Callable[[dict[str, Any] | None, float, "InFlight"], tuple[dict[str, Any], DerivedPace]]
+Transition = Callable[[dict[str, Any] | None, float, "InFlight"], tuple[dict[str, Any], Pace]]
 
 
 @dataclass(frozen=True)
@@ -194,18 +196,16 @@ class InFlight:
     tokens: float = 0.0
 
 
-def _number(value: bytes | str | None) -> float | None:
-    if value in (None, b"", ""):
-        return None
-    number = float(value)
-    return number if number > 0 else None
+def _per_minute(value: bytes | str) -> float | None:
+    """A stored pace field: empty or 0 is no pace."""
+    return header_number(value.decode() if isinstance(value, bytes) else value) or None
 
 
 class PaceStore:
     """One account's shared pace in Redis (see the module docstring).
 
     :param client: a ``redis.asyncio.Redis`` of the running event loop.
-    :param digest: :func:`account_digest` of the account.
+    :param digest: :func:`url_and_key_digest` of the account.
     """
 
     def __init__(self, client: redis.asyncio.Redis, digest: str, *, ttl_s: float = STATE_TTL_S) -> None:
@@ -223,14 +223,15 @@ class PaceStore:
         now, req_at, tok_at, rpm, tpm, pause, source, version, reserved, granted = (
             v.decode() if isinstance(v, bytes) else v for v in raw
         )
-        pace = SharedPace(float(now), _number(rpm), _number(tpm), float(pause), source, int(version or 0))
+        pace = Pace(_per_minute(rpm), _per_minute(tpm), source, now=float(now), pause_until=float(pause),
+                    version=int(version or 0))
         return Reservation(pace, int(granted), float(req_at), tokens, float(tok_at), bool(int(reserved)))
 
-    async def read(self) -> SharedPace:
+    async def read(self) -> Pace:
         """The stored pace: a reservation of nothing."""
         return (await self.reserve(0, 0)).pace
 
-    async def update(self, transition: Transition, task: str = "", in_flight: InFlight = InFlight()) -> SharedPace:
+    async def update(self, transition: Transition, task: str = "", in_flight: InFlight = InFlight()) -> Pace:
         """Apply ``transition`` to the stored state atomically; returns the pace it derived.
 
         ``task`` reports its ``in_flight`` requests; the transition gets the sum over the tasks that
@@ -271,8 +272,7 @@ class PaceStore:
                     await pipe.execute()
                 except WatchError:
                     continue
-                return SharedPace(now, derived.requests_per_minute, derived.tokens_per_minute,
-                                  derived.pause_until, derived.source, version)
+                return dataclasses.replace(derived, now=now, version=version)
         raise WatchError(f"the shared pace of {self.key} changed {UPDATE_TRIES} times while being updated")
 
 
@@ -290,92 +290,70 @@ def _field(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
 
 
-# -- the Airflow connection -----------------------------------------------------------------------
+# -- the rules, as the store applies them ----------------------------------------------------------
+# Every rule is PaceState's (pacing/rules.py); ``now`` is Redis time, a unix time, so it serves as
+# ``now_wall`` too. What is the store's own: how the limits several tasks were told combine.
 
 
-def redis_client_kwargs(redis_conn_id: str) -> dict[str, Any]:
-    """``redis.asyncio.Redis`` arguments for an Airflow connection of type ``redis``, read as the
-    Redis provider reads it (host, port, login, password, extras ``db`` and ``ssl*``).
-
-    Raises :class:`GradientRateLimitStoreError` naming the connection when it cannot be used.
-    """
-    try:
-        from airflow.providers.redis.hooks.redis import RedisHook
-        import redis.asyncio
-        from redis.connection import SSLConnection
-    except ImportError as exc:
-        raise GradientRateLimitStoreError(
-            f"rate_limit_store={redis_conn_id!r} needs the Redis provider: pip install "
-            f"'airflow-gradient[cluster]' ({exc})"
-        ) from None
-    hook = RedisHook(redis_conn_id)
-    try:
-        conn = hook.get_connection(redis_conn_id)
-        sync = hook.get_conn()
-    except Exception as exc:  # a missing connection, a bad extra: say which connection
-        raise GradientRateLimitStoreError(
-            f"rate_limit_store={redis_conn_id!r}: cannot read that Redis connection: {type(exc).__name__}: {exc}"
-        ) from None
-    schema = (conn.schema or "").strip("/")
-    extra_db = conn.extra_dejson.get("db")
-    path_db: int | None = None
-    if schema:
-        # The Redis provider reads the database only from the extra 'db', but users write the URI
-        # form redis://host:6379/3: honour its path rather than silently share database 0.
-        if not schema.isdigit() or (extra_db not in (None, "") and str(extra_db) != schema):
-            raise GradientRateLimitStoreError(
-                f"rate_limit_store={redis_conn_id!r}: the connection's path/schema {schema!r} is not the "
-                f"Redis database its extra 'db' names ({extra_db!r}); allowed: a database number in the path "
-                f"(redis://host:6379/3) or in the extra 'db', not two different ones"
-            )
-        path_db = int(schema)
-    if not hasattr(sync, "connection_pool"):
-        raise GradientRateLimitStoreError(
-            f"rate_limit_store={redis_conn_id!r}: Redis in cluster mode is not supported; use a single "
-            "Redis for the rate-limit store"
-        )
-    pool = sync.connection_pool
-    accepted = set(inspect.signature(redis.asyncio.Redis.__init__).parameters) - {"self", "connection_pool", "retry"}
-    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in accepted and not k.startswith("socket_")}
-    if issubclass(pool.connection_class, SSLConnection):
-        kwargs["ssl"] = True
-    if path_db is not None:
-        kwargs["db"] = path_db
-    sync.close()
-    kwargs.update(socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
-                  socket_keepalive=True, decode_responses=False)
-    return kwargs
+def _state(stored: dict[str, Any] | None) -> PaceState:
+    return PaceState.from_dict(stored) if stored else PaceState()
 
 
-def async_client(kwargs: dict[str, Any]) -> redis.asyncio.Redis:
-    """A ``redis.asyncio.Redis`` for :func:`redis_client_kwargs`, made in the loop that uses it.
-
-    One immediate retry (a pooled connection Redis closed), no backoff: a lost Redis must reach the
-    limiter's fallback within a request, not after redis-py's seconds of backoff.
-    """
-    import redis.asyncio
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    return redis.asyncio.Redis(**kwargs, retry=Retry(NoBackoff(), 1))
+def joined(stored: dict[str, Any] | None, rpm: float | None, tpm: float | None, now: float,
+           in_flight: InFlight) -> tuple[dict[str, Any], Pace]:
+    """A task joins with the limits it was told: the lowest told limit wins."""
+    state = _with_in_flight(_join(_state(stored), rpm, tpm), in_flight)
+    return state.to_dict(), state.pace(now)
 
 
-def check_reachable(redis_conn_id: str, kwargs: dict[str, Any]) -> None:
-    """``PING`` the store once, now: raises :class:`GradientRateLimitStoreError` naming the
-    connection when it does not answer (a batch must not start without the pace it shares)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
+def _with_in_flight(state: PaceState, in_flight: InFlight) -> PaceState:
+    # The live tasks' own counts, not the sum of every send and reply ever applied: a task that
+    # died with requests in flight would hold the budget (remaining minus in flight) for ever.
+    state.in_flight_requests = int(in_flight.requests)
+    state.in_flight_tokens = in_flight.tokens
+    return state
 
-    client = redis.Redis(**kwargs, retry=Retry(NoBackoff(), 0))
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        host = f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db') or 0}"
-        raise GradientRateLimitStoreError(
-            f"rate_limit_store={redis_conn_id!r}: Redis at {host} is unreachable ({type(exc).__name__}: {exc}); "
-            "start it or fix that connection, or remove rate_limit_store from the Gradient connection to "
-            "pace this task alone"
-        ) from None
-    finally:
-        client.close()
+
+def _join(state: PaceState, rpm: float | None, tpm: float | None) -> PaceState:
+    state.configured_rpm = _lowest(state.configured_rpm, rpm)
+    state.configured_tpm = _lowest(state.configured_tpm, tpm)
+    return state
+
+
+def _lowest(*values: float | None) -> float | None:
+    known = [v for v in values if v]
+    return min(known) if known else None
+
+
+@dataclass
+class Event:
+    """A send (``status`` unused) or a reply (``status`` None: no reply came), at local time ``at``."""
+
+    sent: bool
+    status: int | None
+    headers: dict[str, str]
+    tokens: float
+    at: float
+    sent_at: float | None = None
+    """A reply: when the oldest of this task's requests then in flight was sent (its own, or earlier)."""
+
+
+def applied(stored: dict[str, Any] | None, events: list[Event], offset: float, now: float,
+            in_flight: InFlight | None = None, limits: tuple[float | None, float | None] = (None, None),
+            rand: Callable[[], float] = random.random) -> tuple[dict[str, Any], Pace]:
+    # Joined again each time: the state may have expired, or Redis restarted empty, since this task joined.
+    state = _join(_state(stored), *limits)
+    since: float | None = None
+    for event in events:
+        # Each event at its own time on Redis's clock (never in Redis's future).
+        at = min(event.at + offset, now)
+        if event.sent:
+            state.on_send(event.tokens, at)
+        else:
+            state.on_reply(event.status, event.headers, event.tokens, now=at, now_wall=at, rand=rand())
+            told_budget = _REMAINING_REQUESTS in event.headers or _PLAIN_REMAINING in event.headers
+            if told_budget and event.sent_at is not None:
+                since = min(event.sent_at + offset, now)
+    if in_flight is not None:
+        _with_in_flight(state, in_flight)
+    return state.to_dict(), state.pace(now, since)

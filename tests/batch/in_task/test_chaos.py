@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 
 from airflow_gradient import read_results
-from bench.chaos import FAULTS
-from tests.operators.test_batch_operator import run_batch_task
+from airflow_gradient.testing.emulator.faults import CHAOS_MIX
+from tests.support.batch_task import run_batch_task
 
 N = 200
 # Random hangs are 1 %: these make sure a few happen, each on its first request only.
@@ -18,7 +18,7 @@ FORCED_HANGS = 3
 
 
 def test_batch_under_chaos_succeeds_and_generates_each_item_once(gradient_conn, tmp_path) -> None:
-    gradient_conn.configure(latency=0.03, fault_retry_after=0.05, hang_seconds=60, **FAULTS)
+    gradient_conn.configure(latency=0.03, fault_retry_after=0.05, hang_seconds=60, **CHAOS_MIX)
     prompts = [f"[[fault:hangx1]] chaos {i}" if i < FORCED_HANGS else f"chaos {i}" for i in range(N)]
     _, state, manifest = run_batch_task(
         "batch_chaos", inputs=prompts, output_path=str(tmp_path / "out"), max_output_tokens=10,
