@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from airflow_gradient._version import __version__
@@ -68,7 +69,7 @@ CONN_FIELDS: dict[str, Any] = {
 
 
 def get_provider_info() -> dict[str, Any]:
-    return {
+    info: dict[str, Any] = {
         "package-name": "airflow-gradient",
         "name": "DigitalOcean Gradient",
         "description": "DigitalOcean Gradient serverless inference (`POST /v1/responses`, `POST /v1/embeddings`): "
@@ -113,4 +114,48 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],
+    }
+    if _common_ai_installed():
+        info["hooks"][0]["python-modules"].append("airflow_gradient.hooks.pydantic_ai")
+        info["connection-types"].append(_pydantic_ai_connection_type(info["connection-types"][0]["conn-fields"]))
+    return info
+
+
+def _common_ai_installed() -> bool:
+    """Whether Airflow's common.ai provider is importable: only then is ``pydanticai_gradient``
+    registered (elsewhere it is left out, so Airflow has nothing to warn about)."""
+    try:
+        return importlib.util.find_spec("airflow.providers.common.ai") is not None
+    except ImportError:  # airflow.providers.common itself is missing
+        return False
+
+
+def _pydantic_ai_connection_type(gradient_fields: dict[str, Any]) -> dict[str, Any]:
+    """The ``pydanticai_gradient`` connection of common.ai's ``@task.llm`` / ``@task.agent``: the
+    ``gradient`` form (``gradient_fields``), plus a Gradient connection to borrow and common.ai's
+    fallback chain."""
+    return {
+        "hook-class-name": "airflow_gradient.hooks.pydantic_ai.PydanticAIGradientHook",
+        "hook-name": "Pydantic AI (DigitalOcean Gradient)",
+        "connection-type": "pydanticai_gradient",
+        "conn-fields": {
+            **gradient_fields,
+            "model": {
+                "label": "Model",
+                "schema": {"type": ["string", "null"]},
+                "description": "A Gradient model id such as llama3.3-70b-instruct (no provider prefix needed)",
+            },
+            "gradient_conn_id": {
+                "label": "Gradient connection id",
+                "schema": {"type": ["string", "null"]},
+                "description": "Borrow the key, base URL and settings of this gradient connection instead of "
+                "entering them here",
+            },
+            "fallback_conn_ids": {
+                "label": "Fallback Connections",
+                "schema": {"type": ["array", "null"], "items": {"type": "string"}},
+                "description": "Connection ids to fail over to, in order, while Gradient is unavailable",
+            },
+        },
+        "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
     }

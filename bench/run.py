@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import bench_chaos
+from bench.common_ai import bench_common_ai
 from bench.embeddings import bench_embeddings, bench_embeddings_limit, bench_embeddings_rss, bench_embeddings_split
 from bench.engine import bench_expand, bench_ideal, bench_openai, bench_rate_limit, bench_rss
 from bench.harness import KEY, MODEL, Emulator, connection_env, run_ours, show, warm_up
@@ -93,6 +94,10 @@ BENCHES: dict[str, Bench] = {
                          lambda r: bench_shared_slow(r.emu, r.tmp, r.size(100, 300))),
     "workers": Bench("two workers vs one, latency-bound, no binding limit: throughput (goal >= 1.7x)",
                      lambda r: bench_workers(r.emu, r.tmp, r.size(200, 1000))),
+    "common_ai": Bench("common.ai agent task (100 calls) and a batch (500 items) at once on one 10 req/s account: "
+                       "shared pace (rate_limit_store) vs a generic pydanticai connection "
+                       "(goal shared: <= 5 x 429, >= 0.85 of the limit)",
+                       lambda r: bench_common_ai(r.emu, r.tmp, r.size((40, 150), (100, 500)))),
     "storage": Bench("10,000 items written to S3 (moto server) vs local disk, side by side (goal: within 10 %)",
                      lambda r: bench_storage(r.emu, r.tmp, r.size(2000, 10_000))),
     "embeddings": Bench("embeddings at zero latency, inputs/s vs AsyncOpenAI.embeddings.create, same packs and "

@@ -87,6 +87,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowC
         env = {
             **connection_env(emulator.base_url, KEY, model="cluster-model", rate_limit_store="gradient_pacing"),
             "AIRFLOW_CONN_GRADIENT_PACING": json.dumps(redis_conn),
+            # The common.ai example's connection: gradient_default's key, URL and shared pace.
+            "AIRFLOW_CONN_GRADIENT_AI": json.dumps({"conn_type": "pydanticai_gradient", "extra": {
+                "gradient_conn_id": "gradient_default", "model": "llama3.3-70b-instruct"}}),
             "GRADIENT_EXAMPLE_OUTPUT": str(home / "examples-output"),
             "GRADIENT_POLL_INTERVAL": "0.5",
         }

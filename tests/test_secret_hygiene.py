@@ -7,6 +7,7 @@ the examples wrote.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -38,6 +39,10 @@ def test_no_example_run_leaks_the_key(airflow_db: Path, monkeypatch: pytest.Monk
         monkeypatch.setenv("AIRFLOW_CONN_CATALOGUE_DB", postgres_conn_uri(catalogue_db))
         for name, value in conn_env(emu.base_url, key=KEY).items():
             monkeypatch.setenv(name, value)
+        # The common.ai example's connection, borrowing gradient_default's key.
+        monkeypatch.setenv("AIRFLOW_CONN_GRADIENT_AI", json.dumps({
+            "conn_type": "pydanticai_gradient",
+            "extra": {"gradient_conn_id": "gradient_default", "model": "llama3.3-70b-instruct"}}))
         names = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
         states = {name: str(run_dag(example_dag(name)).state) for name in names}
         monkeypatch.setenv("GRADIENT_POLL_INTERVAL", "0.02")

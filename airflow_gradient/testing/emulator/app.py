@@ -1,4 +1,5 @@
-"""The emulator's HTTP surface: ``/v1/models``, ``/v1/responses`` and the ``/_emulator/*`` controls.
+"""The emulator's HTTP surface: ``/v1/models``, ``/v1/responses`` (and its Chat Completions dialect,
+:mod:`~airflow_gradient.testing.emulator.chat`) and the ``/_emulator/*`` controls.
 
 A ``POST /v1/responses`` goes: log it -> check the key (401) -> validate the body with the shared
 wire model (400) -> a fault asked for by header or directive (these bypass the rate limits) ->
@@ -23,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.request import ResponseRequest, build_request
+from airflow_gradient.testing.emulator import chat
 from airflow_gradient.testing.emulator.batch_jobs import batch_jobs_router
 from airflow_gradient.testing.emulator.config import EmulatorConfig
 from airflow_gradient.testing.emulator.embeddings import embeddings_router
@@ -81,6 +83,11 @@ def _add_api_routes(app: FastAPI, state: EmulatorState) -> None:
         reply = await _respond(request, state, config, record)
         return await _finish(state, record, config, reply)
 
+    @app.post(chat.PATH)
+    async def create_chat_completion(request: Request) -> Response:
+        record, config = _open(state, request)
+        return await _finish(state, record, config, await _respond(request, state, config, record, as_chat=True))
+
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     async def not_found(request: Request) -> Response:
         record, config = _open(state, request)
@@ -123,7 +130,9 @@ def _validated(body: Any) -> ResponseRequest:
     return request
 
 
-async def _respond(request: Request, state: EmulatorState, config: EmulatorConfig, record: RequestRecord) -> Response:
+async def _respond(
+    request: Request, state: EmulatorState, config: EmulatorConfig, record: RequestRecord, *, as_chat: bool = False
+) -> Response:
     def headers() -> dict[str, str]:
         quota = state.quota_headers(time.time()) if config.quota_headers else {}
         return {"x-request-id": record.request_id, **quota}
@@ -136,9 +145,14 @@ async def _respond(request: Request, state: EmulatorState, config: EmulatorConfi
         return _invalid("invalid request: the body is not valid JSON", None, headers())
     state.update(record, body=body)
     try:
-        wire = _validated(body)
+        wire = _validated(chat.to_responses_body(body) if as_chat else body)
     except GradientRequestInvalid as exc:
         return _invalid(str(exc), exc.errors[0][0] if exc.errors else None, headers())
+    except chat.ChatRequestError as exc:
+        return _invalid(str(exc), exc.param, headers())
+    if as_chat and wire.model not in MODELS:
+        return JSONResponse(openai_error(f"The model `{wire.model}` does not exist.", "NotFoundError", param="model",
+                                         code="model_not_found"), status_code=404, headers=headers())
     key = prompt_key(wire)
     state.update(record, prompt_key=key)
     try:
@@ -164,7 +178,8 @@ async def _respond(request: Request, state: EmulatorState, config: EmulatorConfi
     if framing is not None:
         include_usage = bool(wire.stream_options and wire.stream_options.include_usage)
         return _stream(reply, framing, include_usage, config, state, record, headers(), mark_generated)
-    return _GeneratedResponse(reply.response_json(shape=config.reply_shape), headers(), mark_generated)
+    body = chat.completion_json(reply) if as_chat else reply.response_json(shape=config.reply_shape)
+    return _GeneratedResponse(body, headers(), mark_generated)
 
 
 def _over_limit(verdict: Verdict, config: EmulatorConfig, record: RequestRecord, headers: dict[str, str]) -> Response:

@@ -171,7 +171,12 @@ def _called_tool(request: ResponseRequest) -> Tool | None:
     if not isinstance(request.input, str) and any(
         isinstance(item, FunctionCallOutputItem) for item in request.input
     ):
-        return None
+        if request.tool_choice != "required":
+            return None
+        # No text allowed after a tool's output (an output tool such as Pydantic AI's final_result
+        # is waiting): the last tool not called yet.
+        called = {item.name for item in request.input if isinstance(item, FunctionCallItem)}
+        return next((t for t in reversed(functions) if t.name not in called), functions[-1])
     if isinstance(request.tool_choice, NamedToolChoice):
         return next(t for t in functions if t.name == request.tool_choice.function.name)
     return functions[0]
