@@ -33,6 +33,7 @@ import httpx
 from bench.chaos import bench_chaos
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.reuse import bench_reuse, bench_reuse_rss
+from bench.ui import bench_ui
 from bench.scale_out import bench_workers
 from bench.shared_pacing import bench_shared_cost, bench_shared_k4
 from bench.single_request import bench_single
@@ -332,7 +333,7 @@ def bench_expand(emu: Emulator, tmp: Path, n_mapped: int, n_batch: int) -> dict[
 
 
 BENCHES = ("single", "ideal", "openai", "expand", "ratelimit", "rss", "chaos", "isolated", "unannounced", "rise",
-           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers")
+           "reuse", "reuse-rss", "shared_k4", "shared_cost", "workers", "ui")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -400,6 +401,9 @@ def main(argv: list[str] | None = None) -> None:
                 results["rise"] = bench_rise(emu, tmp, run_ours, 200 if quick else 400)
                 _show("limit raised 120 -> 600/min mid-batch: seconds to 80 % of the new limit (goal <= 10 s)",
                       results["rise"])
+            if "ui" in chosen:
+                results["ui"] = bench_ui()
+                _show("UI nav page, 30 days x 50 DAGs x 20 runs/day, server time (goal < 1 s)", results["ui"])
             if "reuse" in chosen:
                 results["reuse"] = bench_reuse(emu, tmp, 1000 if quick else 10_000, 0.2, args.reuse_concurrency)
                 _show("second run with 1 % changed, reuse_results_from (goal: sends 1 %, every row, <= 5 % "

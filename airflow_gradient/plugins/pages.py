@@ -254,19 +254,21 @@ def _batch_body(where: str, key: str, manifest: dict[str, Any]) -> str:
     charts = '<p class="muted">No timeline: this manifest was written before timelines, or by a Batch ' \
              "Inference job (the provider paces it).</p>"
     if samples:
-        minutes = [float(s.get("t", 0.0)) / 60 for s in samples]
-        events = timeline_events(samples)
-        markers = [svg.Marker(t / 60, kind, label) for t, kind, label in events]
+        times = [float(s.get("t", 0.0)) for s in samples]
+        # Seconds for a short batch, minutes for a longer one.
+        scale, unit = (1.0, "s") if times[-1] < 120 else (60.0, "min")
+        minutes = [t / scale for t in times]
+        markers = [svg.Marker(t / scale, kind, label) for t, kind, label in timeline_events(samples)]
         charts = (
             '<div class="grid2">'
             + svg.lines("Requests per minute: achieved and the limit in force", minutes,
                         [svg.Series("achieved req/min", achieved_per_minute(samples)),
                          svg.Series("limit req/min", [s.get("requests_per_minute") for s in samples])],
-                        markers=markers, x_label=lambda m: f"{m:.1f} min", kind="requests-per-minute",
+                        markers=markers, x_label=lambda m: f"{m:.1f} {unit}", kind="requests-per-minute",
                         dashed=["limit req/min"])
             + svg.lines("Items done over time", minutes,
                         [svg.Series("items done", [float(s.get("done") or 0) for s in samples])],
-                        x_label=lambda m: f"{m:.1f} min", kind="items-done")
+                        x_label=lambda m: f"{m:.1f} {unit}", kind="items-done")
             + "</div>"
             + '<p class="legend-markers"><span class="m429">| 429 response(s)</span>'
               '<span class="mpause">¦ pause</span></p>'

@@ -47,7 +47,7 @@ FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskRecord:
     """One Gradient task instance's figures, as its XCom holds them.
 
@@ -85,33 +85,26 @@ class TaskRecord:
     @classmethod
     def from_figures(cls, head: Sequence[Any], figures: Sequence[Any]) -> TaskRecord:
         """A record from the task instance's columns and the figures in :data:`FIELDS` order."""
-        got = dict(zip((name for name, _ in FIELDS), figures))
+        (cost, total_tokens, input_tokens, output_tokens, model, finish_reason, total, succeeded, failed, requests,
+         rate_limited, reused_items, tokens_saved, cost_usd_saved, wall_time_s, models) = figures
         dag_id, run_id, task_id, map_index, key, start, end, state = head
         return cls(
-            dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, key=key,
-            start_date=start, end_date=end, state=state,
-            batch=got["total"] is not None,
-            cost_usd=_number(got["cost_usd"]),
-            total_tokens=int(_number(got["total_tokens"]) or 0),
-            input_tokens=int(_number(got["input_tokens"]) or 0),
-            output_tokens=int(_number(got["output_tokens"]) or 0),
-            model=got["model"] if isinstance(got["model"], str) else None,
-            finish_reason=got["finish_reason"] if isinstance(got["finish_reason"], str) else None,
-            total=int(_number(got["total"]) or 0),
-            succeeded=int(_number(got["succeeded"]) or 0),
-            failed=int(_number(got["failed"]) or 0),
-            requests=int(_number(got["requests"]) or 0),
-            rate_limited=int(_number(got["rate_limited"]) or 0),
-            reused_items=int(_number(got["reused_items"]) or 0),
-            tokens_saved=int(_number(got["tokens_saved"]) or 0),
-            cost_usd_saved=_number(got["cost_usd_saved"]),
-            wall_time_s=_number(got["wall_time_s"]),
-            models=got["models"] if isinstance(got["models"], dict) else None,
+            dag_id, run_id, task_id, map_index, key, start, end, state,
+            total is not None, _number(cost), _count(total_tokens), _count(input_tokens), _count(output_tokens),
+            model if isinstance(model, str) else None,
+            finish_reason if isinstance(finish_reason, str) else None,
+            _count(total), _count(succeeded), _count(failed), _count(requests), _count(rate_limited),
+            _count(reused_items), _count(tokens_saved), _number(cost_usd_saved), _number(wall_time_s),
+            models if isinstance(models, dict) else None,
         )
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return float(value) if type(value) in (int, float) else None
+
+
+def _count(value: Any) -> int:
+    return int(value) if type(value) in (int, float) else 0
 
 
 def _figures(value: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:

@@ -40,7 +40,10 @@ def number(value: float) -> str:
 
 
 def dollars(value: float) -> str:
-    return f"${value:,.2f}" if abs(value) >= 1 or value == 0 else f"${value:,.4f}"
+    """US dollars, with the decimals a small figure needs (a request costs fractions of a cent)."""
+    if abs(value) >= 1 or value == 0:
+        return f"${value:,.2f}"
+    return f"${value:,.4f}" if abs(value) >= 0.01 else f"${value:,.6f}"
 
 
 def _nice_top(value: float) -> float:
