@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, select
+from sqlalchemy import String, and_, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -103,6 +103,14 @@ def _number(value: Any) -> float | None:
     return float(value) if type(value) in (int, float) else None
 
 
+def _utc(value: Any) -> datetime | None:
+    """A timestamp column read raw: SQLite answers text (UTC, as Airflow writes it), others datetimes."""
+    if value is None:
+        return None
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 def _count(value: Any) -> int:
     return int(value) if type(value) in (int, float) else 0
 
@@ -145,8 +153,9 @@ def load_records(
     dialect = session.get_bind().dialect.name
     query = (
         select(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index, XComModel.key,
-               TaskInstance.start_date, TaskInstance.end_date, TaskInstance.state,
-               _figures(XComModel.value, dialect))
+               # Read raw and parsed by _utc: Airflow's column type costs more per row than the query.
+               type_coerce(TaskInstance.start_date, String), type_coerce(TaskInstance.end_date, String),
+               TaskInstance.state, _figures(XComModel.value, dialect))
         .select_from(XComModel).join(TaskInstance, where)
         .order_by(TaskInstance.start_date, XComModel.dag_id, XComModel.run_id, XComModel.task_id,
                   XComModel.map_index, XComModel.key.desc())
@@ -158,7 +167,9 @@ def load_records(
             figures = json.loads(figures)
         if not isinstance(figures, list):
             continue
-        record = TaskRecord.from_figures(row[:-1], figures)
+        dag_id, run_id, task_id, map_index, key, start, end, state = row[:-1]
+        record = TaskRecord.from_figures((dag_id, run_id, task_id, map_index, key, _utc(start), _utc(end), state),
+                                         figures)
         # "return_value" sorts after "manifest" descending: it comes first and wins.
         records.setdefault((record.dag_id, record.run_id, record.task_id, record.map_index), record)
     return list(records.values())
