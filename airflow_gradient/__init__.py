@@ -1,5 +1,7 @@
 """airflow-gradient: an Apache Airflow provider for DigitalOcean Gradient serverless inference."""
 
+from typing import Any
+
 from airflow_gradient._version import __version__
 from airflow_gradient.exceptions import (
     BatchItemCancelled,
@@ -25,10 +27,12 @@ from airflow_gradient.exceptions import (
     GradientToolLoopError,
     GradientTransportError,
 )
+from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.reader import read_results
 from airflow_gradient.batch.results import merge_manifests
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.http.settings import GradientSettings
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
 from airflow_gradient.operators.batch import GradientBatchOperator
 from airflow_gradient.operators.batch_job import GradientBatchJobOperator
@@ -44,9 +48,9 @@ __all__ = [
     "GradientArgumentError",
     "GradientAuthError",
     "GradientBadRequestError",
+    "GradientBatchJobHook",
     "GradientBatchJobOperator",
     "GradientBatchJobTrigger",
-    "GradientBatchJobsHook",
     "GradientBatchOperator",
     "GradientConfigError",
     "GradientConflictError",
@@ -62,10 +66,12 @@ __all__ = [
     "GradientRequestInvalid",
     "GradientResponseOperator",
     "GradientServerError",
+    "GradientSettings",
     "GradientTimeoutError",
     "GradientToolLoopError",
     "GradientTransportError",
     "OutputSchema",
+    "RateLimiter",
     "ResponseRequest",
     "ResponseResult",
     "StreamEvent",
@@ -76,3 +82,12 @@ __all__ = [
     "merge_manifests",
     "read_results",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Old public names, kept working (each warns once).
+    if name == "GradientBatchJobsHook":
+        from airflow_gradient._deprecated import renamed
+
+        return renamed(name, "GradientBatchJobHook", GradientBatchJobHook)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """What each kind of argument allows: the one place where an argument is judged valid or not.
 
-The operators, the decorator, :class:`~airflow_gradient.hooks.gradient.GradientHook` and the
-batch settings call these checkers on their arguments before anything is sent, uploaded or
+The operators, the decorator, the trigger, :class:`~airflow_gradient.hooks.gradient.GradientHook`
+and the batch settings call these checkers on their arguments before anything is sent, uploaded or
 created. Each returns the value (a number meant as seconds or a rate as a ``float``) or raises
 :class:`~airflow_gradient.exceptions.GradientArgumentError` in one format, naming the argument,
 what was given and what is allowed::
@@ -9,7 +9,7 @@ what was given and what is allowed::
     invalid argument: max_concurrency: got 0; allowed: an integer >= 1
 
 The operators turn that error into ``AirflowFailException`` (see
-:func:`airflow_gradient.operators.base.fails_for_good`), the hook raises it as it is, and the
+:func:`airflow_gradient.operators.base.fail_without_retries`), the hook raises it as it is, and the
 connection's extras are reported as :class:`~airflow_gradient.exceptions.GradientConfigError`.
 """
 
@@ -137,6 +137,13 @@ def text(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         refuse(name, "a non-empty string", got=value)
     return value
+
+
+def texts(name: str, value: Any) -> list[str]:
+    """A non-empty list of non-empty strings (ids), as a new list."""
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+        refuse(name, "a non-empty list of non-empty strings", got=value)
+    return list(value)
 
 
 def one_of(name: str, value: Any, allowed: tuple[str, ...]) -> str:

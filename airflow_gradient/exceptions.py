@@ -206,6 +206,11 @@ class GradientProtocolError(GradientError):
         self.status = status
         self.request_id = request_id
 
+    @property
+    def may_be_billed(self) -> bool:
+        """The reply came with a 2xx status: the server generated it, so it may have been billed."""
+        return self.status is not None and 200 <= self.status < 300
+
     @classmethod
     def of_shape(
         cls, exc: ValidationError, what: str, *, status: int | None = None, request_id: str | None = None

@@ -22,6 +22,45 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 
+# The extras of a Gradient connection, as the connection form shows them: the one list of the
+# extras that exist (GradientSettings warns of any other key, naming the closest of these).
+CONN_FIELDS: dict[str, Any] = {
+    "model": {
+        "label": "Default model",
+        "schema": {"type": ["string", "null"]},
+        "description": "Model id used when a task names none",
+    },
+    "timeout": {
+        "label": "Read timeout (s)",
+        "schema": {"type": ["number", "null"], "default": 600},
+    },
+    "connect_timeout": {
+        "label": "Connect timeout (s)",
+        "schema": {"type": ["number", "null"], "default": 10},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "schema": {"type": ["integer", "null"], "default": 2, "minimum": 0},
+    },
+    "max_retry_wait": {
+        "label": "Longest wait between tries (s)",
+        "schema": {"type": ["number", "null"], "default": 60, "minimum": 0},
+    },
+    "prices": {
+        "label": "Prices (USD per million tokens)",
+        "schema": {"type": ["object", "null"]},
+        "description": 'Per model: {"model-id": {"input": 0.65, "cached_input": 0.3, '
+        '"output": 0.65, "batch_discount": 0.5}} (example numbers); no price, no cost shown',
+    },
+    "rate_limit_store": {
+        "label": "Rate limit store (Redis connection id)",
+        "schema": {"type": ["string", "null"]},
+        "description": "An Airflow connection of type redis: every batch task using this "
+        "Gradient connection then shares one pace for the account (docs: Scaling out)",
+    },
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-gradient",
@@ -39,7 +78,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": "DigitalOcean Gradient",
-                "python-modules": ["airflow_gradient.hooks.gradient", "airflow_gradient.hooks.batch_jobs"],
+                "python-modules": ["airflow_gradient.hooks.gradient", "airflow_gradient.hooks.batch_job"],
             }
         ],
         "operators": [
@@ -63,41 +102,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": _HOOK,
                 "hook-name": "DigitalOcean Gradient",
                 "connection-type": "gradient",
-                "conn-fields": {
-                    "model": {
-                        "label": "Default model",
-                        "schema": {"type": ["string", "null"]},
-                        "description": "Model id used when a task names none",
-                    },
-                    "timeout": {
-                        "label": "Read timeout (s)",
-                        "schema": {"type": ["number", "null"], "default": 600},
-                    },
-                    "connect_timeout": {
-                        "label": "Connect timeout (s)",
-                        "schema": {"type": ["number", "null"], "default": 10},
-                    },
-                    "max_retries": {
-                        "label": "Max retries",
-                        "schema": {"type": ["integer", "null"], "default": 2, "minimum": 0},
-                    },
-                    "max_retry_wait": {
-                        "label": "Longest wait between tries (s)",
-                        "schema": {"type": ["number", "null"], "default": 60, "minimum": 0},
-                    },
-                    "prices": {
-                        "label": "Prices (USD per million tokens)",
-                        "schema": {"type": ["object", "null"]},
-                        "description": 'Per model: {"model-id": {"input": 0.65, "cached_input": 0.3, '
-                        '"output": 0.65, "batch_discount": 0.5}} (example numbers); no price, no cost shown',
-                    },
-                    "rate_limit_store": {
-                        "label": "Rate limit store (Redis connection id)",
-                        "schema": {"type": ["string", "null"]},
-                        "description": "An Airflow connection of type redis: every batch task using this "
-                        "Gradient connection then shares one pace for the account (docs: Scaling out)",
-                    },
-                },
+                "conn-fields": CONN_FIELDS,
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
         ],

@@ -40,7 +40,10 @@ def _write_corpus(path: Path, n: int, changed: set[int] = frozenset()) -> None: 
 
 def _run(rows: Path, out: Path, concurrency: int, reuse_from: Path | None, model: str) -> dict[str, Any]:
     from airflow.sdk import ObjectStoragePath
-    from airflow_gradient.batch import AdaptiveRateLimiter, BatchInputs, EngineSettings, run_batch
+    from airflow_gradient.batch.in_task.engine import EngineSettings
+    from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter
+    from airflow_gradient.batch.in_task.runner import run_batch
+    from airflow_gradient.batch.inputs import BatchInputs
     from airflow_gradient.batch.in_task.runner import pool_hooks
 
     inputs = BatchInputs(rows_path=ObjectStoragePath(str(rows)), render=lambda row: f"Summarise: {row['text']}",

@@ -27,7 +27,7 @@ def bench_workers(
     emu: Any, tmp: Path, n: int, latency: float = LATENCY, concurrency: int = CONCURRENCY
 ) -> dict[str, Any]:
     """Throughput of ``n`` items on one worker and on two; every item must succeed once."""
-    from bench.run import connection_env
+    from bench.harness import connection_env
 
     rows = tmp / f"workers-rows-{n}.jsonl"
     with rows.open("w", encoding="utf-8") as handle:
@@ -61,9 +61,9 @@ def bench_workers(
 
 def worker(rows_path: str, out_dir: str, index: int, count: int, concurrency: int) -> None:
     """One worker: shard ``index`` of ``count`` (the whole batch when ``count`` is 1); prints its manifest."""
-    from airflow_gradient.batch import Shard
-    from airflow_gradient.batch.results import shard_dir_name
-    from bench.run import run_ours
+    from airflow_gradient.batch.inputs import Shard
+    from airflow_gradient.batch.parts import shard_dir_name
+    from bench.harness import run_ours
 
     shard = Shard(index, count) if count > 1 else None
     target = Path(out_dir) / shard_dir_name(shard) if shard is not None else Path(out_dir)

@@ -110,7 +110,10 @@ with DAG(
         retries=2,
     )
     in_task = GradientBatchOperator(task_id="summarise", max_concurrency=16, max_total_tokens=200_000, **common)
-    as_job = GradientBatchJobOperator(task_id="summarise_job", poll_interval=POLL_INTERVAL, **common)
+    # deferrable=True: wait in the triggerer, holding no worker slot for hours (the default is
+    # Airflow's [operators] default_deferrable, False unless set).
+    as_job = GradientBatchJobOperator(task_id="summarise_job", poll_interval=POLL_INTERVAL, deferrable=True,
+                                      **common)
 
     @task(trigger_rule="none_failed_min_one_success")
     def write_digest(ti=None) -> str:

@@ -2,7 +2,7 @@
 
 ``GradientHook.create_response`` / ``stream_response`` raise :class:`GradientRequestInvalid`; the
 operators raise ``AirflowFailException`` from it, so Airflow does not retry what would fail the
-same way. Every case names the field at fault. The model-level table of ``tests/test_models.py`` is
+same way. Every case names the field at fault. The model-level table of ``tests/models/test_models.py`` is
 replayed through each entry point; the table here adds what only the entry points see.
 """
 
@@ -32,9 +32,9 @@ from airflow_gradient import (
     GradientResponseOperator,
 )
 from airflow_gradient.testing import GradientEmulator
-from tests.batch_job_support import task_context
+from tests.support.batch_jobs import task_context
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, try_numbers
-from tests.test_models import INVALID
+from tests.support.invalid_requests import INVALID
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 
@@ -235,6 +235,13 @@ ENTRY_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("batch", {"inputs": [{"input": "x", "custom_id": ""}]}, "item[0].custom_id"),
     ("batch", {"inputs": [{"input": "a", "custom_id": "k"}, {"input": "b", "custom_id": "k"}]}, "item[1].custom_id"),
     ("batch", {"inputs": ["same", "other", "same"]}, "item[2].custom_id"),
+    # an id holding a lone surrogate cannot be encoded (in a row, a digest, a request): refused by name
+    ("batch", {"inputs": ["fine", {"input": "x", "custom_id": "doc-\ud800"}]}, "item[1].custom_id"),
+    ("batch", {"inputs": [{"input": "x", "custom_id": "\udcff"}], "shard_index": 0, "shard_count": 2},
+     "item[0].custom_id"),
+    ("batch", {"prompt_template": "{{ t }}", "rows": [{"t": "a", "custom_id": "r-\ud83d"}]}, "item[0].custom_id"),
+    ("batch_job", {"inputs": [{"input": "x", "custom_id": "\ud800"}]}, "item[0].custom_id"),
+    ("batch", {"inputs": [{"input": "x", "custom_id": True}]}, "item[0].custom_id"),
     ("batch", {"inputs": ["a"], "rows": [{"t": 1}]}, "inputs"),
     ("batch", {"inputs": ["a"], "prompt_template": "{{ t }}"}, "prompt_template"),
     ("batch", {"rows": [{"t": "a"}]}, "prompt_template"),
@@ -323,6 +330,7 @@ ARGUMENT_CASES: list[tuple[str, dict[str, Any], str]] = [
     # GradientBatchJobOperator: refused before any file is uploaded or any job created
     ("batch_job", {"timeout": -1}, "timeout"),
     ("batch_job", {"timeout": datetime.timedelta(0)}, "timeout"),
+    ("batch_job", {"wait_timeout": -1}, "wait_timeout"),
     ("batch_job", {"provider": "google"}, "provider"),
     ("batch_job", {"completion_window": "48h"}, "completion_window"),
     ("batch_job", {"max_requests_per_file": 0}, "max_requests_per_file"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from airflow_gradient import read_results
 from airflow_gradient.testing.emulator.generate import reply_text
-from tests.batch_job_support import answers, deferrals, jobs  # noqa: F401  (fixtures)
+from tests.support.batch_jobs import answers, deferrals, jobs  # noqa: F401  (fixtures)
 from tests.conftest import example_dag, run_dag, task_states, xcom_value
 
 DOCS = sorted(p for p in (Path(__file__).resolve().parents[1] / "dags_examples" / "data" / "docs").iterdir()

@@ -1,4 +1,4 @@
-"""GradientBatchJobsHook against the emulator over sockets: the whole job API, in both shapes."""
+"""GradientBatchJobHook against the emulator over sockets: the whole job API, in both shapes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from airflow_gradient.exceptions import GradientAuthError, GradientBadRequestError
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
-from tests.batch_job_support import jobs  # noqa: F401  (fixture)
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
+from tests.support.batch_jobs import jobs  # noqa: F401  (fixture)
 
 LINES = [{"custom_id": f"d{i}", "method": "POST", "url": "/v1/responses", "body": {"model": "m", "input": f"doc {i}"}}
          for i in range(3)]
@@ -17,12 +17,12 @@ LINES = [{"custom_id": f"d{i}", "method": "POST", "url": "/v1/responses", "body"
 
 @pytest.fixture
 def hook(gradient_conn):
-    hook = GradientBatchJobsHook(max_retries=0)
+    hook = GradientBatchJobHook(max_retries=0)
     yield hook
     hook.close()
 
 
-def _upload(hook: GradientBatchJobsHook, tmp_path, lines=LINES) -> str:
+def _upload(hook: GradientBatchJobHook, tmp_path, lines=LINES) -> str:
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     upload = hook.create_file(path.name)

@@ -10,7 +10,7 @@ API server, scheduler, DAG processor, triggerer and two ``airflow celery worker`
   exactly once across the shards; then the same with one worker SIGKILLed mid-run and its tasks
   retried on the other.
 
-Needs Redis and PostgreSQL (see ``tests/services.py``); about three minutes on two cores.
+Needs Redis and PostgreSQL (see ``tests/support/services.py``); about three minutes on two cores.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from airflow_gradient.testing import GradientEmulator, RequestRecord, connection_env
-from tests.cluster import AirflowCluster, wait_for
+from tests.support.cluster import AirflowCluster, wait_for
 from tests.conftest import EXAMPLES
-from tests.services import postgres_database, redis_database
+from tests.support.services import postgres_database, redis_database
 
 # The cluster starts in the first test's set-up (about a minute), within that test's time limit.
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -163,7 +163,7 @@ def _pacing(records: list[RequestRecord]) -> dict[str, Any]:
 
 def _rows_by_shard(out: Path) -> dict[int, list[dict[str, Any]]]:
     from airflow.sdk import ObjectStoragePath
-    from airflow_gradient.batch.results import iter_rows, list_parts
+    from airflow_gradient.batch.parts import iter_rows, list_parts
 
     return {i: [row for part in list_parts(ObjectStoragePath(str(out / f"shard-{i}-of-{SHARDS}")))
                 for row in iter_rows(part)] for i in range(SHARDS)}
@@ -183,7 +183,7 @@ def _run_batch(airflow: AirflowCluster, emulator: GradientEmulator, rows_path: P
 
 
 def _assert_exactly_once(ids: list[str], out: Path, merged: dict[str, Any]) -> None:
-    from airflow_gradient.batch import Shard
+    from airflow_gradient.batch.inputs import Shard
 
     by_shard = _rows_by_shard(out)
     succeeded = Counter(row["custom_id"] for rows in by_shard.values() for row in rows if row["status"] == "succeeded")

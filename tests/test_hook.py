@@ -21,7 +21,8 @@ from airflow_gradient import (
     GradientServerError,
     GradientTimeoutError,
 )
-from airflow_gradient.hooks.gradient import DEFAULT_BASE_URL, USER_AGENT, _base_url_of
+from airflow_gradient.hooks.gradient import DEFAULT_BASE_URL, USER_AGENT
+from airflow_gradient.http.settings import _base_url_of
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import TEST_KEY, conn_env
 

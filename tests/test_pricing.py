@@ -17,11 +17,12 @@ from airflow_gradient import (
     GradientResponseOperator,
     read_results,
 )
-from airflow_gradient.batch.results import iter_rows, list_parts
+from airflow_gradient.batch.parts import iter_rows, list_parts
 from airflow_gradient.pricing import Prices, Spend, cost_usd
-from tests.batch_job_support import jobs  # noqa: F401  (fixture)
+from tests.support.batch_jobs import jobs  # noqa: F401  (fixture)
 from tests.conftest import run_dag, task_states, try_numbers, xcom_value
-from tests.spend_support import MODEL, START, run_task, use_prices
+from tests.support.batch_task import START, run_batch_task
+from tests.support.spend import MODEL, use_prices
 
 PRICES = {MODEL: {"input": 2.0, "cached_input": 0.5, "output": 8.0}}
 
@@ -135,7 +136,7 @@ DOCS = [{"input": f"document number {i}", "custom_id": f"d{i}"} for i in range(2
 
 def test_batch_rows_and_manifest_carry_cost_when_known(emulator, monkeypatch, tmp_path, capfd) -> None:
     use_prices(monkeypatch, emulator, PRICES)
-    _, state, manifest = run_task("cost_rows", inputs=DOCS[:5], output_path=str(tmp_path / "o"))
+    _, state, manifest = run_batch_task("cost_rows", inputs=DOCS[:5], output_path=str(tmp_path / "o"))
     assert state == "success"
     rows = read_results(manifest)
     assert all(row["cost_usd"] == pytest.approx(row_cost(row)) for row in rows.values())
@@ -147,7 +148,7 @@ def test_batch_rows_and_manifest_carry_cost_when_known(emulator, monkeypatch, tm
 
 
 def test_batch_without_prices_has_no_row_cost_and_an_unknown_total(gradient_conn) -> None:
-    _, state, manifest = run_task("cost_rows_unknown", inputs=DOCS[:3])
+    _, state, manifest = run_batch_task("cost_rows_unknown", inputs=DOCS[:3])
     assert state == "success"
     assert manifest["cost_usd"] is None
     assert all("cost_usd" not in row for row in manifest["results"])
@@ -157,7 +158,7 @@ def test_cost_budget_skips_the_rest_midrun_task(emulator, monkeypatch, tmp_path)
     use_prices(monkeypatch, emulator, PRICES)
     # Each item is estimated at 5 input and 10 output tokens: $0.00009; the budget fits a handful.
     budget = 0.0005
-    _, state, manifest = run_task("cost_budget", inputs=DOCS, output_path=str(tmp_path / "o"),
+    _, state, manifest = run_batch_task("cost_budget", inputs=DOCS, output_path=str(tmp_path / "o"),
                                 max_output_tokens=10, max_cost_usd=budget, max_concurrency=2)
     assert state == "success"
     counts = manifest["counts"]
@@ -175,7 +176,7 @@ def test_cost_budget_counts_what_earlier_tries_spent(emulator, monkeypatch, tmp_
     out = tmp_path / "o"
     inputs = [{"input": "[[fault:500x1]] flaky document", "custom_id": "flaky"}, *DOCS]
     budget = 0.0005
-    run, _state, manifest = run_task("cost_budget_retry", inputs=inputs, output_path=str(out), max_output_tokens=10,
+    run, _state, manifest = run_batch_task("cost_budget_retry", inputs=inputs, output_path=str(out), max_output_tokens=10,
                                   max_cost_usd=budget, max_concurrency=1, max_retries=0, retries=1,
                                   retry_delay=datetime.timedelta(0))
     assert try_numbers(run) == {"b": 2}
@@ -215,7 +216,7 @@ def test_refusal_names_both_arguments(gradient_conn) -> None:
 def test_batch_job_budget_applies_to_estimates_before_upload(jobs, tmp_path) -> None:
     # Estimated at 5 input and 10 output tokens, half price as a batch: $0.000045 an item; 4 fit.
     prices = {MODEL: {**PRICES[MODEL], "batch_discount": 0.5}}
-    _, state, manifest = run_task("cost_budget_job", GradientBatchJobOperator, inputs=DOCS[:8], prices=prices,
+    _, state, manifest = run_batch_task("cost_budget_job", GradientBatchJobOperator, inputs=DOCS[:8], prices=prices,
                                   output_path=str(tmp_path / "o"), max_output_tokens=10, max_cost_usd=0.0002,
                                   poll_interval=0.02)
     assert state == "success"

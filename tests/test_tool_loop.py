@@ -16,7 +16,7 @@ from airflow_gradient.testing.emulator.generate import input_tokens
 from airflow_gradient import GradientToolLoopError
 from airflow_gradient.tool_loop import run_tool_loop, tool_definitions
 from tests.conftest import run_dag, task_states, xcom_value
-from tests.test_streaming import same_reply
+from tests.support.replies import same_reply
 
 START = pendulum.datetime(2025, 1, 1, tz="UTC")
 

@@ -1,5 +1,5 @@
 """Issue 10's scenarios, tried as a new user would: ``GradientBatchOperator`` in a real DAG run
-against a small server written from the API documents (``tests/scenario_server.py``), not the
+against a small server written from the API documents (``tests/support/scenario_server.py``), not the
 bundled emulator.
 
 No timed assertions: each test asserts completion, request and 429 counts and where the pace
@@ -22,8 +22,8 @@ from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientArgumentError, GradientBatchOperator, GradientHook
 from tests.conftest import conn_env
-from tests.scenario_server import scenario_server, quota_headers
-from tests.test_batch_operator import run_batch_task
+from tests.support.scenario_server import scenario_server, quota_headers
+from tests.support.batch_task import run_batch_task
 
 # The issue saw 333 s, or no end after 240 s; a batch that is paced right ends in seconds.
 BOUND = timedelta(seconds=60)

@@ -7,18 +7,16 @@ What both kinds share, in the order data flows:
 - :mod:`~airflow_gradient.batch.attempt`: one attempt, from validation (the XCom cap) to the manifest
 - :mod:`~airflow_gradient.batch.rows`: the row of one item, its builders, its usage keys, its encoding
 - :mod:`~airflow_gradient.batch.progress`: counters and the progress line
-- :mod:`~airflow_gradient.batch.results`: storage paths, part files, resume, the manifest
+- :mod:`~airflow_gradient.batch.parts`: part files: their names, the one lister (shard folders
+  included) and the one reader
+- :mod:`~airflow_gradient.batch.results`: writing part files, resume, the manifest
 - :mod:`~airflow_gradient.batch.reuse`: rows copied from earlier runs (``reuse_results_from``)
 - :mod:`~airflow_gradient.batch.reader`: reading results back downstream
 
 The in-task engine, :mod:`airflow_gradient.batch.in_task`:
 
-- :mod:`~airflow_gradient.batch.in_task.pace_rules`: the pacing rules, a pure state
-- :mod:`~airflow_gradient.batch.in_task.pacing`: the rate limiter interface and the adaptive in-task
-  limiter
-- :mod:`~airflow_gradient.batch.in_task.pace_store`: the shared limiter's state in Redis
-- :mod:`~airflow_gradient.batch.in_task.shared_pacing`: the limiter shared by every task on an
-  account, and :func:`limiter_for`, which picks a batch's limiter
+- :mod:`~airflow_gradient.batch.in_task.pacing`: the rate limiter interface, the pacing rules (a pure
+  state), the in-memory limiter, the limiter shared through Redis, and :func:`limiter_for`
 - :mod:`~airflow_gradient.batch.in_task.engine`: concurrent sending, budget, one row per item
 - :mod:`~airflow_gradient.batch.in_task.runner`: one in-task batch from validation to manifest
 
@@ -31,31 +29,6 @@ Provider-side Batch Inference jobs, :mod:`airflow_gradient.batch.jobs`:
 - :mod:`~airflow_gradient.batch.jobs.output`: a job's result lines as rows
 - :mod:`~airflow_gradient.batch.jobs.runner`: submit, wait, land the results
 
-Neither subpackage imports the other: what they share lives here.
+Neither subpackage imports the other: what they share lives here. This package exports nothing:
+the public names are in :mod:`airflow_gradient` (its ``__all__``); the rest is the engine's own.
 """
-
-from airflow_gradient.batch.attempt import XCOM_MAX_ITEMS
-from airflow_gradient.batch.in_task.engine import BatchEngine, EngineSettings
-from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, Pacing, RateLimiter
-from airflow_gradient.batch.in_task.runner import run_batch
-from airflow_gradient.batch.in_task.shared_pacing import SharedRateLimiter, limiter_for
-from airflow_gradient.batch.inputs import BatchInputs, BatchItem, Shard
-from airflow_gradient.batch.reader import read_results
-from airflow_gradient.batch.results import merge_manifests
-
-__all__ = [
-    "XCOM_MAX_ITEMS",
-    "AdaptiveRateLimiter",
-    "BatchEngine",
-    "BatchInputs",
-    "BatchItem",
-    "EngineSettings",
-    "Pacing",
-    "RateLimiter",
-    "Shard",
-    "SharedRateLimiter",
-    "limiter_for",
-    "merge_manifests",
-    "read_results",
-    "run_batch",
-]

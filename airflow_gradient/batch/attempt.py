@@ -14,13 +14,13 @@ from typing import Any
 
 from airflow_gradient import arguments
 from airflow_gradient.batch.inputs import BatchInputs, BatchItem
+from airflow_gradient.batch.parts import list_parts
 from airflow_gradient.batch.progress import BatchProgress
 from airflow_gradient.batch.results import (
     MemoryWriter,
     ResultStore,
     ResumeState,
     build_manifest,
-    list_parts,
     scan_output,
 )
 from airflow_gradient.exceptions import GradientRequestInvalid
@@ -91,7 +91,7 @@ class BatchAttempt:
         progress = self.progress
         manifest = build_manifest(
             output_path=str(self.output_path) if self.output_path is not None else None,
-            parts=[part.name for part in list_parts(self.output_path)] if self.store is not None else [],
+            parts=[part.name for part in list_parts(self.output_path, shards=False)] if self.store is not None else [],
             total=self.total,
             counts={"succeeded": self.already + progress.succeeded, "failed": progress.failed,
                     "skipped": progress.skipped},

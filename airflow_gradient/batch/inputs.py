@@ -53,15 +53,16 @@ class BatchItem:
     custom_id: str
     request: ResponseRequest
     estimated_tokens: int
-    # request_digest() of the request: rows carry it, so that a later run can reuse them.
+    # reuse_digest() of the request: rows carry it, so that a later run can reuse them.
     digest: str = ""
     # The row of an identical request that succeeded in an earlier run (reuse_results_from):
     # the item is not sent, this row is written instead.
     reused: dict[str, Any] | None = None
 
 
-def id_key(custom_id: str) -> int:
-    """A 64-bit digest of ``custom_id``: sets of these keep memory flat for 100k-item batches."""
+def custom_id_key(custom_id: str) -> int:
+    """A 64-bit key of a ``custom_id``: what resume's set of done ids and the shard choice hold
+    (sets of these keep memory flat for 100k-item batches). Not :func:`reuse_digest`."""
     return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big")
 
 
@@ -97,23 +98,38 @@ class Shard:
         return cls(index, count)
 
     def owns(self, custom_id: str) -> bool:
-        return id_key(custom_id) % self.count == self.index
+        return custom_id_key(custom_id) % self.count == self.index
+
+
+def custom_id_problem(value: Any) -> str | None:
+    """What is wrong with an item's own ``custom_id``, None when nothing is (it is used as
+    ``str(value)``): the one rule, which the shard choice and the item's check both apply. An id
+    holding a lone surrogate (from a ``\\ud800`` escape in JSON) cannot be encoded in a row, a
+    digest or a request, so it is refused here rather than as a bare ``UnicodeEncodeError``."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value):
+        return "must be a non-empty string"
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"must be valid Unicode text: it holds a lone surrogate ({str(value)[exc.start]!r} at position "
+                f"{exc.start}), which UTF-8 cannot encode")
+    return None
 
 
 def _explicit_id(value: Any) -> str | None:
     """An item's own ``custom_id`` when it is a usable one (anything else is left to the item's checks)."""
-    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-        return str(value)
-    return None
+    return str(value) if custom_id_problem(value) is None else None
 
 
-def request_hash_id(wire: dict[str, Any]) -> str:
-    """The id of an item that has none: a hash of its rendered request, stable across runs."""
+def custom_id_from_request(wire: dict[str, Any]) -> str:
+    """The ``custom_id`` of an item that has none: ``h-`` and a hash of its rendered request,
+    stable across runs."""
     return "h-" + hashlib.sha256(_canonical(wire)).hexdigest()[:HASH_ID_CHARS]
 
 
-def request_digest(wire: dict[str, Any]) -> str:
-    """The digest of a whole request (model, every parameter, instructions, input): 32 hex
+def reuse_digest(wire: dict[str, Any]) -> str:
+    """The reuse digest of a whole request (model, every parameter, instructions, input), stored in
+    each row as its ``request_digest`` field: 32 hex
     characters of BLAKE2b over its canonical JSON. Two requests with the same digest get the same
     kind of answer, so a succeeded row of one may stand for the other (``reuse_results_from``)."""
     return hashlib.blake2b(_canonical(wire), digest_size=DIGEST_BYTES).hexdigest()
@@ -138,7 +154,7 @@ def iter_input_rows(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL (one object a line) or CSV (header line) file on an ``ObjectStoragePath``.
 
     The user's input, so a bad line is an error (before anything is sent); the batch's own part
-    files are read by :func:`~airflow_gradient.batch.results.iter_rows`, which passes a bad line
+    files are read by :func:`~airflow_gradient.batch.parts.iter_rows`, which passes a bad line
     over (its item is sent again).
 
     The file is read one line at a time and must be UTF-8 (a byte order mark, as spreadsheets
@@ -337,10 +353,11 @@ class BatchInputs:
 
     def _item(self, index: int, spec: dict[str, Any], *, digest: bool = True) -> BatchItem:
         custom_id = spec.pop("custom_id", None)
-        if custom_id is not None and not (isinstance(custom_id, (str, int)) and str(custom_id)):
+        problem = custom_id_problem(custom_id) if custom_id is not None else None
+        if problem is not None:
             raise GradientRequestInvalid(
-                f"invalid request in item {index}: custom_id: must be a non-empty string (got {custom_id!r})",
-                [(f"item[{index}].custom_id", "not a non-empty string")],
+                f"invalid request in item {index}: custom_id: {problem} (got {custom_id!r})",
+                [(f"item[{index}].custom_id", problem)],
             )
         where = f"in item {index}" + (f" (custom_id {str(custom_id)!r})" if custom_id is not None else "")
         params = {**self._shared, **spec}
@@ -351,10 +368,10 @@ class BatchInputs:
         request = require_model(build_request(params, where=where), None, where=where, field=f"item[{index}].model")
         wire = request.to_wire() if custom_id is None or digest else {}
         if custom_id is None:
-            custom_id = request_hash_id(wire)
+            custom_id = custom_id_from_request(wire)
         # Validation does not need the digest, a third of the cost of building an item.
         return BatchItem(index, str(custom_id), request, estimate_tokens(request),
-                         request_digest(wire) if digest else "")
+                         reuse_digest(wire) if digest else "")
 
     def validate(self, check: Callable[[BatchItem], None] | None = None) -> int:
         """Build every item once: raise on the first invalid one or duplicate id; return the count.
@@ -366,7 +383,7 @@ class BatchInputs:
         for item in self._items(digest=False):
             if check is not None:
                 check(item)
-            key = id_key(item.custom_id)
+            key = custom_id_key(item.custom_id)
             # Two different ids may share a 64-bit digest: a rescan tells a real duplicate.
             if key in seen and (first := next(o.index for o in self if o.custom_id == item.custom_id)) < item.index:
                 raise GradientRequestInvalid(

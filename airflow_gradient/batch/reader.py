@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from airflow_gradient.batch.results import as_storage_path, iter_rows, list_batch_parts
+from airflow_gradient.batch.parts import as_storage_path, iter_rows, list_parts
 
 
 def read_results(
@@ -17,7 +17,8 @@ def read_results(
     :func:`~airflow_gradient.batch.results.merge_manifests`) reads every shard as one result; one
     shard's manifest reads that shard. Where several attempts wrote a row for the same item, the
     ``succeeded`` one wins, else the latest. All rows are loaded: for very large batches, read the
-    part files row by row instead (:func:`airflow_gradient.batch.results.iter_rows`).
+    part files row by row instead (:func:`airflow_gradient.batch.parts.list_parts` and
+    :func:`~airflow_gradient.batch.parts.iter_rows`).
     """
     if by not in ("custom_id", "index"):
         raise ValueError(f"by must be 'custom_id' or 'index', not {by!r}")
@@ -30,7 +31,7 @@ def read_results(
         merged = {row["custom_id"]: row for row in rows}
     else:
         merged = {}
-        for part in list_batch_parts(as_storage_path(source)):
+        for part in list_parts(as_storage_path(source)):
             for row in iter_rows(part):
                 earlier = merged.get(row["custom_id"])
                 if earlier is None or earlier["status"] != "succeeded":

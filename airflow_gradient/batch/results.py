@@ -9,142 +9,49 @@ storage allows it (local disk), so a name clash fails loudly instead of truncati
 
 - Local disk: one part per attempt, flushed after every row, so a row is on disk (in the OS page
   cache) as soon as its item completes; a SIGKILL loses nothing that completed.
-- Object storage (S3, GCS, ...): a part becomes visible when it is closed, so parts are closed
-  every ``rows_per_part`` rows or ``seconds_per_part`` seconds; a hard kill loses at most the rows
-  of the part still open.
+- Object storage (S3, GCS, ...): a part becomes visible when it is uploaded whole, so parts are
+  closed every ``rows_per_part`` rows or ``seconds_per_part`` seconds and uploaded in the
+  background (:mod:`~airflow_gradient.batch.uploads`); a hard kill loses at most the rows of the
+  part still open and of the parts still uploading (at most two).
 
 A shard of a batch (``shard_index`` of ``shard_count``) keeps its parts in its own folder,
-``<output_path>/shard-<index>-of-<count>/``, laid out as above: its resume reads that folder only,
-and :func:`list_batch_parts` lists the parts of every shard, for reading the whole batch back.
+``<output_path>/shard-<index>-of-<count>/``, laid out as above: its resume reads that folder only.
+Part files are named, listed and read back by :mod:`~airflow_gradient.batch.parts`, the one lister
+(which knows the shard folders) and the one reader that resume, ``read_results`` and reuse share.
 
 Resume: :meth:`ResultStore.scan` reads every earlier part; an item whose ``custom_id`` has a
 ``succeeded`` row is not sent again. Failed and skipped items are sent again, and their new rows
 supersede the old ones when the results are read back (a ``succeeded`` row is never superseded).
-Every reader goes through :func:`iter_rows`: a line that is not a whole row (the last line of a part
-cut by a kill, even inside a multi-byte character, or a damaged line) is passed over with a warning,
-so its item counts as not done and is sent again.
+A line that is not a whole row is passed over with a warning, so its item counts as not done and
+is sent again.
 
 Each row is built and encoded by :mod:`~airflow_gradient.batch.rows`, which describes its shape.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_gradient.batch.inputs import Shard, id_key
+from airflow_gradient.batch.inputs import Shard, custom_id_key
+from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, shard_dir_name
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
+from airflow_gradient.batch.uploads import PartUploader
 from airflow_gradient.pricing import COST_DECIMALS, Spend
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
-    from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# part-<attempt>-<writer>-<seq>.jsonl; parts from before writer ids (part-<attempt>-<seq>) still read.
-PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.jsonl$")
-SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
 REMOTE_ROWS_PER_PART = 1000
 REMOTE_SECONDS_PER_PART = 15.0
-
-
-# -- storage ------------------------------------------------------------------------------------
-
-
-def is_local(path: ObjectStoragePath | Path) -> bool:
-    """Whether ``path`` (an ``ObjectStoragePath`` or ``pathlib.Path``) is on local disk."""
-    return (getattr(path, "protocol", "") or "file") in ("file", "local")
-
-
-def as_storage_path(value: str | ObjectStoragePath | Path) -> ObjectStoragePath:
-    """``value`` (a URI string, a path or an ``ObjectStoragePath``) as an ``ObjectStoragePath``."""
-    from airflow.sdk import ObjectStoragePath
-
-    return value if isinstance(value, ObjectStoragePath) else ObjectStoragePath(str(value))
-
-
-def list_parts(path: ObjectStoragePath) -> list[ObjectStoragePath]:
-    """The part files under ``path``, oldest attempt first."""
-    try:
-        children = list(path.iterdir()) if path.exists() else []
-    except FileNotFoundError:
-        children = []
-    parts = [((m.group(1), m.group(2) or "", m.group(3)), child)
-             for child in children if (m := PART_RE.match(child.name))]
-    return [child for _, child in sorted(parts, key=lambda pair: pair[0])]
-
-
-def shard_dir_name(shard: Shard) -> str:
-    """The folder, under the batch's ``output_path``, that holds one shard's parts."""
-    return f"shard-{shard.index}-of-{shard.count}"
-
-
-def list_batch_parts(path: ObjectStoragePath) -> list[ObjectStoragePath]:
-    """The part files of a whole batch: those under ``path`` and those of its shards' folders."""
-    parts = list_parts(path)
-    try:
-        children = sorted(path.iterdir(), key=lambda child: child.name) if path.exists() else []
-    except FileNotFoundError:
-        children = []
-    for child in children:
-        if SHARD_DIR_RE.match(child.name):
-            parts.extend(list_parts(child))
-    return parts
-
-
-def part_attempt(part: Any) -> int:
-    """The attempt that wrote a part file listed by :func:`list_parts`."""
-    match = PART_RE.match(part.name)
-    return int(match.group(1)) if match else 0
-
-
-def iter_rows(part: Any) -> Iterator[dict[str, Any]]:
-    """The rows of one part file, the one reading of part files that resume and readers share
-    (the user's input files are read strictly: :func:`~airflow_gradient.batch.inputs.iter_input_rows`).
-
-    The part is read as bytes and each line decoded on its own: a line that is not UTF-8 JSON with
-    a ``custom_id`` is passed over with a warning. The last line cut short by a kill is the expected
-    case; a damaged line elsewhere is treated the same way (its item has no row, so a resume sends
-    it again) rather than making the whole output unreadable.
-    """
-    for number, row in iter_jsonl(part, what="part file"):
-        if "custom_id" in row:
-            yield row
-        else:
-            log.warning("%s line %d has no custom_id; passed over", part, number)
-
-
-def iter_jsonl(
-    path: ObjectStoragePath | Path, *, what: str, scrub: Callable[[str], str] | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` of each JSON object line of a JSONL file (an ``ObjectStoragePath``
-    or ``pathlib.Path``); blank lines are skipped, and a line that is not a UTF-8 JSON object is
-    passed over with a warning naming ``what``, the file and the line. ``scrub`` is applied to
-    each line's text first (a file that came from the server: see :mod:`airflow_gradient.scrub`)."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            cut = not raw.endswith(b"\n")
-            try:
-                text = raw.decode("utf-8")
-                value = json.loads(scrub(text) if scrub is not None else text)
-            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-                reason = "cut short (the writer was stopped mid-line)" if cut else f"not a JSON row ({exc})"
-                log.warning("%s %s line %d is %s; passed over", what, path, number, reason)
-                continue
-            if isinstance(value, dict):
-                yield number, value
-            else:
-                log.warning("%s %s line %d is a JSON %s, not an object; passed over",
-                            what, path, number, type(value).__name__)
 
 
 @dataclass
@@ -162,7 +69,7 @@ class ResumeState:
     reused_spend: Spend = field(default_factory=Spend)
 
     def is_done(self, custom_id: str) -> bool:
-        return bool(self.done) and id_key(custom_id) in self.done
+        return bool(self.done) and custom_id_key(custom_id) in self.done
 
 
 def scan_output(output_path: ObjectStoragePath | None) -> tuple[ResultStore | None, ResumeState]:
@@ -185,10 +92,10 @@ class ResultStore:
     def scan(self) -> ResumeState:
         """Read every earlier part: the next attempt number and the ids that succeeded."""
         state = ResumeState()
-        for part in list_parts(self.path):
+        for part in list_parts(self.path, shards=False):
             state.attempt = max(state.attempt, part_attempt(part) + 1)
             for row in iter_rows(part):
-                key = id_key(str(row["custom_id"]))
+                key = custom_id_key(str(row["custom_id"]))
                 if row.get("reused"):
                     if row.get("status") == "succeeded" and key not in state.done:
                         state.done.add(key)
@@ -213,8 +120,9 @@ class PartWriter:
     """Appends rows to the part files of one attempt, rotating them as :class:`ResultStore` says.
 
     Its parts carry a random writer id, so no other writer (a concurrent task on the same
-    ``output_path``) ever opens them. It is synchronous: on object storage a write may close a part,
-    which uploads it, so ``blocking`` tells an event loop to call it from a thread.
+    ``output_path``) ever opens them. It is synchronous: on object storage a part is filled in
+    memory and handed to a :class:`~airflow_gradient.batch.uploads.PartUploader`, which may make a
+    write wait for a free place, so ``blocking`` tells an event loop to call it from a thread.
     """
 
     def __init__(self, store: ResultStore, attempt: int) -> None:
@@ -226,12 +134,13 @@ class PartWriter:
         self._file: Any = None
         self._rows = 0
         self._opened = 0.0
+        self._uploads = PartUploader() if not store.local else None
 
     def _open(self) -> None:
         name = f"part-{self.attempt:05d}-{self.writer_id}-{len(self.parts):05d}.jsonl"
         # "x": never truncate a part that exists. Object stores have no exclusive create; there the
         # random writer id alone keeps names apart.
-        self._file = (self.store.path / name).open("x" if self.store.local else "w", encoding="utf-8")
+        self._file = (self.store.path / name).open("x", encoding="utf-8") if self.store.local else io.StringIO()
         self.parts.append(name)
         self._rows, self._opened = 0, time.monotonic()
 
@@ -256,11 +165,22 @@ class PartWriter:
 
     def _rotate(self) -> None:
         done, self._file = self._file, None
-        done.close()  # on object storage: the upload that makes the part visible
+        if self._uploads is None:
+            done.close()
+        else:  # the upload that makes the part visible, in the background
+            self._uploads.submit(self.store.path / self.parts[-1], done.getvalue())
+
+    def wait_for_uploads(self) -> None:
+        """On object storage: wait until every part closed so far is uploaded, hence visible."""
+        if self._uploads is not None:
+            self._uploads.wait()
 
     def close(self) -> None:
+        """Close the open part; on object storage, wait until every part is uploaded."""
         if self._file is not None:
             self._rotate()
+        if self._uploads is not None:
+            self._uploads.finish()
 
 
 class MemoryWriter:

@@ -4,7 +4,7 @@
 :mod:`~airflow_gradient.batch.results` writes them; a glob such as ``.../summaries/*/`` names
 several). They are read once, before anything is sent, into a :class:`DigestTable`: the first
 8 bytes of each succeeded row's ``request_digest`` (see
-:func:`~airflow_gradient.batch.inputs.request_digest`) mapped to where the row is (which part file,
+:func:`~airflow_gradient.batch.inputs.reuse_digest`) mapped to where the row is (which part file,
 which byte). Two 64-bit integers per row: 1 million earlier rows take about 32 MB, whatever the
 rows hold. When an item of this run has the digest of an earlier row, that row is read back from
 its place, checked against the item's full digest, and copied into this run's output with
@@ -17,7 +17,6 @@ digest, is passed over with a warning: its item is sent again.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from array import array
@@ -25,10 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING, Any
 
-import msgspec
-
 from airflow_gradient.batch.inputs import DIGEST_BYTES, BatchItem
-from airflow_gradient.batch.results import PART_RE, as_storage_path, is_local, list_parts
+from airflow_gradient.batch.parts import as_storage_path, decode_row, iter_located_rows, list_parts, open_part
 from airflow_gradient.exceptions import GradientRequestInvalid
 
 if TYPE_CHECKING:
@@ -43,21 +40,9 @@ OPEN_PARTS = 8
 _EMPTY = 0
 
 
-_DECODER = msgspec.json.Decoder()
-
-
-def decode_row(line: bytes) -> Any:
-    """A JSON line, parsed by msgspec (ten times faster than ``json`` on rows: a million earlier
-    rows are read in seconds); what msgspec refuses and ``json`` accepts (``NaN``, huge numbers)
-    is read by ``json``. Raises ``ValueError`` for a line that is not JSON."""
-    try:
-        return _DECODER.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return json.loads(line)
-
-
-def digest_key(digest: str) -> int:
-    """The table key of a digest: its first 8 bytes, never 0 (0 marks an empty slot)."""
+def reuse_table_key(digest: str) -> int:
+    """The :class:`DigestTable` key of a row's ``request_digest``: its first 8 bytes, never 0 (0
+    marks an empty slot)."""
     return int(digest[:16], 16) or 1
 
 
@@ -116,7 +101,8 @@ def _locations(value: Any) -> list[Any]:
 
 
 def _expand(location: Any) -> list[Any]:
-    """The part files of one location: a directory of parts, one part file, or a glob of either.
+    """The part files of one location: a batch's ``output_path`` (its shards' folders included),
+    one part file, or a glob of either.
 
     A location that does not exist is an error; a glob that matches nothing is not (the first run
     of a schedule has no earlier runs)."""
@@ -126,7 +112,7 @@ def _expand(location: Any) -> list[Any]:
         first = next(n for n, piece in enumerate(pieces) if _GLOB_CHARS.search(piece))
         base = as_storage_path("/".join(pieces[:first]) or "/")
         matches = sorted(base.glob("/".join(pieces[first:]))) if base.exists() else []
-        return [part for match in matches for part in _parts_of(match)]
+        return [part for match in matches for part in list_parts(match)]
     path = as_storage_path(location)
     if not path.exists():
         raise GradientRequestInvalid(
@@ -134,29 +120,7 @@ def _expand(location: Any) -> list[Any]:
             "or a glob of several, was expected)",
             [("reuse_results_from", "does not exist")],
         )
-    return _parts_of(path)
-
-
-def _parts_of(path: ObjectStoragePath) -> list[ObjectStoragePath]:
-    if PART_RE.match(path.name) and path.is_file():
-        return [path]
-    return list_parts(path) if path.is_dir() else []
-
-
-def open_part(part: ObjectStoragePath) -> IO[bytes]:
-    """A part file opened for reading bytes. A local file is opened directly: Airflow's wrapper
-    around an ``ObjectStoragePath`` file costs tens of microseconds per call, and copying a reused
-    row takes two calls (seek, readline)."""
-    return open(part.path, "rb") if is_local(part) else part.open("rb")
-
-
-def iter_located_rows(part: ObjectStoragePath) -> Iterator[tuple[int, bytes]]:
-    """``(byte offset, line)`` of each line of a part file, read as bytes."""
-    offset = 0
-    with open_part(part) as handle:
-        for line in handle:
-            yield offset, line
-            offset += len(line)
+    return list_parts(path)
 
 
 @dataclass
@@ -194,11 +158,15 @@ class ReuseIndex:
             return None
         parts = [part for location in locations for part in _expand(location)]
         table, summary = DigestTable(), ReuseSummary(parts=len(parts))
+
+        def corrupt(part: Any, number: int, offset: int, why: str) -> None:
+            _corrupt(summary, log, part, offset, why)
+
         for number, part in enumerate(parts):
-            for offset, line in iter_located_rows(part):
-                digest = _succeeded_digest(line, part, offset, summary, log)
+            for _, offset, row in iter_located_rows(part, on_bad_line=corrupt):
+                digest = _succeeded_digest(row, part, offset, summary, log)
                 if digest is not None:
-                    table.add(digest_key(digest), number << OFFSET_BITS | offset)
+                    table.add(reuse_table_key(digest), number << OFFSET_BITS | offset)
         summary.reusable = len(table)
         log.info("reuse_results_from: %d reusable rows in %d part file(s)%s%s", summary.reusable, len(parts),
                  f"; {summary.without_digest} older rows carry no request_digest and cannot be reused"
@@ -209,7 +177,7 @@ class ReuseIndex:
     def row_for(self, index: int, custom_id: str, digest: str) -> dict[str, Any] | None:
         """The earlier row answering the request of digest ``digest``, re-labelled as this run's
         item ``index``/``custom_id``; None: the item is to be sent."""
-        where = self.table.get(digest_key(digest)) if digest else None
+        where = self.table.get(reuse_table_key(digest)) if digest else None
         if where is None:
             return None
         number, offset = where >> OFFSET_BITS, where & ((1 << OFFSET_BITS) - 1)
@@ -246,18 +214,9 @@ class ReuseIndex:
 
 
 def _succeeded_digest(
-    line: bytes, part: ObjectStoragePath, offset: int, summary: ReuseSummary, log: TaskLog
+    row: dict[str, Any], part: ObjectStoragePath, offset: int, summary: ReuseSummary, log: TaskLog
 ) -> str | None:
-    """The ``request_digest`` of a succeeded row; None for other rows, with a warning for corrupt ones."""
-    if not line.strip():
-        return None
-    try:
-        row = decode_row(line)
-    except ValueError:
-        row = None
-    if not isinstance(row, dict) or "custom_id" not in row:
-        _corrupt(summary, log, part, offset, "not a JSON row")
-        return None
+    """The ``request_digest`` of a succeeded row; None for other rows, with a warning for a bad digest."""
     if row.get("status") != "succeeded":
         return None
     digest = row.get("request_digest")

@@ -1,7 +1,7 @@
 """The row of one item: what it holds, how it is built, how it is stored.
 
 Every row, of either batch kind, is built by :func:`build_row` (through :func:`succeeded_row`,
-:func:`failed_row`, :func:`reply_row` or :func:`skipped_row`) and stored by :func:`encode_row`.
+:func:`failed_row`, :func:`result_row` or :func:`skipped_row`) and stored by :func:`encode_row`.
 
 A stored row is always one line of valid UTF-8 JSON (see :func:`encode_row`).
 
@@ -15,7 +15,7 @@ A row (``status`` is ``succeeded``, ``failed`` or ``skipped``)::
      "parsed": {...},   # "parsed" only when the batch has an output schema
      "request_digest": "<32 hex>", "cost_usd": 0.00042}   # cost_usd only when the price is known
 
-``request_digest`` (:func:`~airflow_gradient.batch.inputs.request_digest`) lets a later run reuse
+``request_digest`` (:func:`~airflow_gradient.batch.inputs.reuse_digest`) lets a later run reuse
 the row; a row copied from an earlier run (:mod:`~airflow_gradient.batch.reuse`) adds
 ``"reused": true`` and ``"reused_from"``.
 
@@ -35,7 +35,7 @@ from airflow_gradient.models.result import USAGE_KEYS
 if TYPE_CHECKING:
     from airflow_gradient.pricing import Costing
 
-__all__ = ["USAGE_KEYS", "add_usage", "build_row", "encode_row", "error_info", "failed_row", "reply_row",
+__all__ = ["USAGE_KEYS", "add_usage", "build_row", "encode_row", "error_info", "failed_row", "result_row",
            "skipped_row", "succeeded_row"]
 
 MAX_ERROR_CHARS = 2000
@@ -68,7 +68,7 @@ def build_row(index: int, custom_id: str, status: str, *, attempts: int = 0, lat
 
 
 def succeeded_row(index: int, custom_id: str, result: Any, **extra: Any) -> dict[str, Any]:
-    """The row of a reply (a :class:`~airflow_gradient.models.ResponseResult`)."""
+    """The row of a result (a parsed reply, :class:`~airflow_gradient.models.ResponseResult`)."""
     return build_row(
         index, custom_id, "succeeded",
         attempts=result.call.attempts,
@@ -96,8 +96,8 @@ def failed_row(index: int, custom_id: str, exc: BaseException, *, attempts: int,
                      error=error_info(exc))
 
 
-def reply_row(index: int, custom_id: str, result: Any, parse: Callable[[str], Any] | None) -> dict[str, Any]:
-    """The row of a reply, with ``parse``'s value as ``parsed``; a failed row keeping the reply's
+def result_row(index: int, custom_id: str, result: Any, parse: Callable[[str], Any] | None) -> dict[str, Any]:
+    """The row of a result, with ``parse``'s value as ``parsed``; a failed row keeping the result's
     fields when ``parse`` rejects it (raises :class:`~airflow_gradient.exceptions.GradientOutputError`)."""
     row = succeeded_row(index, custom_id, result)
     if parse is not None:
@@ -114,7 +114,7 @@ def skipped_row(index: int, custom_id: str, reason: str) -> dict[str, Any]:
     return build_row(index, custom_id, "skipped", error={"type": "Skipped", "status": None, "message": reason})
 
 
-def stamped(row: dict[str, Any], digest: str, costing: Costing, model: str | None) -> dict[str, Any]:
+def with_digest_and_cost(row: dict[str, Any], digest: str, costing: Costing, model: str | None) -> dict[str, Any]:
     """The row as a batch stores it: with its request digest (what a later run's reuse matches) and
     its ``cost_usd`` when the model's price is known. Both batch kinds call this last."""
     row["request_digest"] = digest

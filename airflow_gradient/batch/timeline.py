@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_gradient.batch.in_task.pacing import Pacing
+    from airflow_gradient.batch.in_task.pacing import Pace
     from airflow_gradient.batch.progress import BatchProgress
 
 MAX_SAMPLES = 500
@@ -50,7 +50,7 @@ def downsample(samples: Sequence[Sample], limit: int = MAX_SAMPLES) -> list[Samp
     return out
 
 
-def sample(elapsed_s: float, progress: BatchProgress, pacing: Pacing) -> Sample:
+def sample(elapsed_s: float, progress: BatchProgress, pacing: Pace) -> Sample:
     """The sample for this moment of a batch."""
     return {
         "t": round(elapsed_s, 1),
@@ -83,7 +83,7 @@ class Timeline:
         self._carry = 0.0  # the longest pause among samples dropped since the last one held
         self._latest: Sample | None = None  # the newest sample when it is not held
 
-    def add(self, elapsed_s: float, progress: BatchProgress, pacing: Pacing) -> None:
+    def add(self, elapsed_s: float, progress: BatchProgress, pacing: Pace) -> None:
         """Record this moment of the batch (called once per progress interval, and at the end)."""
         self.append(sample(elapsed_s, progress, pacing))
 

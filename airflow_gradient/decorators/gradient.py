@@ -10,7 +10,7 @@ from airflow.sdk.bases.decorator import DecoratedOperator, TaskDecorator, determ
 from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 from airflow.sdk.definitions.context import context_merge
 from airflow_gradient import arguments
-from airflow_gradient.operators.base import fails_for_good
+from airflow_gradient.operators.base import fail_without_retries
 from airflow_gradient.operators.response import GradientResponseOperator
 
 
@@ -55,7 +55,7 @@ class _GradientDecoratedOperator(DecoratedOperator, GradientResponseOperator):
         kwargs = determine_kwargs(self.python_callable, self.op_args, context)
         self.input = self.python_callable(*self.op_args, **kwargs)
         if not self.input or not isinstance(self.input, (str, list)):
-            with fails_for_good():
+            with fail_without_retries():
                 arguments.refuse(
                     "input", "a non-empty string or a list of input items",
                     reason=f"@task.gradient function {self.python_callable.__name__!r} returned "

@@ -29,6 +29,7 @@ from pydantic import (
 
 from airflow_gradient.arguments import JSON_RULE, TOOL_NAME_PATTERN, json_problems
 from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.models.parameters import REQUEST_PARAMETERS
 
 ToolName = Annotated[str, Field(pattern=f"^{TOOL_NAME_PATTERN}$")]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
@@ -202,7 +203,11 @@ MetadataValue = Annotated[str, Field(max_length=512)]
 
 
 class ResponseRequest(BaseModel):
-    """One ``POST /v1/responses`` request. Unknown keys are rejected (use ``extra_body``)."""
+    """One ``POST /v1/responses`` request. Unknown keys are rejected (use ``extra_body``).
+
+    Each field has its row in :data:`airflow_gradient.models.parameters.REQUEST_PARAMETERS`: how an
+    operator takes it, what it means, its range in words.
+    """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
 
@@ -277,28 +282,7 @@ class ResponseRequest(BaseModel):
 
 
 # What a user reads when a rule is broken: the documented range, not pydantic's internals.
-FIELD_RULES: dict[str, str] = {
-    "input": "a non-empty string, or a non-empty list of message / function_call / "
-    "function_call_output / reasoning items",
-    "model": "a non-empty model id (or a default model in the connection's extras)",
-    "temperature": "a number from 0 to 2",
-    "top_p": "a number from 0 to 1",
-    "top_k": "an integer >= 1",
-    "top_logprobs": "an integer from 0 to 20",
-    "max_output_tokens": "an integer >= 1",
-    "max_tokens": "an integer >= 0",
-    "max_output_tokens_per_message": "an integer >= 1",
-    "max_tool_calls": "an integer >= 0",
-    "metadata": "at most 16 string pairs, keys up to 64 and values up to 512 characters",
-    "stop": "a string or a list of at most 4 strings",
-    "modalities": 'a list holding only "text"',
-    "tools": 'a list of {"type": "function" | "web_search" | "web_search_2025_08_26", '
-    '"name": [a-zA-Z0-9_-]{1,64}, ...}',
-    "tool_choice": '"none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
-    "response_format": '{"type": "text" | "json" | "json_object" | "json_schema"}, or "text" / "json"',
-    "reasoning": '{"effort": "none" | "minimal" | "low" | "medium" | "high" | "xhigh"}',
-    "stream_options": '{"include_usage": true|false}, only with stream=true',
-}
+FIELD_RULES: dict[str, str] = {parameter.name: parameter.allowed for parameter in REQUEST_PARAMETERS}
 
 
 _TYPE_MISMATCH = {

@@ -7,12 +7,11 @@ from typing import Any
 from airflow.sdk import Context
 from airflow_gradient import arguments
 from airflow_gradient.batch.in_task.engine import EngineSettings
-from airflow_gradient.batch.in_task.pacing import RateLimiter
+from airflow_gradient.batch.in_task.pacing import RateLimiter, limiter_for
 from airflow_gradient.batch.in_task.runner import pool_hooks, run_batch
-from airflow_gradient.batch.in_task.shared_pacing import limiter_for
 from airflow_gradient.batch.inputs import Shard
-from airflow_gradient.batch.results import shard_dir_name
-from airflow_gradient.operators.base import fails_for_good
+from airflow_gradient.batch.parts import shard_dir_name
+from airflow_gradient.operators.base import fail_without_retries
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 
 
@@ -97,7 +96,7 @@ class GradientBatchOperator(GradientBatchBaseOperator):
         self.shard_index = shard_index
         self.shard_count = shard_count
         # What is not templated is checked now, so a bad value fails the DAG file, not a paid run.
-        with fails_for_good():
+        with fail_without_retries():
             self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
             arguments.optional(arguments.positive_number, "requests_per_minute", requests_per_minute)
             arguments.optional(arguments.positive_number, "tokens_per_minute", tokens_per_minute)
@@ -116,12 +115,12 @@ class GradientBatchOperator(GradientBatchBaseOperator):
 
     def _limiter(self) -> RateLimiter:
         """The argument, else the connection's shared store, else in memory. An unusable store is a
-        :class:`GradientRateLimitStoreError`, which ``fails_for_good`` turns into a failure without
+        :class:`GradientRateLimitStoreError`, which ``fail_without_retries`` turns into a failure without
         retries: retrying does not bring Redis back, and the message names the connection."""
         return limiter_for(self.rate_limiter, self.hook.settings, self.requests_per_minute, self.tokens_per_minute)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        with fails_for_good():
+        with fail_without_retries():
             shard = Shard.of(self.shard_index, self.shard_count)
             inputs, parse = self._inputs(context, shard)
             costing, max_cost_usd = self._costing()

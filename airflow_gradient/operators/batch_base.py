@@ -13,7 +13,7 @@ from airflow_gradient import arguments
 from airflow_gradient.batch.attempt import XCOM_MAX_ITEMS, failure_message
 from airflow_gradient.batch.inputs import BatchInputs, Renderer, Shard
 from airflow_gradient.exceptions import GradientRequestInvalid
-from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
+from airflow_gradient.operators.base import GradientBaseOperator, fail_without_retries
 from airflow_gradient.pricing import Costing
 from airflow_gradient.structured import OutputSchema
 
@@ -86,14 +86,13 @@ class GradientBatchBaseOperator(GradientBaseOperator):
         rows: list[dict[str, Any]] | None = None,
         rows_path: str | ObjectStoragePath | None = None,
         output_path: str | ObjectStoragePath | None = None,
-        output_schema: Any = None,
         max_cost_usd: float | None = None,
         reuse_results_from: str | ObjectStoragePath | list[str | ObjectStoragePath] | None = None,
         max_failed_fraction: float = 0.0,
         output_asset: Asset | None = None,
         **kwargs: Any,
     ) -> None:
-        with fails_for_good():
+        with fail_without_retries():
             if output_asset is not None:
                 arguments.instance("output_asset", output_asset, Asset, "an airflow.sdk.Asset")
                 kwargs["outlets"] = [*(kwargs.get("outlets") or []), output_asset]
@@ -103,15 +102,13 @@ class GradientBatchBaseOperator(GradientBaseOperator):
         self.rows = rows
         self.rows_path = rows_path
         self.output_path = output_path
-        self.output_schema = output_schema
         self.max_cost_usd = max_cost_usd
         self.reuse_results_from = reuse_results_from
         self.max_failed_fraction = max_failed_fraction
         self.output_asset = output_asset
         # What is not templated is checked now, so a bad value fails the DAG file, not a paid run.
-        with fails_for_good():
+        with fail_without_retries():
             arguments.optional(arguments.text, "prompt_template", prompt_template)
-            OutputSchema.of(output_schema)
             arguments.fraction("max_failed_fraction", max_failed_fraction)
             arguments.optional(arguments.non_negative_number, "max_cost_usd", max_cost_usd)
 

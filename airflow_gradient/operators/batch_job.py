@@ -7,20 +7,26 @@ from datetime import timedelta
 from typing import Any, cast
 
 from airflow.sdk import Context
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException
 from airflow_gradient import arguments
+from airflow_gradient._deprecated import renamed
 from airflow_gradient.batch.jobs.files import MAX_BYTES_PER_FILE, MAX_REQUESTS_PER_FILE, FileLimits, Provider
 from airflow_gradient.batch.jobs.runner import JobSettings, land_results, submit_jobs, wait_for_jobs
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
-from airflow_gradient.operators.base import fails_for_good
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
+from airflow_gradient.operators.base import fail_without_retries
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 from airflow_gradient.pricing import Costing
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
 
 # The completion window is 24 h; a job still running after that is expired by Gradient anyway.
-DEFAULT_TIMEOUT = timedelta(hours=25)
+DEFAULT_WAIT_TIMEOUT = timedelta(hours=25)
+# The deferral's own timeout is a backstop for a trigger that never fires (a lost triggerer): it
+# comes this long after the wait's deadline, so the trigger's "timeout" event (which cancels the
+# jobs when cancel_on_timeout) normally ends the wait first.
+DEFER_GRACE = timedelta(minutes=10)
 
 
 class GradientBatchJobOperator(GradientBatchBaseOperator):
@@ -40,18 +46,23 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
 
     The task validates every item, writes the JSONL input (split into several jobs above
     ``max_requests_per_file`` requests or ``max_bytes_per_file`` bytes), uploads it, creates the
-    jobs, waits for them (deferred by default) and lands their results. A retry or a clear
-    re-attaches to the jobs an earlier try created (recorded in ``<output_path>/batch_jobs.json``,
+    jobs, waits for them (in the triggerer with ``deferrable=True``) and lands their results. A
+    retry or a clear re-attaches to the jobs an earlier try created (recorded in ``<output_path>/batch_jobs.json``,
     and idempotent through a ``request_id`` derived from the task and the input) unless the input
     changed: a job is never paid twice, and a finished job's results are landed again at no cost.
     Once its jobs are landed, a retry submits a new job for the items without a succeeded row.
 
-    :param deferrable: wait in the triggerer (default); ``False`` polls from the worker.
+    :param deferrable: wait in the triggerer, holding no worker slot; ``False`` polls from the
+        worker. Default: Airflow's ``[operators] default_deferrable`` (``False`` unless set), as in
+        the official providers. It used to be ``True``: set ``deferrable=True`` (or the config
+        option) where a DAG relied on that, or the wait holds a worker slot.
     :param poll_interval: seconds between status polls.
-    :param timeout: how long one try waits for the jobs (``timedelta`` or seconds).
+    :param wait_timeout: how long one try waits for the jobs (``timedelta`` or seconds). Not the
+        connection's ``timeout`` (one HTTP read) nor ``request_timeout`` (one HTTP attempt).
+    :param timeout: the old name of ``wait_timeout``; warns once.
     :param cancel_on_kill: cancel the jobs when the task is killed (also while deferred).
-    :param cancel_on_timeout: cancel the jobs when ``timeout`` passes; a retry then lands what
-        they finished, the rest as cancelled rows.
+    :param cancel_on_timeout: cancel the jobs when ``wait_timeout`` passes; a retry then lands
+        what they finished, the rest as cancelled rows.
     :param max_poll_failures: polls in a row that may fail before the wait gives up.
     :param provider: ``"openai"`` (lines ``{custom_id, method, url, body}``) or ``"anthropic"``
         (lines ``{custom_id, params}``), as the job's models require.
@@ -73,9 +84,9 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
     def __init__(
         self,
         *,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60.0,
-        timeout: timedelta | float = DEFAULT_TIMEOUT,
+        wait_timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
         cancel_on_kill: bool = True,
         cancel_on_timeout: bool = True,
         max_poll_failures: int = DEFAULT_MAX_POLL_FAILURES,
@@ -86,9 +97,14 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
         max_bytes_per_file: int = MAX_BYTES_PER_FILE,
         shard_index: int | None = None,
         shard_count: int | None = None,
+        timeout: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if timeout is not None:
+            wait_timeout = renamed("GradientBatchJobOperator(timeout=...)", "wait_timeout", timeout,
+                                       why="how long the task waits for the jobs; not the connection's "
+                                           "timeout nor request_timeout", stacklevel=4)
         self.shard_index = shard_index
         self.shard_count = shard_count
         self.job_metadata = job_metadata
@@ -96,10 +112,10 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
         self.completion_window = completion_window
         self.max_requests_per_file = max_requests_per_file
         self.max_bytes_per_file = max_bytes_per_file
-        with fails_for_good():
+        with fail_without_retries():
             self.deferrable = arguments.boolean("deferrable", deferrable)
             self.poll_interval = arguments.positive_number("poll_interval", poll_interval)
-            self.timeout = arguments.duration("timeout", timeout)
+            self.wait_timeout = arguments.duration("timeout" if timeout is not None else "wait_timeout", wait_timeout)
             self.cancel_on_kill = arguments.boolean("cancel_on_kill", cancel_on_kill)
             self.cancel_on_timeout = arguments.boolean("cancel_on_timeout", cancel_on_timeout)
             self.max_poll_failures = arguments.positive_int("max_poll_failures", max_poll_failures)
@@ -107,15 +123,15 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
         self._batch_ids: list[str] = []
 
     @property
-    def hook(self) -> GradientBatchJobsHook:
-        return cast(GradientBatchJobsHook, super().hook)  # made by make_hook below
+    def hook(self) -> GradientBatchJobHook:
+        return cast(GradientBatchJobHook, super().hook)  # made by make_hook below
 
-    def make_hook(self) -> GradientBatchJobsHook:
-        return GradientBatchJobsHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
+    def make_hook(self) -> GradientBatchJobHook:
+        return GradientBatchJobHook(gradient_conn_id=self.gradient_conn_id, max_retries=self.max_retries)
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        with fails_for_good():
+        with fail_without_retries():
             if self.shard_index is not None or self.shard_count is not None:
                 # Each mapped instance would submit the whole input: refuse rather than pay K times.
                 raise GradientRequestInvalid(
@@ -134,8 +150,8 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
                 log=self.log,
             )
         self._batch_ids = [job.batch_id for job in jobs]
-        watch = JobWatch(self._batch_ids, deadline=time.time() + self.timeout, poll_interval=self.poll_interval,
-                         max_poll_failures=self.max_poll_failures)
+        watch = JobWatch(self._batch_ids, deadline=time.time() + self.wait_timeout,
+                         poll_interval=self.poll_interval, max_poll_failures=self.max_poll_failures)
         outcome = watch.observe(jobs)
         if outcome is None and self.deferrable:
             self.hook.close()
@@ -149,8 +165,11 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
                     cancel_on_kill=self.cancel_on_kill,
                 ),
                 method_name="execute_complete",
+                timeout=timedelta(seconds=max(0.0, watch.deadline - time.time())) + DEFER_GRACE,
             )
         if outcome is None:
+            self.log.info("Waiting for the batch jobs from the worker (deferrable=False; its default "
+                          "is Airflow's [operators] default_deferrable)")
             outcome = wait_for_jobs(self.hook, watch, self.log)
         return self.execute_complete(context, outcome)
 
@@ -174,10 +193,10 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
         self._batch_ids = [job["batch_id"] for job in event["jobs"]]
         try:
             if event["status"] == "timeout" and self.cancel_on_timeout:
-                self._cancel_jobs("the timeout passed")
+                self._cancel_jobs("wait_timeout passed")
             if event["status"] != "done":
                 raise AirflowException(event["message"])
-            with fails_for_good():
+            with fail_without_retries():
                 inputs, parse = self._inputs(context)
                 settings = self._job_settings(metadata=self.job_metadata, run=True)
             manifest = land_results(
@@ -210,3 +229,4 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
             # Best effort: the clients still close, and nothing here may hide why the task ended.
             self.log.warning("Could not cancel the batch jobs", exc_info=True)
         super().on_kill()
+

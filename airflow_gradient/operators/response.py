@@ -10,10 +10,10 @@ from airflow_gradient import arguments
 from airflow_gradient.conversation import Conversation
 from airflow_gradient.models.request import ResponseRequest
 from airflow_gradient.models.result import ResponseResult
-from airflow_gradient.operators.base import GradientBaseOperator, fails_for_good
+from airflow_gradient.operators.base import GradientBaseOperator, fail_without_retries
 from airflow_gradient.pricing import cost_usd
-from airflow_gradient.streaming import collect
-from airflow_gradient.structured import OutputSchema, SchemaLike, ask_structured
+from airflow_gradient.http.streams import collect
+from airflow_gradient.structured import OutputSchema, ask_structured
 from airflow_gradient.tool_loop import DEFAULT_MAX_TOOL_ROUNDS, ToolFunctions, run_tool_loop, tool_definitions
 
 
@@ -26,7 +26,9 @@ class GradientResponseOperator(GradientBaseOperator):
     ``prices``; ``None`` when the model has no price) and ``try_number``.
 
     A request that breaks a documented rule fails the task before anything is sent, naming the
-    field; such a task is not retried, since the same input would fail the same way.
+    field; such a task is not retried, since the same input would fail the same way. Nor is a task
+    whose reply came with a 2xx status but broke off or was malformed (``GradientProtocolError``):
+    the reply may have been billed; clear the task to send the request again on purpose.
 
     :param input: the prompt: a string, or a list of input items (messages with roles,
         ``function_call``, ``function_call_output``, ``reasoning``). Templated.
@@ -62,7 +64,6 @@ class GradientResponseOperator(GradientBaseOperator):
         input: str | list[dict[str, Any]],
         include_raw: bool = False,
         stream: bool = False,
-        output_schema: SchemaLike | None = None,
         output_retries: int = 0,
         tool_functions: ToolFunctions | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
@@ -71,18 +72,16 @@ class GradientResponseOperator(GradientBaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.input = input
-        with fails_for_good():
+        with fail_without_retries():
             self.include_raw = arguments.boolean("include_raw", include_raw)
             self.stream = arguments.boolean("stream", stream)
-            OutputSchema.of(output_schema)
-            self.output_schema = output_schema
             self.output_retries = arguments.non_negative_int("output_retries", output_retries)
             self.tool_functions = arguments.optional(arguments.functions, "tool_functions", tool_functions)
             self.max_tool_rounds = arguments.non_negative_int("max_tool_rounds", max_tool_rounds)
             self.request_timeout = arguments.optional(arguments.positive_number, "request_timeout", request_timeout)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        with fails_for_good():
+        with fail_without_retries():
             schema = OutputSchema.of(self.output_schema)
             request = self.hook.prepare_request({"input": self.input, **self._params(schema)})
             self.hook.settings  # noqa: B018 - reads and checks the connection before anything is sent
@@ -91,8 +90,9 @@ class GradientResponseOperator(GradientBaseOperator):
         ask = (partial(run_tool_loop, chat.ask, functions=self.tool_functions, max_rounds=self.max_tool_rounds)
                if self.tool_functions else chat.ask)
         try:
-            result, parsed = (ask_structured(ask, request, schema, retries=self.output_retries)
-                              if schema else (ask(request), None))
+            with fail_without_retries():
+                result, parsed = (ask_structured(ask, request, schema, retries=self.output_retries)
+                                  if schema else (ask(request), None))
         finally:
             self.hook.close()
         result = chat.total(result)
@@ -116,6 +116,8 @@ class GradientResponseOperator(GradientBaseOperator):
 
     def _params(self, schema: OutputSchema | None) -> dict[str, Any]:
         params = self.shared_params(schema)
+        if self.stream:  # validated as streamed: ``stream_options`` is allowed only then
+            params["stream"] = True
         if self.tool_functions and "tools" not in params:
             params["tools"] = tool_definitions(self.tool_functions)
         return params

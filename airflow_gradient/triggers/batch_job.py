@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow_gradient import arguments
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, DEFAULT_POLL_INTERVAL_S, JobWatch
 from airflow_gradient.exceptions import GradientError
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.hooks.gradient import GradientSettings
 
 # on_kill runs under a bound set by the triggerer; our own keeps one slow call from using it all.
@@ -26,6 +27,9 @@ class GradientBatchJobTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param max_poll_failures: polls in a row that may fail (timeouts, 5xx, 429) before giving up.
     :param cancel_on_kill: cancel the jobs when a user kills the deferred task.
+
+    A bad argument raises :class:`~airflow_gradient.exceptions.GradientArgumentError` naming it,
+    before any call.
     """
 
     def __init__(
@@ -39,12 +43,14 @@ class GradientBatchJobTrigger(BaseTrigger):
         cancel_on_kill: bool = True,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger's is unannotated
-        self.gradient_conn_id = gradient_conn_id
-        self.batch_ids = list(batch_ids)
-        self.end_time = end_time
-        self.poll_interval = poll_interval
-        self.max_poll_failures = max_poll_failures
-        self.cancel_on_kill = cancel_on_kill
+        # Checked as the operator's arguments are, before any call: a trigger made by other code,
+        # or deserialised from a changed row, fails here naming the argument, not mid-poll.
+        self.gradient_conn_id = arguments.text("gradient_conn_id", gradient_conn_id)
+        self.batch_ids = arguments.texts("batch_ids", batch_ids)
+        self.end_time = arguments.non_negative_number("end_time", end_time)
+        self.poll_interval = arguments.positive_number("poll_interval", poll_interval)
+        self.max_poll_failures = arguments.positive_int("max_poll_failures", max_poll_failures)
+        self.cancel_on_kill = arguments.boolean("cancel_on_kill", cancel_on_kill)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -59,21 +65,21 @@ class GradientBatchJobTrigger(BaseTrigger):
             },
         )
 
-    async def _hook(self) -> GradientBatchJobsHook:
+    async def _hook(self) -> GradientBatchJobHook:
         """A hook on the connection, read with the async connection API (the triggerer's loop must
         not block)."""
-        conn = await GradientBatchJobsHook.aget_connection(self.gradient_conn_id)
+        conn = await GradientBatchJobHook.aget_connection(self.gradient_conn_id)
         # Building the settings registers the key with the secrets masker, which may message the
         # supervisor synchronously: done in a thread, never on the event loop. No retries inside a
         # poll: the poll loop is the retry, bounded by max_poll_failures.
         settings = await asyncio.to_thread(GradientSettings.from_connection, self.gradient_conn_id, conn,
                                            max_retries=0)
-        return GradientBatchJobsHook(settings=settings)
+        return GradientBatchJobHook(settings=settings)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         watch = JobWatch(self.batch_ids, deadline=self.end_time, poll_interval=self.poll_interval,
                          max_poll_failures=self.max_poll_failures)
-        hook: GradientBatchJobsHook | None = None
+        hook: GradientBatchJobHook | None = None
         try:
             while True:
                 try:
@@ -95,7 +101,7 @@ class GradientBatchJobTrigger(BaseTrigger):
         """Cancel the unfinished jobs, best effort: a failure is logged, never raised."""
         if not self.cancel_on_kill:
             return
-        hook: GradientBatchJobsHook | None = None
+        hook: GradientBatchJobHook | None = None
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
                 hook = await self._hook()

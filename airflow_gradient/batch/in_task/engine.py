@@ -32,11 +32,12 @@ from airflow_gradient import arguments
 from airflow_gradient.batch.in_task.pacing import RateLimiter
 from airflow_gradient.batch.inputs import BatchItem, estimate_token_split
 from airflow_gradient.batch.progress import BatchProgress
-from airflow_gradient.batch.rows import failed_row, reply_row, skipped_row, stamped
+from airflow_gradient.batch.rows import failed_row, result_row, skipped_row, with_digest_and_cost
 from airflow_gradient.exceptions import (
     GradientAuthError,
     GradientError,
     GradientPaymentError,
+    GradientRateLimitError,
     GradientTimeoutError,
 )
 from airflow_gradient.pricing import CostBudget, Costing
@@ -44,6 +45,7 @@ from airflow_gradient.pricing import CostBudget, Costing
 if TYPE_CHECKING:  # the engine does not import the hook module at run time
     from airflow_gradient._typing import TaskLog
     from airflow_gradient.hooks.gradient import GradientHook
+    from airflow_gradient.models import ResponseResult
 
 FEED_CHUNK = 256
 TICK_S = 1.0
@@ -85,7 +87,7 @@ class _ItemCalls:
     from the limiter; the slot is given back when the attempt ends, so an item waiting for its retry
     does not keep a request from being in flight."""
 
-    __slots__ = ("attempts", "limiter", "outstanding", "progress", "refused", "slots", "tokens")
+    __slots__ = ("attempts", "limiter", "outstanding", "probe_costs", "progress", "refused", "slots", "tokens")
 
     def __init__(self, limiter: RateLimiter, slots: asyncio.Semaphore, refused: Callable[[], GradientError | None],
                  tokens: int, progress: BatchProgress) -> None:
@@ -96,6 +98,7 @@ class _ItemCalls:
         self.progress = progress
         self.outstanding = False
         self.attempts = 0
+        self.probe_costs = 0  # 429s the limiter drew on itself (probing): not the item's retries
 
     async def before_send(self) -> None:
         self.close()  # the previous attempt ended without a reply (timeout, dropped connection)
@@ -117,7 +120,8 @@ class _ItemCalls:
             self.slots.release()
         if status == 429:
             self.progress.rate_limited += 1
-        self.limiter.on_reply(status, headers, self.tokens)
+        if self.limiter.on_reply(status, headers, self.tokens):
+            self.probe_costs += 1
 
     def close(self) -> None:
         if self.outstanding:
@@ -238,7 +242,7 @@ class BatchEngine:
                 finally:
                     if self.cost_budget is not None:
                         self.cost_budget.release(item.index)
-            row = stamped(row, item.digest, self.costing, item.request.model)
+            row = with_digest_and_cost(row, item.digest, self.costing, item.request.model)
             progress.record(await self.store(self.writer.write, row))
 
     def _over_budget(self, item: BatchItem, progress: BatchProgress) -> bool:
@@ -271,9 +275,7 @@ class BatchEngine:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.item_timeout):
-                result = await hook.acreate_response(
-                    item.request, timeout=self.settings.request_timeout, observer=calls
-                )
+                result = await self._create(hook, item, calls)
         except TimeoutError:
             error = GradientTimeoutError(f"item timed out after {self.settings.item_timeout} s (item_timeout)")
             return failed_row(item.index, item.custom_id, error, attempts=calls.attempts,
@@ -289,7 +291,19 @@ class BatchEngine:
             calls.close()
             self._tokens_in_flight -= item.estimated_tokens
         self.limiter.on_usage(item.estimated_tokens, result.usage_summary()["total_tokens"])
-        return reply_row(item.index, item.custom_id, result, self.parse)
+        return result_row(item.index, item.custom_id, result, self.parse)
+
+    async def _create(self, hook: GradientHook, item: BatchItem, calls: _ItemCalls) -> ResponseResult:
+        """The hook's call with its retries, called again when 429s the limiter drew on itself
+        while probing used them up: those are the pacer's cost, and no item fails for them."""
+        while True:
+            forgiven = calls.probe_costs
+            try:
+                return await hook.acreate_response(item.request, timeout=self.settings.request_timeout,
+                                                   observer=calls)
+            except GradientRateLimitError:
+                if calls.probe_costs == forgiven:
+                    raise
 
     async def _tick(self, progress: BatchProgress) -> None:
         last_line = time.monotonic()

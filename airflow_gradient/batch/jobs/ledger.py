@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-from airflow_gradient.batch.results import is_local
+from airflow_gradient.batch.parts import is_local
 
 LEDGER_NAME = "batch_jobs.json"
 LEDGER_VERSION = 1

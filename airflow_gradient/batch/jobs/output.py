@@ -11,7 +11,7 @@ both native batch formats are read, in the output file and in the error file ali
 
 A succeeded line becomes the same row the in-task batch writes for a reply. Failed, expired and
 cancelled lines become ``failed`` rows whose ``error`` names what happened; an error body is read
-like an HTTP error reply (:func:`~airflow_gradient.http_errors.error_from_response`), so its
+like an HTTP error reply (:func:`~airflow_gradient.http.errors.error_from_response`), so its
 ``type`` is the one the in-task batch would show for the same status.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 
 import httpx
 
-from airflow_gradient.batch.results import iter_jsonl
-from airflow_gradient.batch.rows import failed_row, reply_row
+from airflow_gradient.batch.parts import iter_jsonl
+from airflow_gradient.batch.rows import failed_row, result_row
 from airflow_gradient.exceptions import (
     BatchItemCancelled,
     BatchItemExpired,
@@ -34,9 +34,9 @@ from airflow_gradient.exceptions import (
     GradientError,
     GradientProtocolError,
 )
-from airflow_gradient.http_errors import error_from_response
+from airflow_gradient.http.errors import error_from_response
 from airflow_gradient.models.result import ResponseResult, parse_reply
-from airflow_gradient.scrub import scrub_text
+from airflow_gradient.http.scrub import scrub_text
 
 Parse = Callable[[str], Any]
 
@@ -159,7 +159,7 @@ def row_of(index: int, custom_id: str, outcome: ResponseResult | GradientError, 
     """The row of one item, as the in-task engine would write it."""
     if isinstance(outcome, GradientError):
         return failed_row(index, custom_id, outcome, attempts=1, latency_s=0.0)
-    return reply_row(index, custom_id, outcome, parse)
+    return result_row(index, custom_id, outcome, parse)
 
 
 def read_result_lines(
@@ -167,10 +167,10 @@ def read_result_lines(
 ) -> Iterator[tuple[str, ResponseResult | GradientError]]:
     """``(custom_id, outcome)`` for each line of a downloaded result file, ``secret`` scrubbed from
     it (the lines hold what the server answered); unreadable lines are passed over with a warning
-    (:func:`~airflow_gradient.batch.results.iter_jsonl`), lines without a ``custom_id`` are
+    (:func:`~airflow_gradient.batch.parts.iter_jsonl`), lines without a ``custom_id`` are
     reported through ``warn``; their items end up as missing."""
     scrub = functools.partial(scrub_text, secret=secret)
-    for number, line in iter_jsonl(path, what="batch job result file", scrub=scrub):
+    for number, _, line in iter_jsonl(path, what="batch job result file", scrub=scrub):
         if line.get("custom_id") in (None, ""):
             warn(f"{path.name} line {number} has no custom_id; passed over")
             continue

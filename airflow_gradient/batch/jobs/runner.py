@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_gradient import arguments
 from airflow_gradient.batch.attempt import BatchAttempt, prepare_batch
-from airflow_gradient.batch.inputs import BatchInputs, BatchItem, estimate_token_split, id_key
+from airflow_gradient.batch.inputs import BatchInputs, BatchItem, estimate_token_split, custom_id_key
 from airflow_gradient.batch.jobs.files import (
     PROVIDERS,
     FileLimits,
@@ -39,9 +39,9 @@ from airflow_gradient.batch.jobs.output import Parse, missing_item_error, read_r
 from airflow_gradient.batch.jobs.watch import JobWatch
 from airflow_gradient.batch.results import ResumeState, scan_output
 from airflow_gradient.batch.reuse import ReuseIndex
-from airflow_gradient.batch.rows import skipped_row, stamped
+from airflow_gradient.batch.rows import skipped_row, with_digest_and_cost
 from airflow_gradient.exceptions import GradientAPIError, GradientError
-from airflow_gradient.hooks.batch_jobs import GradientBatchJobsHook
+from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.models.batch_job import BatchJob
 from airflow_gradient.pricing import CostBudget, Costing, require_prices_for_budget
 
@@ -85,7 +85,7 @@ class _Plan:
     over_budget: set[int] = field(default_factory=set)
 
     def sends(self, item: BatchItem, state: ResumeState) -> bool:
-        return not state.is_done(item.custom_id) and id_key(item.custom_id) not in self.over_budget \
+        return not state.is_done(item.custom_id) and custom_id_key(item.custom_id) not in self.over_budget \
             and (self.reuse is None or self.reuse.row_for(item.index, item.custom_id, item.digest) is None)
 
 
@@ -100,7 +100,7 @@ def _plan(inputs: BatchInputs, state: ResumeState, settings: JobSettings, log: T
         if plan.sends(item, state) and not budget.admit(
             item.index, budget.estimate(item.request.model, *estimate_token_split(item.request)), 0.0
         ):
-            plan.over_budget.add(id_key(item.custom_id))
+            plan.over_budget.add(custom_id_key(item.custom_id))
     if plan.over_budget:
         log.warning("Cost budget of $%g: %d items are not sent (their rows will say so)",
                     settings.max_cost_usd, len(plan.over_budget))
@@ -115,7 +115,7 @@ def _budget_check(settings: JobSettings) -> Callable[[BatchItem], None] | None:
 
 
 def submit_jobs(
-    hook: GradientBatchJobsHook,
+    hook: GradientBatchJobHook,
     inputs: BatchInputs,
     *,
     task: str,
@@ -183,7 +183,7 @@ def _file_matches(record: JobRecord, files: list[InputFile]) -> bool:
 
 
 def _create(
-    hook: GradientBatchJobsHook,
+    hook: GradientBatchJobHook,
     record: JobRecord,
     files: list[InputFile],
     settings: JobSettings,
@@ -211,7 +211,7 @@ def _create(
 
 
 def wait_for_jobs(
-    hook: GradientBatchJobsHook, watch: JobWatch, log: TaskLog | None = None
+    hook: GradientBatchJobHook, watch: JobWatch, log: TaskLog | None = None
 ) -> dict[str, Any]:
     """Poll in the worker until ``watch`` has an outcome (``deferrable=False``)."""
     log = log or logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def wait_for_jobs(
 
 
 def land_results(
-    hook: GradientBatchJobsHook,
+    hook: GradientBatchJobHook,
     inputs: BatchInputs,
     jobs: list[BatchJob],
     *,
@@ -255,14 +255,14 @@ def land_results(
 
     def write_row(custom_id: str, row: dict[str, Any]) -> None:
         _, digest, model = items[custom_id]
-        attempt.progress.record(attempt.writer.write(stamped(row, digest, settings.costing, model)))
+        attempt.progress.record(attempt.writer.write(with_digest_and_cost(row, digest, settings.costing, model)))
 
     def unsent_row(custom_id: str) -> dict[str, Any] | None:
         """The row of an item that was not uploaded, or None: it was, and has no result line."""
         index, digest, _ = items[custom_id]
         if plan.reuse is not None and (reused := plan.reuse.row_for(index, custom_id, digest)) is not None:
             return reused
-        if id_key(custom_id) in plan.over_budget:
+        if custom_id_key(custom_id) in plan.over_budget:
             return skipped_row(index, custom_id, f"cost budget max_cost_usd={settings.max_cost_usd:g} reached")
         return None
 
@@ -308,7 +308,7 @@ def land_results(
     return manifest
 
 
-def _download(hook: GradientBatchJobsHook, job: BatchJob, directory: Path, log: TaskLog) -> list[Path]:
+def _download(hook: GradientBatchJobHook, job: BatchJob, directory: Path, log: TaskLog) -> list[Path]:
     """The job's result files on local disk; none when the job ended without results."""
     try:
         results = hook.get_results(job.batch_id)

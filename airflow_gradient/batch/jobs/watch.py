@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow_gradient.exceptions import GradientError
 from airflow_gradient.models.batch_job import BatchJob, BatchJobStatus
-from airflow_gradient.retry import is_retryable
+from airflow_gradient.http.retry import is_retryable
 
 DEFAULT_POLL_INTERVAL_S = 60.0
 DEFAULT_MAX_POLL_FAILURES = 10
@@ -65,7 +65,7 @@ class JobWatch:
 
     def failed(self, exc: GradientError) -> dict[str, Any] | None:
         """A poll failed: the outcome when it is time to give up, else None."""
-        if not is_retryable(exc):
+        if not is_retryable(exc, conflict_is_final=True):  # a job's state: see is_retryable
             return self._outcome("error", f"polling the batch jobs failed: {exc}")
         self.failures += 1
         if self.failures >= self.max_poll_failures:

@@ -1,11 +1,10 @@
-"""Emulated Batch Inference: ``/v1/batches`` with presigned-style upload and download URLs.
+"""Emulated Batch Inference jobs: ``/v1/batches`` and the jobs behind it.
 
-Routes (``docs/api-notes.md#files-and-endpoints``): ``POST /v1/batches/files``, ``PUT /_storage/uploads/{file_id}``
-(the "presigned" URL: refuses an Authorization header, a content type other than
-``application/octet-stream``, a chunked body, a bad signature or an expired link), ``POST /v1/batches`` (idempotent
-on ``request_id``), ``GET /v1/batches``, ``GET /v1/batches/{id}``, ``GET /v1/batches/{id}/results``
-(412 until the job ends), ``POST /v1/batches/{id}/cancel`` (409 once it has ended) and
-``GET /_storage/results/{id}/{kind}``.
+Routes (``docs/api-notes.md#files-and-endpoints``): ``POST /v1/batches`` (idempotent on
+``request_id``), ``GET /v1/batches``, ``GET /v1/batches/{id}``, ``GET /v1/batches/{id}/results``
+(412 until the job ends) and ``POST /v1/batches/{id}/cancel`` (409 once it has ended). The files
+(the upload link, the "presigned" upload and the result downloads) are in
+:mod:`~airflow_gradient.testing.emulator.batch_files`.
 
 Jobs run in the background on the server's event loop, through the same generator as
 ``/v1/responses``. :class:`BatchJobsConfig` sets their pace, the statuses they pass through
@@ -20,14 +19,12 @@ or over HTTP: ``GET /_emulator/batches``, ``POST /_emulator/batches/config``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -36,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 
 from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.request import build_request
+from airflow_gradient.testing.emulator.batch_files import Handler, api_error, file_routes, read_input, signed_url
 from airflow_gradient.testing.emulator.batch_output import (
     LineOutcome,
     OutputFormat,
@@ -46,15 +44,10 @@ from airflow_gradient.testing.emulator.batch_output import (
     list_json,
     results_json,
 )
-from airflow_gradient.testing.emulator.faults import do_error
 from airflow_gradient.testing.emulator.generate import directive, plan_reply
 from airflow_gradient.testing.emulator.state import EmulatorState
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
-UPLOAD_TYPE = "application/octet-stream"
-_SECRET = b"gradient-emulator-presign"
-
-Handler = Callable[[Request, Any], Awaitable[Response]]
 
 
 class BatchJobsConfig(BaseModel):
@@ -235,36 +228,6 @@ def _result_files(lines: list[ResultLine], output_format: OutputFormat) -> dict[
 # -- HTTP ---------------------------------------------------------------------------------------
 
 
-def _sign(*parts: str) -> str:
-    return hmac.new(_SECRET, "|".join(parts).encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def _signed_url(request: Request, path: str, ttl: float) -> tuple[str, float]:
-    expires = time.time() + ttl
-    stamp = f"{expires:.0f}"
-    return f"{str(request.base_url).rstrip('/')}{path}?X-Expires={stamp}&X-Signature={_sign(path, stamp)}", expires
-
-
-def _storage_error(status: int, code: str, message: str) -> Response:
-    body = f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    return Response(body, status_code=status, media_type="application/xml")
-
-
-def _check_signature(request: Request) -> Response | None:
-    stamp = request.query_params.get("X-Expires", "")
-    if not hmac.compare_digest(request.query_params.get("X-Signature", ""), _sign(request.url.path, stamp)):
-        return _storage_error(403, "SignatureDoesNotMatch", "The request signature does not match")
-    if not stamp.isdigit() or float(stamp) < time.time():
-        return _storage_error(403, "AccessDenied", "Request has expired")
-    if "authorization" in request.headers:
-        return _storage_error(400, "InvalidArgument", "Only one auth mechanism allowed")
-    return None
-
-
-def _error(status: int, error_id: str, message: str) -> JSONResponse:
-    return JSONResponse(do_error(error_id, message, ""), status_code=status)
-
-
 def batch_jobs_router(state: EmulatorState) -> APIRouter:
     """The batch routes of the emulator whose state is ``state``; include it before any catch-all."""
     store = BatchJobStore.of(state)
@@ -288,9 +251,9 @@ def batch_jobs_router(state: EmulatorState) -> APIRouter:
                     job = store.jobs.get(batch_id) if batch_id else None
                 reply: Response
                 if auth and not authorized(request):
-                    reply = _error(401, "unauthorized", "Unable to authenticate you")
+                    reply = api_error(401, "unauthorized", "Unable to authenticate you")
                 elif batch_id is not None and job is None:
-                    reply = _error(404, "not_found", f"batch {batch_id} not found")
+                    reply = api_error(404, "not_found", f"batch {batch_id} not found")
                 else:
                     reply = await handler(request, job)
                 state.update(record, status=reply.status_code)
@@ -301,36 +264,10 @@ def batch_jobs_router(state: EmulatorState) -> APIRouter:
 
         return register
 
+    file_routes(route, store)
+
     def view(job: dict[str, Any], status: int = 200) -> JSONResponse:
         return JSONResponse(job_json(store.job(job["batch_id"]), store.config.response_shape), status_code=status)
-
-    @route("POST", "/v1/batches/files")
-    async def create_file(request: Request, _: Any) -> Response:
-        body = json.loads(await request.body() or b"{}")
-        name = body.get("file_name") if isinstance(body, dict) else None
-        if not isinstance(name, str) or not name.endswith(".jsonl"):
-            return _error(400, "bad_request", "file_name must end in .jsonl")
-        store.count("file_intents")
-        with store.lock:
-            file_id = f"file-{len(store.files) + 1:06d}"
-            store.files[file_id] = {"file_id": file_id, "file_name": name, "data": None}
-        url, expires = _signed_url(request, f"/_storage/uploads/{file_id}", store.config.upload_url_ttl)
-        return JSONResponse({"file_id": file_id, "upload_url": url, "expires_at": expires}, status_code=201)
-
-    @route("PUT", "/_storage/uploads/{file_id}", auth=False)
-    async def upload(request: Request, _: Any) -> Response:
-        refused = _check_signature(request)
-        if refused is not None:
-            return refused
-        if request.headers.get("content-type", UPLOAD_TYPE) != UPLOAD_TYPE:
-            return _storage_error(403, "SignatureDoesNotMatch", "Content-Type is part of the signature")
-        if "transfer-encoding" in request.headers:
-            return _storage_error(501, "NotImplemented", "Transfer-Encoding is not supported: send Content-Length")
-        data = await request.body()
-        with store.lock:
-            store.files[request.path_params["file_id"]]["data"] = data
-        store.count("uploads")
-        return Response(status_code=200, headers={"etag": hashlib.md5(data).hexdigest()})
 
     @route("POST", "/v1/batches")
     async def create_job(request: Request, _: Any) -> Response:
@@ -343,15 +280,15 @@ def batch_jobs_router(state: EmulatorState) -> APIRouter:
         if existing is not None:
             return view(existing)
         if file is None:
-            return _error(404, "not_found", f"file {body.get('file_id')!r} not found")
+            return api_error(404, "not_found", f"file {body.get('file_id')!r} not found")
         if file["data"] is None:
-            return _error(400, "bad_request", "the file upload has not completed")
+            return api_error(400, "bad_request", "the file upload has not completed")
         if body.get("provider") not in ("openai", "anthropic"):
-            return _error(422, "unprocessable_entity", "provider must be 'openai' or 'anthropic'")
+            return api_error(422, "unprocessable_entity", "provider must be 'openai' or 'anthropic'")
         endpoint = body.get("endpoint") or "/v1/responses"
-        lines, problem = _read_input(file["data"], body["provider"], endpoint, store.config)
+        lines, problem = read_input(file["data"], body["provider"], endpoint, store.config)
         if problem is not None:
-            return _error(400, "bad_request", problem)
+            return api_error(400, "bad_request", problem)
         now = time.time()
         with store.lock:
             batch_id = f"batch_{len(store.jobs) + 1:06d}"
@@ -385,12 +322,12 @@ def batch_jobs_router(state: EmulatorState) -> APIRouter:
             failing = store.config.fail_polls > 0
             if failing:
                 store.config.fail_polls -= 1
-        return _error(503, "service_unavailable", "temporarily unavailable") if failing else view(job)
+        return api_error(503, "service_unavailable", "temporarily unavailable") if failing else view(job)
 
     @route("POST", "/v1/batches/{batch_id}/cancel")
     async def cancel_job(request: Request, job: dict[str, Any]) -> Response:
         if job["status"] in TERMINAL:
-            return _error(409, "conflict", f"batch {job['batch_id']} is already {job['status']}")
+            return api_error(409, "conflict", f"batch {job['batch_id']} is already {job['status']}")
         store.count("cancels")
         store.update(job, cancel_requested=True, status="cancelling")
         return view(job)
@@ -399,24 +336,16 @@ def batch_jobs_router(state: EmulatorState) -> APIRouter:
     async def results(request: Request, job: dict[str, Any]) -> Response:
         batch_id = job["batch_id"]
         if job["status"] not in TERMINAL:
-            return _error(412, "precondition_failed", f"batch {batch_id} is {job['status']}: no results yet")
+            return api_error(412, "precondition_failed", f"batch {batch_id} is {job['status']}: no results yet")
         store.count("result_links")
         shape = store.config.response_shape
         urls, expires = {}, time.time()
         # The godo shape links a single file: every line, failures included.
         for kind in ("all",) if shape == "godo" else ("output", "error"):
             if kind in job["files"]:
-                urls["output" if kind == "all" else kind], expires = _signed_url(
+                urls["output" if kind == "all" else kind], expires = signed_url(
                     request, f"/_storage/results/{batch_id}/{kind}", store.config.download_url_ttl)
         return JSONResponse(results_json(store.job(batch_id), urls, expires, shape))
-
-    @route("GET", "/_storage/results/{batch_id}/{kind}", auth=False)
-    async def download(request: Request, job: dict[str, Any]) -> Response:
-        refused = _check_signature(request)
-        if refused is not None:
-            return refused
-        store.count("downloads")
-        return Response(job["files"][request.path_params["kind"]], media_type=UPLOAD_TYPE)
 
     @router.get("/_emulator/batches")
     async def inspect() -> dict[str, Any]:
@@ -434,32 +363,3 @@ def batch_jobs_router(state: EmulatorState) -> APIRouter:
         return JSONResponse(config.model_dump())
 
     return router
-
-
-def _read_input(
-    data: bytes, provider: str, endpoint: str, config: BatchJobsConfig
-) -> tuple[list[dict[str, Any]], str | None]:
-    """The input lines of a job, or why the file is refused."""
-    if len(data) > config.max_file_bytes:
-        return [], f"the file is {len(data)} bytes, more than the {config.max_file_bytes} allowed"
-    lines: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for number, text in enumerate(data.decode("utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            line = json.loads(text)
-        except ValueError:
-            return [], f"line {number} is not JSON"
-        key = "body" if provider == "openai" else "params"
-        if not isinstance(line, dict) or not line.get("custom_id") or not isinstance(line.get(key), dict):
-            return [], f"line {number} is not a {provider} batch line (custom_id and {key})"
-        if provider == "openai" and line.get("url") != endpoint:
-            return [], f"line {number}: url {line.get('url')!r} is not the job's endpoint {endpoint!r}"
-        if line["custom_id"] in seen:
-            return [], f"line {number}: custom_id {line['custom_id']!r} is not unique"
-        seen.add(line["custom_id"])
-        lines.append(line)
-    if len(lines) > config.max_file_requests:
-        return [], f"the file has {len(lines)} requests, more than the {config.max_file_requests} allowed"
-    return lines, None

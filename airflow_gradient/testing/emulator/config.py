@@ -11,6 +11,7 @@ Seconds = Annotated[float, Field(ge=0.0)]
 
 ReplyShape = Literal["output", "choices", "both"]
 Framing = Literal["typed", "chunk", "snapshot"]
+QuotaHeaderNames = Literal["x-ratelimit", "ratelimit"]
 
 # Probabilistic faults, in the order a random draw walks them (see faults.random_fault).
 RANDOM_FAULT_FIELDS: dict[str, str] = {
@@ -65,6 +66,11 @@ class EmulatorConfig(BaseModel):
     quota_headers: bool = Field(
         True, description="send the x-ratelimit-* quota headers; off: none on any reply, as behind a gateway "
         "that strips them"
+    )
+    quota_header_names: QuotaHeaderNames = Field(
+        "x-ratelimit", description="x-ratelimit: x-ratelimit-{limit,remaining,reset}-{requests,tokens}; ratelimit: "
+        "only ratelimit-limit (requests per window), ratelimit-remaining and ratelimit-reset (epoch seconds), "
+        "as DigitalOcean's API specification declares them"
     )
     reply_shape: ReplyShape = Field("output", description="where non-streamed text goes: output, choices or both")
     stream_framing: Framing = Field("typed", description="SSE framing of stream=true replies")

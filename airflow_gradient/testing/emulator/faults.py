@@ -97,6 +97,14 @@ def requested_framing(headers: Mapping[str, str], prompt_key: str, default: str)
     return name
 
 
+# The fault mix of the chaos test and the chaos bench: about 10 % 429 (half with ``Retry-After``,
+# half with only ``x-ratelimit-reset-*``), 5 % 500/503, 1 % hangs. No "drop": a drop is a 200 cut
+# half way, a reply generated and billed, which is never sent again (docs/reliability.md), so it
+# fails its item instead of being retried.
+CHAOS_MIX: dict[str, float] = {"rate_429": 0.05, "rate_429_reset_only": 0.05, "rate_500": 0.025, "rate_503": 0.025,
+                               "rate_drop": 0.0, "rate_hang": 0.01}
+
+
 def random_fault(draw: float, config: EmulatorConfig) -> str | None:
     """The fault a draw in [0, 1) lands on, walking the ``rate_*`` fractions in a fixed order."""
     edge = 0.0

@@ -9,8 +9,10 @@ costing more tokens than ``tpm_limit`` is never admitted, as on the real service
 
 Headers follow DigitalOcean's names (``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``,
 plus ``-tokens-per-minute`` aliases); ``reset`` is the unix time, in seconds, at which the oldest
-request in the window leaves it. Without a configured limit a large nominal one is reported, so
-clients that pace themselves from the headers never slow down for nothing.
+request in the window leaves it. The ``ratelimit`` names (``quota_header_names``) send only
+``ratelimit-{limit,remaining,reset}``, of requests per window, as the API specification declares.
+Without a configured limit a large nominal one is reported, so clients that pace themselves from
+the headers never slow down for nothing.
 """
 
 from __future__ import annotations
@@ -105,6 +107,15 @@ class SlidingWindow:
             out[f"x-ratelimit-remaining-{suffix}"] = str(max(0, _scaled(token_limit, window) - used_tokens))
             out[f"x-ratelimit-reset-{suffix}"] = f"{reset:.3f}"
         return out
+
+    def plain_headers(self, now: float, rpm: int | None, window: float = WINDOW_S) -> dict[str, str]:
+        """The un-prefixed headers of DigitalOcean's API specification: the requests of the window
+        (not per minute), what is left of them, and the reset as whole epoch seconds."""
+        self._expire(now, window)
+        reset = self._entries[0][0] + window if self._entries else now
+        limit = _scaled(rpm or NOMINAL_REQUEST_LIMIT, window)
+        return {"ratelimit-limit": str(limit), "ratelimit-remaining": str(max(0, limit - len(self._entries))),
+                "ratelimit-reset": str(math.ceil(reset))}
 
 
 def _scaled(per_minute: int, window: float) -> int:

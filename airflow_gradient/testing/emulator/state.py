@@ -151,4 +151,6 @@ class EmulatorState:
     def quota_headers(self, now: float) -> dict[str, str]:
         with self._lock:
             config = self._config
+            if config.quota_header_names == "ratelimit":
+                return self._window.plain_headers(now, config.rpm_limit, config.limit_window)
             return self._window.headers(now, config.rpm_limit, config.tpm_limit, config.limit_window)

@@ -1,0 +1,1 @@
+"""Tests of :mod:`airflow_gradient.batch`: what both batch kinds share."""
