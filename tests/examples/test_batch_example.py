@@ -9,7 +9,7 @@ from airflow_gradient.testing.emulator.generate import reply_text
 from tests.support.batch_jobs import answers, deferrals, jobs  # noqa: F401  (fixtures)
 from tests.conftest import example_dag, run_dag, task_states, xcom_value
 
-DOCS = sorted(p for p in (Path(__file__).resolve().parents[1] / "dags_examples" / "data" / "docs").iterdir()
+DOCS = sorted(p for p in (Path(__file__).resolve().parents[2] / "dags_examples" / "data" / "docs").iterdir()
               if p.suffix in (".txt", ".md"))
 
 
