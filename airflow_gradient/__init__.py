@@ -32,10 +32,13 @@ from airflow_gradient.batch.reader import read_results
 from airflow_gradient.batch.results import merge_manifests
 from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.hooks.gradient import GradientHook
+from airflow_gradient.models.embeddings import EmbeddingsRequest, EmbeddingsResult, EmbeddingsUsage
 from airflow_gradient.http.settings import GradientSettings
 from airflow_gradient.models import ResponseRequest, ResponseResult, StreamEvent, ToolCall, Usage, build_request
 from airflow_gradient.operators.batch import GradientBatchOperator
+from airflow_gradient.operators.batch_embedding import GradientBatchEmbeddingOperator
 from airflow_gradient.operators.batch_job import GradientBatchJobOperator
+from airflow_gradient.operators.embedding import GradientEmbeddingOperator
 from airflow_gradient.operators.response import GradientResponseOperator
 from airflow_gradient.structured import OutputSchema
 from airflow_gradient.triggers.batch_job import GradientBatchJobTrigger
@@ -44,10 +47,14 @@ __all__ = [
     "BatchItemCancelled",
     "BatchItemExpired",
     "BatchItemFailed",
+    "EmbeddingsRequest",
+    "EmbeddingsResult",
+    "EmbeddingsUsage",
     "GradientAPIError",
     "GradientArgumentError",
     "GradientAuthError",
     "GradientBadRequestError",
+    "GradientBatchEmbeddingOperator",
     "GradientBatchJobHook",
     "GradientBatchJobOperator",
     "GradientBatchJobTrigger",
@@ -55,6 +62,7 @@ __all__ = [
     "GradientConfigError",
     "GradientConflictError",
     "GradientConnectionError",
+    "GradientEmbeddingOperator",
     "GradientError",
     "GradientHook",
     "GradientNotFoundError",

@@ -65,8 +65,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-gradient",
         "name": "DigitalOcean Gradient",
-        "description": "DigitalOcean Gradient serverless inference (`POST /v1/responses`): single requests, "
-        "in-task batches with rate limiting and resume, and provider-side Batch Inference jobs.",
+        "description": "DigitalOcean Gradient serverless inference (`POST /v1/responses`, `POST /v1/embeddings`): "
+        "single requests, in-task batches with rate limiting and resume, embeddings at batch scale, and "
+        "provider-side Batch Inference jobs.",
         "versions": [__version__],
         "integrations": [
             {
@@ -88,6 +89,8 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_gradient.operators.response",
                     "airflow_gradient.operators.batch",
                     "airflow_gradient.operators.batch_job",
+                    "airflow_gradient.operators.embedding",
+                    "airflow_gradient.operators.batch_embedding",
                 ],
             }
         ],

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import bench_chaos
+from bench.embeddings import bench_embeddings, bench_embeddings_limit, bench_embeddings_rss, bench_embeddings_split
 from bench.engine import bench_expand, bench_ideal, bench_openai, bench_rate_limit, bench_rss
 from bench.harness import KEY, MODEL, Emulator, connection_env, run_ours, show, warm_up
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
@@ -94,6 +95,17 @@ BENCHES: dict[str, Bench] = {
                      lambda r: bench_workers(r.emu, r.tmp, r.size(200, 1000))),
     "storage": Bench("10,000 items written to S3 (moto server) vs local disk, side by side (goal: within 10 %)",
                      lambda r: bench_storage(r.emu, r.tmp, r.size(2000, 10_000))),
+    "embeddings": Bench("embeddings at zero latency, inputs/s vs AsyncOpenAI.embeddings.create, same packs and "
+                        "concurrency (goal >= 1.3x)",
+                        lambda r: bench_embeddings(r.emu, r.tmp, KEY, MODEL, r.size(20_000, 100_000))),
+    "embeddings-limit": Bench("embeddings, 120 req/min + 750,000 tokens/min in headers (goal >= 95 % of the token "
+                              "limit, 0 x 429)",
+                              lambda r: bench_embeddings_limit(r.emu, r.tmp, MODEL, r.size(40_000, 100_000))),
+    "embeddings-rss": Bench("embeddings to Parquet, 1,024 dimensions: peak RSS (goal < 500 MB)",
+                            lambda r: bench_embeddings_rss(r.emu, r.tmp, connection_env(r.emu.base_url),
+                                                           r.size(200_000, 1_000_000))),
+    "embeddings-split": Bench("one bad text among 2,048: extra requests (goal <= 12)",
+                              lambda r: bench_embeddings_split(r.emu, r.tmp, MODEL)),
     "ui": Bench("UI nav page, 30 days x 50 DAGs x 20 runs/day, server time (goal < 1 s)",
                 lambda r: bench_ui()),
 }

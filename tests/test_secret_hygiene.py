@@ -17,6 +17,7 @@ from airflow.sdk import DAG
 from airflow_gradient import GradientResponseOperator
 from airflow_gradient.testing import GradientEmulator
 from tests.conftest import EXAMPLES, EXAMPLES_OUTPUT, conn_env, example_dag, run_dag
+from tests.support.services import postgres_conn_uri, postgres_database
 
 # Made at run time: Airflow stores this file's source (it defines a DAG), which must not count.
 KEY = f"sk-do-hygiene-{uuid.uuid4().hex}"
@@ -32,7 +33,9 @@ def _files_containing(root: Path, needle: bytes) -> list[str]:
 
 
 def test_no_example_run_leaks_the_key(airflow_db: Path, monkeypatch: pytest.MonkeyPatch, capfd) -> None:
-    with GradientEmulator(api_key=KEY) as emu:
+    # embed_catalogue loads its vectors into a PostgreSQL database of its own.
+    with GradientEmulator(api_key=KEY) as emu, postgres_database("hygiene") as catalogue_db:
+        monkeypatch.setenv("AIRFLOW_CONN_CATALOGUE_DB", postgres_conn_uri(catalogue_db))
         for name, value in conn_env(emu.base_url, key=KEY).items():
             monkeypatch.setenv(name, value)
         names = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))

@@ -60,10 +60,11 @@ class BatchAttempt:
 
     :param already: items that succeeded in earlier attempts (this one does not write them).
     :param started: when the attempt began (``time.monotonic()``), for ``wall_time_s``.
+    :param part_format: the part files' format, ``"jsonl"`` or ``"parquet"``.
     """
 
     def __init__(self, output_path: Any, store: ResultStore | None, state: ResumeState, *,
-                 total: int, already: int, started: float) -> None:
+                 total: int, already: int, started: float, part_format: str = "jsonl") -> None:
         self.output_path = output_path
         self.store = store
         self.state = state
@@ -71,7 +72,7 @@ class BatchAttempt:
         self.already = already
         self.started = started
         self.progress = BatchProgress(total=total - already)
-        self.writer = store.writer(state.attempt) if store is not None else MemoryWriter()
+        self.writer = store.writer(state.attempt, part_format) if store is not None else MemoryWriter()
 
     def usage(self) -> dict[str, int]:
         """The tokens of every succeeded row, earlier attempts' included (reused rows are not)."""

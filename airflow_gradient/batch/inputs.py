@@ -121,6 +121,19 @@ def _explicit_id(value: Any) -> str | None:
     return str(value) if custom_id_problem(value) is None else None
 
 
+def take_custom_id(index: int, spec: dict[str, Any]) -> tuple[Any, str]:
+    """Pop the item's own ``custom_id`` from ``spec`` (None when it has none), and the words that
+    name the item in errors (``in item 3 (custom_id 'x')``). Both batch kinds' items call it."""
+    custom_id = spec.pop("custom_id", None)
+    problem = custom_id_problem(custom_id) if custom_id is not None else None
+    if problem is not None:
+        raise GradientRequestInvalid(
+            f"invalid request in item {index}: custom_id: {problem} (got {custom_id!r})",
+            [(f"item[{index}].custom_id", problem)],
+        )
+    return custom_id, f"in item {index}" + (f" (custom_id {str(custom_id)!r})" if custom_id is not None else "")
+
+
 def custom_id_from_request(wire: dict[str, Any]) -> str:
     """The ``custom_id`` of an item that has none: ``h-`` and a hash of its rendered request,
     stable across runs."""
@@ -256,6 +269,10 @@ class BatchInputs:
     :param default_model: model used when neither ``shared`` nor the item names one.
     :param render: turns a row into the prompt text (``prompt_template`` rendered with the row).
     :param shard: only the items of this shard (positions and ``index`` stay those of the whole input).
+    :param build_item: makes the item of a spec (``index, spec, digest``) instead of a ``/v1/responses``
+        request; the embeddings batch gives one
+        (:func:`~airflow_gradient.batch.in_task.embeddings.items.item_builder`).
+    :param template_name: the argument that holds the template, as errors name it.
     """
 
     def __init__(
@@ -268,6 +285,8 @@ class BatchInputs:
         shared: Mapping[str, Any] | None = None,
         default_model: str | None = None,
         shard: Shard | None = None,
+        build_item: Callable[[int, dict[str, Any], bool], BatchItem] | None = None,
+        template_name: str = "prompt_template",
     ) -> None:
         given = [name for name, value in (("inputs", inputs), ("rows", rows), ("rows_path", rows_path))
                  if value is not None]
@@ -278,8 +297,8 @@ class BatchInputs:
             )
         if (inputs is None) != (render is not None):
             raise GradientRequestInvalid(
-                "invalid batch: prompt_template goes with rows or rows_path, not with inputs",
-                [("prompt_template", "needs rows or rows_path" if render is None else "not with inputs")],
+                f"invalid batch: {template_name} goes with rows or rows_path, not with inputs",
+                [(template_name, "needs rows or rows_path" if render is None else "not with inputs")],
             )
         if isinstance(inputs, (str, Mapping)) or isinstance(rows, (str, Mapping)):
             raise GradientRequestInvalid(
@@ -292,6 +311,8 @@ class BatchInputs:
         self._shared = dict(shared or {})
         self._default_model = default_model
         self._shard = shard
+        self._build_item = build_item
+        self._template_name = template_name
 
     def _other_shard(self, custom_id: Any) -> bool:
         """True when an item's own id puts it in another shard: it is skipped before it is rendered."""
@@ -323,8 +344,8 @@ class BatchInputs:
                 spec: dict[str, Any] = {"input": self._render(row)}
             except jinja2.TemplateError as exc:
                 raise GradientRequestInvalid(
-                    f"invalid batch: prompt_template: {type(exc).__name__}: {exc} (rendering row {index})",
-                    [("prompt_template", str(exc))],
+                    f"invalid batch: {self._template_name}: {type(exc).__name__}: {exc} (rendering row {index})",
+                    [(self._template_name, str(exc))],
                 ) from None
             if row.get("custom_id") not in (None, ""):
                 spec["custom_id"] = row["custom_id"]
@@ -347,19 +368,13 @@ class BatchInputs:
         for index, spec in enumerate(self._specs()):
             if spec is None:
                 continue
-            item = self._item(index, spec, digest=digest)
+            item = (self._build_item(index, spec, digest) if self._build_item is not None
+                    else self._item(index, spec, digest=digest))
             if self._shard is None or self._shard.owns(item.custom_id):
                 yield item
 
     def _item(self, index: int, spec: dict[str, Any], *, digest: bool = True) -> BatchItem:
-        custom_id = spec.pop("custom_id", None)
-        problem = custom_id_problem(custom_id) if custom_id is not None else None
-        if problem is not None:
-            raise GradientRequestInvalid(
-                f"invalid request in item {index}: custom_id: {problem} (got {custom_id!r})",
-                [(f"item[{index}].custom_id", problem)],
-            )
-        where = f"in item {index}" + (f" (custom_id {str(custom_id)!r})" if custom_id is not None else "")
+        custom_id, where = take_custom_id(index, spec)
         params = {**self._shared, **spec}
         if params.get("model") is None and self._default_model:
             params["model"] = self._default_model

@@ -30,8 +30,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # part-<attempt>-<writer>-<seq>.jsonl; parts from before writer ids (part-<attempt>-<seq>) still read.
-PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.jsonl$")
+# An embeddings batch with output_format="parquet" writes .parquet parts (batch/parquet.py).
+PART_RE = re.compile(r"^part-(\d{5})-(?:([0-9a-f]{8})-)?(\d{5})\.(?:jsonl|parquet)$")
 SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
+
+
+def part_name(attempt: int, writer_id: str, seq: int, suffix: str = "jsonl") -> str:
+    """The name of a writer's part file, as :data:`PART_RE` reads it back."""
+    return f"part-{attempt:05d}-{writer_id}-{seq:05d}.{suffix}"
 
 _DECODER = msgspec.json.Decoder()
 
@@ -170,8 +176,18 @@ def iter_located_rows(
     """``(line number, byte offset, row)`` of each row of one part file: the one reading of part
     files that resume, ``read_results`` and reuse share. A line without a ``custom_id`` is passed
     over like a line that is not JSON (the user's input files are read strictly instead:
-    :func:`~airflow_gradient.batch.inputs.iter_input_rows`)."""
+    :func:`~airflow_gradient.batch.inputs.iter_input_rows`). A Parquet part is read row by row, its
+    "offset" the row's number (:func:`~airflow_gradient.batch.parquet.iter_parquet_rows`)."""
+    if is_parquet(part):
+        from airflow_gradient.batch.parquet import iter_parquet_rows  # pyarrow, only where Parquet was written
+
+        return ((number + 1, number, row) for number, row in iter_parquet_rows(part))
     return iter_jsonl(part, what="part file", on_bad_line=on_bad_line, require="custom_id")
+
+
+def is_parquet(part: Any) -> bool:
+    """Whether a part file is a Parquet one (``.parquet``), read by row number, not by line."""
+    return str(getattr(part, "name", part)).endswith(".parquet")
 
 
 def iter_rows(part: ObjectStoragePath) -> Iterator[dict[str, Any]]:

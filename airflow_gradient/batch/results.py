@@ -40,13 +40,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.inputs import Shard, custom_id_key
-from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, shard_dir_name
+from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, part_name, shard_dir_name
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
 from airflow_gradient.batch.uploads import PartUploader
 from airflow_gradient.pricing import COST_DECIMALS, Spend
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
+    from airflow_gradient.batch.parquet import ParquetPartWriter
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,14 @@ class ResultStore:
                         state.usage[name] += (row.get("usage") or {}).get(name, 0)
         return state
 
-    def writer(self, attempt: int) -> PartWriter:
+    def writer(self, attempt: int, part_format: str = "jsonl") -> PartWriter | ParquetPartWriter:
+        """The writer of ``attempt``'s parts: JSONL, or Parquet (``part_format="parquet"``)."""
         if self.local:
             self.path.mkdir(parents=True, exist_ok=True)
+        if part_format == "parquet":
+            from airflow_gradient.batch.parquet import ParquetPartWriter  # needs pyarrow (the parquet extra)
+
+            return ParquetPartWriter(self, attempt)
         return PartWriter(self, attempt)
 
 
@@ -137,7 +143,7 @@ class PartWriter:
         self._uploads = PartUploader() if not store.local else None
 
     def _open(self) -> None:
-        name = f"part-{self.attempt:05d}-{self.writer_id}-{len(self.parts):05d}.jsonl"
+        name = part_name(self.attempt, self.writer_id, len(self.parts))
         # "x": never truncate a part that exists. Object stores have no exclusive create; there the
         # random writer id alone keeps names apart.
         self._file = (self.store.path / name).open("x", encoding="utf-8") if self.store.local else io.StringIO()

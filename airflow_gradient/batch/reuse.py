@@ -25,7 +25,14 @@ from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_gradient.batch.inputs import DIGEST_BYTES, BatchItem
-from airflow_gradient.batch.parts import as_storage_path, decode_row, iter_located_rows, list_parts, open_part
+from airflow_gradient.batch.parts import (
+    as_storage_path,
+    decode_row,
+    is_parquet,
+    iter_located_rows,
+    list_parts,
+    open_part,
+)
 from airflow_gradient.exceptions import GradientRequestInvalid
 
 if TYPE_CHECKING:
@@ -182,9 +189,14 @@ class ReuseIndex:
             return None
         number, offset = where >> OFFSET_BITS, where & ((1 << OFFSET_BITS) - 1)
         try:
-            handle = self._handle(number)
-            handle.seek(offset)
-            row = decode_row(handle.readline())
+            if is_parquet(self.parts[number]):  # located by row number, not byte offset
+                from airflow_gradient.batch.parquet import read_parquet_row
+
+                row = read_parquet_row(self.parts[number], offset)
+            else:
+                handle = self._handle(number)
+                handle.seek(offset)
+                row = decode_row(handle.readline())
         except (OSError, ValueError) as exc:
             self.log.warning("reuse_results_from: cannot read back the row at byte %d of %s (%s): the item "
                              "is sent", offset, self.parts[number], exc)

@@ -20,6 +20,15 @@ the row; a row copied from an earlier run (:mod:`~airflow_gradient.batch.reuse`)
 ``"reused": true`` and ``"reused_from"``.
 
 ``error`` is ``{"type": "GradientServerError", "status": 500, "message": "..."}`` on failed rows.
+
+A row of an embeddings batch (:func:`embedding_row`) holds the vector instead of a reply::
+
+    {"index": 0, "custom_id": "sku-1", "status": "succeeded", "embedding": [0.012, ...],
+     "dimensions": 1024, "model": "...", "usage": {"input_tokens": 9, "total_tokens": 9},
+     "error": null, "request_digest": "<32 hex>", "cost_usd": 0.00000018}
+
+Its ``usage`` is the item's share of its request's tokens (the shares of a request's items add up
+to the request's usage).
 """
 
 from __future__ import annotations
@@ -35,8 +44,8 @@ from airflow_gradient.models.result import USAGE_KEYS
 if TYPE_CHECKING:
     from airflow_gradient.pricing import Costing
 
-__all__ = ["USAGE_KEYS", "add_usage", "build_row", "encode_row", "error_info", "failed_row", "result_row",
-           "skipped_row", "succeeded_row"]
+__all__ = ["USAGE_KEYS", "add_usage", "build_row", "embedding_row", "encode_row", "error_info", "failed_row",
+           "result_row", "skipped_row", "succeeded_row"]
 
 MAX_ERROR_CHARS = 2000
 
@@ -143,3 +152,16 @@ def encode_row(row: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def embedding_row(index: int, custom_id: str, status: str, *, embedding: Any = None, dimensions: int | None = None,
+                  model: str | None = None, usage: dict[str, int] | None = None,
+                  error: BaseException | str | None = None) -> dict[str, Any]:
+    """The row of one text of an embeddings batch; ``error`` an exception (failed) or the reason
+    it was not sent (skipped)."""
+    if isinstance(error, str):
+        info: dict[str, Any] | None = {"type": "Skipped", "status": None, "message": error}
+    else:
+        info = error_info(error) if error is not None else None
+    return {"index": index, "custom_id": custom_id, "status": status, "embedding": embedding,
+            "dimensions": dimensions, "model": model, "usage": usage, "error": info}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 import httpx
@@ -30,6 +30,7 @@ from airflow_gradient.http.attempt import (
     open_stream,
     stream_events,
 )
+from airflow_gradient.hooks.embeddings import EMBEDDINGS_PATH, EmbeddingsCall
 from airflow_gradient.http.clients import DEFAULT_MAX_CONNECTIONS, USER_AGENT, AsyncTransport, ClientPool
 from airflow_gradient.http.errors import request_id_of
 from airflow_gradient.http.retry import RetryPolicy
@@ -43,6 +44,7 @@ from airflow_gradient.http.settings import (
 )
 from airflow_gradient.http.streams import StreamDecoder, acollect, collect
 from airflow_gradient.http.wait_hints import rate_limit_headers
+from airflow_gradient.models.embeddings import EmbeddingsResult, EncodingFormat
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request as build_response_request, require_model
 from airflow_gradient.models.result import CallInfo, ResponseResult
@@ -229,6 +231,53 @@ class GradientHook(BaseHook):
             await observer.before_send()
         response = await self.arequest("POST", "/responses", body, timeout=request_timeout, observer=observer)
         return replies.response_result(response, self.gradient_conn_id)
+
+    # -- embeddings: the request and reply are airflow_gradient.hooks.embeddings'; the sending is ours.
+
+    def create_embeddings(
+        self,
+        input: str | Sequence[str],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat = "base64",
+        user: str | None = None,
+        timeout: float | None = None,
+    ) -> EmbeddingsResult:
+        """``POST /v1/embeddings``: the vectors of ``input`` (one text, or 1 to 2048), in input order.
+
+        ``model`` defaults to the connection's ``model`` extra. Either encoding in the reply is read
+        whatever ``encoding_format`` asked. Bad input raises :class:`GradientRequestInvalid` before
+        anything is sent; retries and ``timeout`` are those of :meth:`create_response`.
+        """
+        call = EmbeddingsCall.of(input, model=model, default_model=self.settings.default_model,
+                                 encoding_format=encoding_format, user=user, conn_id=self.gradient_conn_id)
+        retrying = self.retry_policy.retrying(self._log_retry)
+        result = retrying(lambda: call.read(self.request("POST", EMBEDDINGS_PATH, call.body, timeout=timeout)))
+        return call.finish(result, retrying.statistics)
+
+    async def acreate_embeddings(
+        self,
+        input: str | Sequence[str],
+        *,
+        model: str | None = None,
+        encoding_format: EncodingFormat = "base64",
+        user: str | None = None,
+        timeout: float | None = None,
+        observer: CallObserver | None = None,
+    ) -> EmbeddingsResult:
+        """Async :meth:`create_embeddings`; ``observer`` is told of every attempt and reply."""
+        call = EmbeddingsCall.of(input, model=model, default_model=self.settings.default_model,
+                                 encoding_format=encoding_format, user=user, conn_id=self.gradient_conn_id)
+
+        async def attempt() -> EmbeddingsResult:
+            if observer is not None:
+                await observer.before_send()
+            return call.read(await self.arequest("POST", EMBEDDINGS_PATH, call.body, timeout=timeout,
+                                                 observer=observer))
+
+        retrying = self.retry_policy.async_retrying(self._log_retry)
+        result: EmbeddingsResult = await retrying(attempt)
+        return call.finish(result, retrying.statistics)
 
     # -- one HTTP attempt ---------------------------------------------------------------------
 

@@ -127,7 +127,7 @@ class GradientBatchOperator(GradientBatchBaseOperator):
             root = output_path = storage_path("output_path", self.output_path)
             if shard is not None and root is not None:
                 output_path = root / shard_dir_name(shard)
-            manifest = run_batch(
+            manifest = self._run(
                 # One hook (one connection pool) per few workers, on the settings read by ``hook``;
                 # the batch owns them and closes them when it ends.
                 hooks=pool_hooks(self.hook.settings, self.max_concurrency),
@@ -145,4 +145,9 @@ class GradientBatchOperator(GradientBatchBaseOperator):
             manifest.update(shard={"index": shard.index, "count": shard.count},
                             batch_output_path=str(root) if root is not None else None)
         return self._finish(context, manifest, "Batch manifest")
+
+    def _run(self, **arguments: Any) -> dict[str, Any]:
+        """Run the batch (:func:`run_batch`'s arguments) and return its manifest; the embeddings
+        batch operator runs its own engine here."""
+        return run_batch(**arguments)
 

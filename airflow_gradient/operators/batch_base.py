@@ -77,6 +77,8 @@ class GradientBatchBaseOperator(GradientBaseOperator):
                        *GradientBaseOperator.template_fields)
     template_fields_renderers = {**GradientBaseOperator.template_fields_renderers, "inputs": "json", "rows": "json"}
     xcom_max_items = XCOM_MAX_ITEMS
+    # The argument that holds the per-row template, as errors name it.
+    template_argument = "prompt_template"
 
     def __init__(
         self,
@@ -122,7 +124,8 @@ class GradientBatchBaseOperator(GradientBaseOperator):
             template = env.from_string(self.prompt_template)
         except jinja2.TemplateSyntaxError as exc:
             raise GradientRequestInvalid(
-                f"invalid batch: prompt_template: {exc} (line {exc.lineno})", [("prompt_template", str(exc))]
+                f"invalid batch: {self.template_argument}: {exc} (line {exc.lineno})",
+                [(self.template_argument, str(exc))]
             ) from None
         base = dict(context)
         return lambda row: template.render({**base, **row, "row": row})

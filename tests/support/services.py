@@ -85,3 +85,8 @@ def postgres_database(prefix: str = "gradient_test") -> Iterator[str]:
                 cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.close()
+
+
+def postgres_conn_uri(url: str) -> str:
+    """The Airflow connection URI (``postgres://...``) of a database :func:`postgres_database` made."""
+    return "postgres://" + url.split("://", 1)[1]

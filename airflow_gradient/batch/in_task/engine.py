@@ -21,10 +21,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -82,10 +82,10 @@ class EngineSettings:
         arguments.positive_number("progress_interval", self.progress_interval)
 
 
-class _ItemCalls:
-    """The hook's ``CallObserver`` for one item: every attempt takes a request slot and acquires
-    from the limiter; the slot is given back when the attempt ends, so an item waiting for its retry
-    does not keep a request from being in flight."""
+class ItemCalls:
+    """The hook's ``CallObserver`` for one request (one item, or one pack of them): every attempt
+    takes a request slot and acquires from the limiter; the slot is given back when the attempt ends,
+    so an item waiting for its retry does not keep a request from being in flight."""
 
     __slots__ = ("attempts", "limiter", "outstanding", "probe_costs", "progress", "refused", "slots", "tokens")
 
@@ -130,21 +130,35 @@ class _ItemCalls:
             self.limiter.on_reply(None, {}, self.tokens)
 
 
-class _Feeder:
-    """Hands items to workers, reading the source in chunks in a thread (it may be remote)."""
+async def forgiving_probe_costs(calls: ItemCalls, call: Callable[[], Awaitable[_T]]) -> _T:
+    """``call()`` (a hook call with its retries), called again when 429s the limiter drew on itself
+    while probing used them up: those are the pacer's cost, and no item fails for them."""
+    while True:
+        forgiven = calls.probe_costs
+        try:
+            return await call()
+        except GradientRateLimitError:
+            if calls.probe_costs == forgiven:
+                raise
 
-    def __init__(self, items: Iterator[BatchItem]) -> None:
+
+class _Feeder(Generic[_T]):
+    """Hands work (items, or packs of them) to workers, reading the source in chunks in a thread
+    (it may be remote)."""
+
+    def __init__(self, items: Iterator[_T], chunk: int = FEED_CHUNK) -> None:
         self._items = items
-        self._buffer: deque[BatchItem] = deque()
+        self._chunk = chunk
+        self._buffer: deque[_T] = deque()
         self._lock = asyncio.Lock()
         self._exhausted = False
 
-    async def next(self) -> BatchItem | None:
+    async def next(self) -> _T | None:
         if not self._buffer and not self._exhausted:
             async with self._lock:
                 if not self._buffer and not self._exhausted:
-                    chunk = await asyncio.to_thread(lambda: list(islice(self._items, FEED_CHUNK)))
-                    self._exhausted = len(chunk) < FEED_CHUNK
+                    chunk = await asyncio.to_thread(lambda: list(islice(self._items, self._chunk)))
+                    self._exhausted = len(chunk) < self._chunk
                     self._buffer.extend(chunk)
         return self._buffer.popleft() if self._buffer else None
 
@@ -202,7 +216,7 @@ class BatchEngine:
 
     async def run(self, items: Iterator[BatchItem], progress: BatchProgress) -> None:
         """Send every item of ``items``; returns when each has a row."""
-        feeder = _Feeder(items)
+        feeder = _Feeder(self.units(items), self.feed_chunk)
         self._slots = asyncio.Semaphore(self.settings.max_concurrency)
         progress.timeline.add(progress.elapsed(), progress, self.limiter.pacing())
         ticker = asyncio.create_task(self._tick(progress))
@@ -225,25 +239,36 @@ class BatchEngine:
         async with self._store_lock:
             return await asyncio.to_thread(call, *args)
 
-    async def _worker(self, hook: GradientHook, feeder: _Feeder, progress: BatchProgress) -> None:
-        while (item := await feeder.next()) is not None:
-            if item.reused is not None:
-                row = item.reused
-            elif self._account_refused is not None:
-                row = failed_row(item.index, item.custom_id, self._account_refused, attempts=0, latency_s=0.0)
-            elif self._over_budget(item, progress):
-                row = skipped_row(item.index, item.custom_id,
-                                  f"token budget max_total_tokens={self.settings.max_total_tokens} reached")
-            elif not self._within_cost_budget(item, progress):
-                row = skipped_row(item.index, item.custom_id, self.cost_budget.reason)  # type: ignore[union-attr]
-            else:
-                try:
-                    row = await self._send(hook, item, progress)
-                finally:
-                    if self.cost_budget is not None:
-                        self.cost_budget.release(item.index)
-            row = with_digest_and_cost(row, item.digest, self.costing, item.request.model)
-            progress.record(await self.store(self.writer.write, row))
+    # Units read ahead at a time: items here; the embeddings engine's packs hold 2,048 items each.
+    feed_chunk = FEED_CHUNK
+
+    def units(self, items: Iterator[BatchItem]) -> Iterator[Any]:
+        """What one worker takes at a time: here an item (the embeddings engine takes packs)."""
+        return items
+
+    async def _worker(self, hook: GradientHook, feeder: _Feeder[Any], progress: BatchProgress) -> None:
+        while (unit := await feeder.next()) is not None:
+            await self.handle(hook, unit, progress)
+
+    async def handle(self, hook: GradientHook, item: BatchItem, progress: BatchProgress) -> None:
+        """Send one unit of :meth:`units` and write its rows."""
+        if item.reused is not None:
+            row = item.reused
+        elif self._account_refused is not None:
+            row = failed_row(item.index, item.custom_id, self._account_refused, attempts=0, latency_s=0.0)
+        elif self._over_budget(item, progress):
+            row = skipped_row(item.index, item.custom_id,
+                              f"token budget max_total_tokens={self.settings.max_total_tokens} reached")
+        elif not self._within_cost_budget(item, progress):
+            row = skipped_row(item.index, item.custom_id, self.cost_budget.reason)  # type: ignore[union-attr]
+        else:
+            try:
+                row = await self._send(hook, item, progress)
+            finally:
+                if self.cost_budget is not None:
+                    self.cost_budget.release(item.index)
+        row = with_digest_and_cost(row, item.digest, self.costing, item.request.model)
+        progress.record(await self.store(self.writer.write, row))
 
     def _over_budget(self, item: BatchItem, progress: BatchProgress) -> bool:
         budget = self.settings.max_total_tokens
@@ -270,7 +295,7 @@ class BatchEngine:
         return False
 
     async def _send(self, hook: GradientHook, item: BatchItem, progress: BatchProgress) -> dict[str, Any]:
-        calls = _ItemCalls(self.limiter, self._slots, lambda: self._account_refused, item.estimated_tokens, progress)
+        calls = ItemCalls(self.limiter, self._slots, lambda: self._account_refused, item.estimated_tokens, progress)
         self._tokens_in_flight += item.estimated_tokens
         started = time.monotonic()
         try:
@@ -293,17 +318,9 @@ class BatchEngine:
         self.limiter.on_usage(item.estimated_tokens, result.usage_summary()["total_tokens"])
         return result_row(item.index, item.custom_id, result, self.parse)
 
-    async def _create(self, hook: GradientHook, item: BatchItem, calls: _ItemCalls) -> ResponseResult:
-        """The hook's call with its retries, called again when 429s the limiter drew on itself
-        while probing used them up: those are the pacer's cost, and no item fails for them."""
-        while True:
-            forgiven = calls.probe_costs
-            try:
-                return await hook.acreate_response(item.request, timeout=self.settings.request_timeout,
-                                                   observer=calls)
-            except GradientRateLimitError:
-                if calls.probe_costs == forgiven:
-                    raise
+    async def _create(self, hook: GradientHook, item: BatchItem, calls: ItemCalls) -> ResponseResult:
+        return await forgiving_probe_costs(calls, lambda: hook.acreate_response(
+            item.request, timeout=self.settings.request_timeout, observer=calls))
 
     async def _tick(self, progress: BatchProgress) -> None:
         last_line = time.monotonic()

@@ -62,8 +62,13 @@ def run_batch(
     costing: Costing = Costing(),
     max_cost_usd: float | None = None,
     reuse_results_from: Any = None,
+    engine_class: Callable[..., BatchEngine] = BatchEngine,
+    part_format: str = "jsonl",
 ) -> dict[str, Any]:
     """Run the batch and return its manifest (with the rows under ``results`` when in memory).
+
+    ``engine_class`` makes the engine from :class:`BatchEngine`'s arguments (the embeddings batch
+    gives its own); ``part_format`` is that of the part files, ``"jsonl"`` or ``"parquet"``.
 
     Raises :class:`GradientRequestInvalid` before sending anything when an item is invalid, ids
     repeat, the batch has more than :data:`~airflow_gradient.batch.attempt.XCOM_MAX_ITEMS` items
@@ -79,12 +84,13 @@ def run_batch(
     already = sum(1 for item in inputs if state.is_done(item.custom_id)) if state.done else 0
     if already:
         log.info("Resuming: %d of %d items succeeded in earlier attempts and are not sent again", already, total)
-    attempt = BatchAttempt(output_path, store, state, total=total, already=already, started=started)
+    attempt = BatchAttempt(output_path, store, state, total=total, already=already, started=started,
+                           part_format=part_format)
     progress, writer = attempt.progress, attempt.writer
     budget = (CostBudget(max_cost_usd, costing, spent_before=state.spend.priced_usd)
               if max_cost_usd is not None else None)
-    engine = BatchEngine(hooks, limiter, writer, settings, parse=parse, log=log, costing=costing,
-                         cost_budget=budget)
+    engine = engine_class(hooks, limiter, writer, settings, parse=parse, log=log, costing=costing,
+                          cost_budget=budget)
     pending = (i for i in inputs if not state.is_done(i.custom_id))
 
     async def main() -> None:

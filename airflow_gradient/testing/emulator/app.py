@@ -25,6 +25,7 @@ from airflow_gradient.exceptions import GradientRequestInvalid
 from airflow_gradient.models.request import ResponseRequest, build_request
 from airflow_gradient.testing.emulator.batch_jobs import batch_jobs_router
 from airflow_gradient.testing.emulator.config import EmulatorConfig
+from airflow_gradient.testing.emulator.embeddings import embeddings_router
 from airflow_gradient.testing.emulator.faults import (
     DropResponse,
     FaultContext,
@@ -55,6 +56,7 @@ def create_app(state: EmulatorState | None = None) -> FastAPI:
     app.state.emulator = state
     _add_control_routes(app, state)
     app.include_router(batch_jobs_router(state))  # batch jobs; before the catch-all 404 route
+    app.include_router(embeddings_router(state))  # POST /v1/embeddings
     _add_api_routes(app, state)
     return app
 

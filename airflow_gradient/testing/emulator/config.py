@@ -80,6 +80,16 @@ class EmulatorConfig(BaseModel):
     stream_error_after: Annotated[int, Field(ge=0)] | None = Field(
         None, description="send an error frame after N frames, then end the stream"
     )
+    # /v1/embeddings (testing/emulator/embeddings.py)
+    embedding_dimensions: Annotated[int, Field(ge=1, le=65536)] = Field(
+        256, description="length of the vectors /v1/embeddings returns"
+    )
+    embedding_max_inputs: Annotated[int, Field(ge=1)] = Field(
+        2048, description="most texts one /v1/embeddings request may hold; more are refused with 413"
+    )
+    embedding_context_tokens: Annotated[int, Field(ge=1)] = Field(
+        8192, description="a text longer than this many tokens (words) is refused with 400, naming its index"
+    )
 
     @model_validator(mode="after")
     def _fractions_fit(self) -> EmulatorConfig:
