@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench lock clean
+.PHONY: demo test lint browser docs bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 ## The linters and the type checker, the whole test suite, then the docs built with warnings as errors.
-test: lint
+test: lint browser
 	$(PY) -m pytest
 	$(MAKE) docs
 
@@ -27,6 +27,10 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check airflow_gradient tests bench dags_examples scripts
 	$(PY) -m mypy
+
+## Debian's chromium, for the browser test of the UI pages (tests/plugins/test_browser.py).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir build/site

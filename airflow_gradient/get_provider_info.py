@@ -105,6 +105,8 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "DigitalOcean Gradient", "python-modules": ["airflow_gradient.triggers.batch_job"]}
         ],
         "task-decorators": [{"class-name": "airflow_gradient.decorators.gradient.gradient_task", "name": "gradient"}],
+        # The Gradient pages of the UI (docs/ui.md), served by the API server.
+        "plugins": [{"name": "gradient", "plugin-class": "airflow_gradient.plugins.plugin.GradientUIPlugin"}],
         "connection-types": [
             {
                 "hook-class-name": _HOOK,

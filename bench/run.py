@@ -33,6 +33,7 @@ from bench.reuse import bench_reuse, bench_reuse_rss
 from bench.scale_out import bench_workers
 from bench.shared_pacing import bench_shared_cost, bench_shared_k4, bench_shared_slow
 from bench.single_request import bench_single
+from bench.ui import bench_ui
 from bench.storage import bench_storage
 
 
@@ -111,6 +112,8 @@ BENCHES: dict[str, Bench] = {
                                                            r.size(200_000, 1_000_000))),
     "embeddings-split": Bench("one bad text among 2,048: extra requests (goal <= 12)",
                               lambda r: bench_embeddings_split(r.emu, r.tmp, MODEL)),
+    "ui": Bench("UI nav page, 30 days x 50 DAGs x 20 runs/day, server time (goal < 1 s)",
+                lambda r: bench_ui()),
     "observability": Bench("tracing cost at zero latency, C=64, vs the batch without spans (goals: no provider and "
                            "tracing='batch' within 3 %, SDK + tracing='items' within 20 %)",
                            lambda r: bench_observability(r.tmp, r.size(2000, 10_000))),

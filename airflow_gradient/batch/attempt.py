@@ -104,6 +104,8 @@ class BatchAttempt:
             wall_time_s=time.monotonic() - self.started,
             resumed=self.already,
             attempt=self.state.attempt,
+            models=progress.by_model(),
+            timeline=progress.timeline.samples(),
             **extra,
         )
         if isinstance(self.writer, MemoryWriter):

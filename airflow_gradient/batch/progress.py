@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage
+from airflow_gradient.batch.timeline import Timeline
 from airflow_gradient.pricing import Spend
 
 
@@ -35,6 +36,11 @@ class BatchProgress:
     reused: int = 0
     reused_usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
     reused_spend: Spend = field(default_factory=Spend)
+    # This attempt's rows by the model that answered them (the UI's breakdown by model).
+    models: dict[str, Spend] = field(default_factory=dict)
+    model_tokens: dict[str, int] = field(default_factory=dict)
+    # One sample per progress interval, for the manifest's ``timeline`` (the UI draws it).
+    timeline: Timeline = field(default_factory=Timeline)
 
     @property
     def done(self) -> int:
@@ -57,6 +63,16 @@ class BatchProgress:
         self.retries += max(row.get("attempts", 0) - 1, 0)
         add_usage(self.usage, row)
         self.spend.add_row(row)
+        if row.get("usage"):
+            model = str(row.get("model") or "unknown")
+            self.models.setdefault(model, Spend()).add_row(row)
+            self.model_tokens[model] = self.model_tokens.get(model, 0) + row["usage"].get("total_tokens", 0)
+
+    def by_model(self) -> dict[str, dict[str, Any]]:
+        """The manifest's ``models``: tokens and cost (None: a row had no price) of this attempt's
+        rows per model."""
+        return {model: {"total_tokens": self.model_tokens[model], "cost_usd": spend.cost_usd}
+                for model, spend in sorted(self.models.items())}
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

@@ -219,6 +219,7 @@ class BatchEngine:
         """Send every item of ``items``; returns when each has a row."""
         feeder = _Feeder(self.units(items), self.feed_chunk)
         self._slots = asyncio.Semaphore(self.settings.max_concurrency)
+        progress.timeline.add(progress.elapsed(), progress, self.limiter.pacing())
         ticker = asyncio.create_task(self._tick(progress))
         try:
             async with asyncio.TaskGroup() as group:
@@ -228,7 +229,7 @@ class BatchEngine:
                     group.create_task(self._worker(self.hooks[n % len(self.hooks)], feeder, progress))
         finally:
             ticker.cancel()
-        self.log.info(progress.line(self.limiter.pacing().describe()))
+        self._report(progress)
 
     async def store(self, call: Callable[..., _T], *args: Any) -> _T:
         """Call the writer: the one place the engine does. A local part is written and flushed in
@@ -330,4 +331,10 @@ class BatchEngine:
             await self.store(self.writer.commit_if_stale)
             if time.monotonic() - last_line >= self.settings.progress_interval:
                 last_line = time.monotonic()
-                self.log.info(progress.line(self.limiter.pacing().describe()))
+                self._report(progress)
+
+    def _report(self, progress: BatchProgress) -> None:
+        """The progress line, and the same moment as a sample of the manifest's ``timeline``."""
+        pacing = self.limiter.pacing()
+        self.log.info(progress.line(pacing.describe()))
+        progress.timeline.add(progress.elapsed(), progress, pacing)

@@ -1,0 +1,109 @@
+"""The manifest's ``timeline``: how a batch went, one sample per progress interval, bounded.
+
+A sample holds counters as they stood at that moment (``done``, ``requests``, ``rate_limited``:
+cumulative, so any two samples give the rate between them, whichever samples are kept) and the pace
+in force then (``requests_per_minute``, ``tokens_per_minute``, ``source``, ``paused_s``). ``t`` is
+seconds since the attempt started; the task instance's start date places it on a clock.
+
+However long the batch runs, the manifest keeps at most :data:`MAX_SAMPLES` of them
+(:func:`downsample`), so its XCom stays small: a week at one sample every 10 s is 60,480 samples,
+of which 500 evenly spaced ones are kept. The Airflow UI plugin (:mod:`airflow_gradient.plugins`)
+draws it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_gradient.batch.in_task.pacing import Pace
+    from airflow_gradient.batch.progress import BatchProgress
+
+MAX_SAMPLES = 500
+
+Sample = dict[str, Any]
+
+
+def downsample(samples: Sequence[Sample], limit: int = MAX_SAMPLES) -> list[Sample]:
+    """At most ``limit`` of ``samples``, evenly spaced, the first and the last always among them.
+
+    A kept sample stands for those dropped since the previous kept one: its ``paused_s`` is the
+    longest pause among them, so a pause between two kept samples is still marked. Counters need
+    no such care: they are cumulative. Pure: ``samples`` is not changed.
+    """
+    if limit < 2:
+        raise ValueError(f"downsample keeps the first and the last sample: limit must be >= 2, got {limit}")
+    count = len(samples)
+    if count <= limit:
+        return [dict(sample) for sample in samples]
+    # Strictly increasing for count > limit, from 0 to count - 1.
+    kept = [round(i * (count - 1) / (limit - 1)) for i in range(limit)]
+    out: list[Sample] = []
+    previous = -1
+    for index in kept:
+        sample = dict(samples[index])
+        stood_for = samples[previous + 1:index + 1]
+        sample["paused_s"] = max(float(s.get("paused_s") or 0.0) for s in stood_for)
+        out.append(sample)
+        previous = index
+    return out
+
+
+def sample(elapsed_s: float, progress: BatchProgress, pacing: Pace) -> Sample:
+    """The sample for this moment of a batch."""
+    return {
+        "t": round(elapsed_s, 1),
+        "done": progress.done,
+        "requests": progress.requests_sent,
+        "rate_limited": progress.rate_limited,
+        "requests_per_minute": round(pacing.requests_per_minute, 1) if pacing.requests_per_minute else None,
+        "tokens_per_minute": round(pacing.tokens_per_minute, 1) if pacing.tokens_per_minute else None,
+        "source": pacing.source,
+        "paused_s": round(pacing.paused_s, 1),
+    }
+
+
+class Timeline:
+    """The samples of one running batch, in memory bounded however long it runs.
+
+    Every ``stride``-th sample is held; when twice ``limit`` are held, every other one is dropped
+    and the stride doubles, so those held stay evenly spaced. A dropped sample's pause is carried
+    to the next one held (as :func:`downsample` does), and the latest sample is always kept as the
+    last. :meth:`samples` returns at most ``limit``.
+    """
+
+    def __init__(self, limit: int = MAX_SAMPLES) -> None:
+        if limit < 2:
+            raise ValueError(f"a timeline keeps the first and the last sample: limit must be >= 2, got {limit}")
+        self.limit = limit
+        self._held: list[Sample] = []
+        self._stride = 1
+        self._seen = 0
+        self._carry = 0.0  # the longest pause among samples dropped since the last one held
+        self._latest: Sample | None = None  # the newest sample when it is not held
+
+    def add(self, elapsed_s: float, progress: BatchProgress, pacing: Pace) -> None:
+        """Record this moment of the batch (called once per progress interval, and at the end)."""
+        self.append(sample(elapsed_s, progress, pacing))
+
+    def append(self, new: Sample) -> None:
+        new = {**new, "paused_s": max(float(new.get("paused_s") or 0.0), self._carry)}
+        self._seen += 1
+        if (self._seen - 1) % self._stride:
+            self._carry, self._latest = new["paused_s"], new
+            return
+        self._held.append(new)
+        self._carry, self._latest = 0.0, None
+        if len(self._held) >= 2 * self.limit:
+            kept = self._held[::2]
+            for index in range(1, len(kept)):  # each kept one stands for the one dropped before it
+                kept[index]["paused_s"] = max(kept[index]["paused_s"], self._held[2 * index - 1]["paused_s"])
+            # 2 * limit is even: the newest held was dropped, and stays the latest.
+            self._latest, self._carry = self._held[-1], self._held[-1]["paused_s"]
+            self._held, self._stride = kept, self._stride * 2
+
+    def samples(self) -> list[Sample]:
+        """What goes to the manifest: at most ``limit`` samples, the first and the latest included."""
+        held = self._held + ([self._latest] if self._latest is not None else [])
+        return downsample(held, self.limit)
