@@ -59,6 +59,12 @@ CONN_FIELDS: dict[str, Any] = {
         "description": "An Airflow connection of type redis: every batch task using this "
         "Gradient connection then shares one pace for the account (docs: Scaling out)",
     },
+    "tracing": {
+        "label": "Tracing (items, batch or off)",
+        "schema": {"type": ["string", "null"], "enum": ["items", "batch", "off", None]},
+        "description": "What OpenTelemetry traces when a task does not say: a span per HTTP attempt under "
+        "the batch span (items, the default), the batch span only, or none (docs: Observability)",
+    },
 }
 
 

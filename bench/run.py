@@ -27,6 +27,7 @@ from bench.common_ai import bench_common_ai
 from bench.embeddings import bench_embeddings, bench_embeddings_limit, bench_embeddings_rss, bench_embeddings_split
 from bench.engine import bench_expand, bench_ideal, bench_openai, bench_rate_limit, bench_rss
 from bench.harness import KEY, MODEL, Emulator, connection_env, run_ours, show, warm_up
+from bench.observability import bench_observability
 from bench.pacing import bench_isolated, bench_rise, bench_unannounced
 from bench.reuse import bench_reuse, bench_reuse_rss
 from bench.scale_out import bench_workers
@@ -113,6 +114,9 @@ BENCHES: dict[str, Bench] = {
                               lambda r: bench_embeddings_split(r.emu, r.tmp, MODEL)),
     "ui": Bench("UI nav page, 30 days x 50 DAGs x 20 runs/day, server time (goal < 1 s)",
                 lambda r: bench_ui()),
+    "observability": Bench("tracing cost at zero latency, C=64, vs the batch without spans (goals: no provider and "
+                           "tracing='batch' within 3 %, SDK + tracing='items' within 20 %)",
+                           lambda r: bench_observability(r.tmp, r.size(2000, 10_000))),
 }
 
 

@@ -98,6 +98,11 @@ class DigestTable:
         return self.count
 
 
+def parts_to_reuse(reuse_results_from: Any) -> list[ObjectStoragePath]:
+    """The part files ``reuse_results_from`` names (what the batch reads, and its lineage inputs)."""
+    return [part for location in _locations(reuse_results_from) for part in _expand(location)]
+
+
 def _locations(value: Any) -> list[Any]:
     """``reuse_results_from`` as a list: one location, or several."""
     if value is None:
@@ -160,10 +165,9 @@ class ReuseIndex:
         is not a glob does not exist: before anything is sent.
         """
         log = log or logging.getLogger(__name__)
-        locations = _locations(reuse_results_from)
-        if not locations:
+        if not _locations(reuse_results_from):
             return None
-        parts = [part for location in locations for part in _expand(location)]
+        parts = parts_to_reuse(reuse_results_from)
         table, summary = DigestTable(), ReuseSummary(parts=len(parts))
 
         def corrupt(part: Any, number: int, offset: int, why: str) -> None:

@@ -33,6 +33,7 @@ from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.http import replies
 from airflow_gradient.http.attempt import build_request, exchange
 from airflow_gradient.models.batch_job import BatchJob, BatchJobPage, BatchJobResults, FileUpload
+from airflow_gradient.observability.spans import CallTrace
 
 T = TypeVar("T")
 
@@ -119,17 +120,25 @@ class GradientBatchJobHook(GradientHook):
 
     def _send_call(self, call: _Call[T]) -> T:
         retrying = self.retry_policy.retrying(self._log_retry)
+        trace = CallTrace(call.path, call.body, self.settings.base_url)
 
         def once() -> T:
-            return self._read(call, self.request(call.method, call.path, call.body))
+            with trace.attempt() as span:  # one span per attempt (airflow_gradient.observability)
+                response = self.request(call.method, call.path, call.body)
+                span.status(response.status_code)
+                return self._read(call, response)
 
         return retrying(once)
 
     async def _asend_call(self, call: _Call[T]) -> T:
         retrying = self.retry_policy.async_retrying(self._log_retry)
+        trace = CallTrace(call.path, call.body, self.settings.base_url)
 
         async def once() -> T:
-            return self._read(call, await self.arequest(call.method, call.path, call.body))
+            with trace.attempt() as span:
+                response = await self.arequest(call.method, call.path, call.body)
+                span.status(response.status_code)
+                return self._read(call, response)
 
         return await retrying(once)
 

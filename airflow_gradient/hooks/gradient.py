@@ -48,6 +48,7 @@ from airflow_gradient.models.embeddings import EmbeddingsResult, EncodingFormat
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request as build_response_request, require_model
 from airflow_gradient.models.result import CallInfo, ResponseResult
+from airflow_gradient.observability.spans import CallTrace
 
 # Importable from here as before the HTTP layer had a package of its own.
 __all__ = [
@@ -199,7 +200,7 @@ class GradientHook(BaseHook):
         body.pop("stream", None)
         retrying = self.retry_policy.retrying(self._log_retry)
         started = time.monotonic()
-        result = retrying(self._send_once, body, timeout)
+        result = retrying(self._send_once, body, timeout, CallTrace("/responses", body, self.settings.base_url))
         return _with_call_stats(result, retrying.statistics, started)
 
     async def acreate_response(
@@ -217,20 +218,27 @@ class GradientHook(BaseHook):
         body.pop("stream", None)
         retrying = self.retry_policy.async_retrying(self._log_retry)
         started = time.monotonic()
-        result: ResponseResult = await retrying(self._asend_once, body, timeout, observer)
+        call = CallTrace("/responses", body, self.settings.base_url)
+        result: ResponseResult = await retrying(self._asend_once, body, timeout, observer, call)
         return _with_call_stats(result, retrying.statistics, started)
 
-    def _send_once(self, body: dict[str, Any], request_timeout: float | None) -> ResponseResult:
-        response = self.request("POST", "/responses", body, timeout=request_timeout)
-        return replies.response_result(response, self.gradient_conn_id)
+    def _send_once(self, body: dict[str, Any], request_timeout: float | None, call: CallTrace) -> ResponseResult:
+        with call.attempt() as span:  # one span per attempt (airflow_gradient.observability)
+            response = self.request("POST", "/responses", body, timeout=request_timeout)
+            result = replies.response_result(response, self.gradient_conn_id)
+            span.reply(result)
+        return result
 
     async def _asend_once(
-        self, body: dict[str, Any], request_timeout: float | None, observer: CallObserver | None
+        self, body: dict[str, Any], request_timeout: float | None, observer: CallObserver | None, call: CallTrace
     ) -> ResponseResult:
         if observer is not None:
             await observer.before_send()
-        response = await self.arequest("POST", "/responses", body, timeout=request_timeout, observer=observer)
-        return replies.response_result(response, self.gradient_conn_id)
+        with call.attempt() as span:
+            response = await self.arequest("POST", "/responses", body, timeout=request_timeout, observer=observer)
+            result = replies.response_result(response, self.gradient_conn_id)
+            span.reply(result)
+        return result
 
     # -- embeddings: the request and reply are airflow_gradient.hooks.embeddings'; the sending is ours.
 
@@ -252,7 +260,15 @@ class GradientHook(BaseHook):
         call = EmbeddingsCall.of(input, model=model, default_model=self.settings.default_model,
                                  encoding_format=encoding_format, user=user, conn_id=self.gradient_conn_id)
         retrying = self.retry_policy.retrying(self._log_retry)
-        result = retrying(lambda: call.read(self.request("POST", EMBEDDINGS_PATH, call.body, timeout=timeout)))
+        trace = CallTrace(EMBEDDINGS_PATH, call.body, self.settings.base_url)
+
+        def attempt() -> EmbeddingsResult:
+            with trace.attempt() as span:  # one span per attempt (airflow_gradient.observability)
+                result = call.read(self.request("POST", EMBEDDINGS_PATH, call.body, timeout=timeout))
+                span.reply(result)
+            return result
+
+        result = retrying(attempt)
         return call.finish(result, retrying.statistics)
 
     async def acreate_embeddings(
@@ -269,11 +285,16 @@ class GradientHook(BaseHook):
         call = EmbeddingsCall.of(input, model=model, default_model=self.settings.default_model,
                                  encoding_format=encoding_format, user=user, conn_id=self.gradient_conn_id)
 
+        trace = CallTrace(EMBEDDINGS_PATH, call.body, self.settings.base_url)
+
         async def attempt() -> EmbeddingsResult:
             if observer is not None:
                 await observer.before_send()
-            return call.read(await self.arequest("POST", EMBEDDINGS_PATH, call.body, timeout=timeout,
-                                                 observer=observer))
+            with trace.attempt() as span:
+                result = call.read(await self.arequest("POST", EMBEDDINGS_PATH, call.body, timeout=timeout,
+                                                       observer=observer))
+                span.reply(result)
+            return result
 
         retrying = self.retry_policy.async_retrying(self._log_retry)
         result: EmbeddingsResult = await retrying(attempt)
@@ -327,10 +348,14 @@ class GradientHook(BaseHook):
         body = self._stream_body(request)
         retrying = self.retry_policy.retrying(self._log_retry)
         started = time.monotonic()
-        response = retrying(self._open_stream, body, timeout)
+        call = CallTrace("/responses", body, self.settings.base_url)
+        response = retrying(self._open_stream, body, timeout, call)
+        yield from call.watch(self._events(response, retrying.statistics, started))
+
+    def _events(self, response: httpx.Response, statistics: dict[str, Any], started: float) -> Iterator[StreamEvent]:
         decoder = _decoder_for(response)
         yield from stream_events(response, decoder, self.settings.api_key)
-        yield _completed(decoder, response, retrying.statistics, started)
+        yield _completed(decoder, response, statistics, started)
 
     async def astream_response(
         self,
@@ -343,13 +368,20 @@ class GradientHook(BaseHook):
         body = self._stream_body(request)
         retrying = self.retry_policy.async_retrying(self._log_retry)
         started = time.monotonic()
-        response: httpx.Response = await retrying(self._aopen_stream, body, timeout, observer)
-        decoder = _decoder_for(response)
+        call = CallTrace("/responses", body, self.settings.base_url)
+        response: httpx.Response = await retrying(self._aopen_stream, body, timeout, observer, call)
         # aclosing: a consumer that stops early closes the reply now, not when the loop collects it.
+        async with contextlib.aclosing(call.awatch(self._aevents(response, retrying.statistics, started))) as events:
+            async for event in events:
+                yield event
+
+    async def _aevents(self, response: httpx.Response, statistics: dict[str, Any], started: float
+                       ) -> AsyncIterator[StreamEvent]:
+        decoder = _decoder_for(response)
         async with contextlib.aclosing(astream_events(response, decoder, self.settings.api_key)) as events:
             async for event in events:
                 yield event
-        yield _completed(decoder, response, retrying.statistics, started)
+        yield _completed(decoder, response, statistics, started)
 
     def _stream_body(self, request: ResponseRequest | dict[str, Any]) -> dict[str, Any]:
         body = self.prepare_request(request).to_wire()
@@ -358,19 +390,26 @@ class GradientHook(BaseHook):
         body.setdefault("stream_options", {"include_usage": True})
         return body
 
-    def _open_stream(self, body: dict[str, Any], request_timeout: float | None) -> httpx.Response:
+    def _open_stream(self, body: dict[str, Any], request_timeout: float | None, call: CallTrace) -> httpx.Response:
         client = self.get_conn()
         request = build_request(client, "POST", "/responses", body, request_timeout)
-        return open_stream(client, request, self.attempt(request_timeout), self.gradient_conn_id)
+        with call.attempt() as span:
+            opened = open_stream(client, request, self.attempt(request_timeout), self.gradient_conn_id)
+            span.hold()  # the span goes on while the stream is read (CallTrace.watch)
+        return opened
 
     async def _aopen_stream(
-        self, body: dict[str, Any], request_timeout: float | None, observer: CallObserver | None
+        self, body: dict[str, Any], request_timeout: float | None, observer: CallObserver | None, call: CallTrace
     ) -> httpx.Response:
         if observer is not None:
             await observer.before_send()
         client = self.get_async_conn()
         request = build_request(client, "POST", "/responses", body, request_timeout)
-        return await aopen_stream(client, request, self.attempt(request_timeout), self.gradient_conn_id, observer)
+        with call.attempt() as span:
+            opened = await aopen_stream(client, request, self.attempt(request_timeout), self.gradient_conn_id,
+                                        observer)
+            span.hold()
+        return opened
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -23,6 +23,7 @@ import httpx
 from airflow_gradient import arguments
 from airflow_gradient.exceptions import GradientArgumentError, GradientConfigError
 from airflow_gradient.get_provider_info import CONN_FIELDS
+from airflow_gradient.observability.scope import Tracing, tracing_mode
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -60,6 +61,8 @@ class GradientSettings:
     # The ``prices`` extra as stored; validated where it is used (:mod:`airflow_gradient.pricing`).
     prices: Any = None
     rate_limit_store: str | None = None
+    # The ``tracing`` extra: what the operators trace when their own ``tracing`` is not given.
+    tracing: Tracing | None = None
     extra_warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -93,6 +96,7 @@ class GradientSettings:
                                              arguments.non_negative_number),
                 prices=extra.get("prices"),
                 rate_limit_store=str(extra.get("rate_limit_store") or "").strip() or None,
+                tracing=tracing_mode("tracing", extra.get("tracing") or None),
                 extra_warnings=unknown_extra_warnings(conn_id, extra),
             )
         except GradientArgumentError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -17,8 +17,13 @@ from airflow_gradient._deprecated import renamed
 from airflow_gradient.exceptions import GradientConfigError, GradientProtocolError, GradientRequestInvalid
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.models.parameters import ARGUMENTS, docstring_lines
+from airflow_gradient.observability.lineage import LineageRecord, operator_lineage
+from airflow_gradient.observability.scope import DEFAULT_TRACING, Telemetry, Tracing, tracing_mode
 from airflow_gradient.pricing import Prices, resolve_prices
 from airflow_gradient.structured import OutputSchema, SchemaLike
+
+if TYPE_CHECKING:
+    from airflow_gradient.observability.lineage import GradientLineage
 
 
 @contextmanager
@@ -62,6 +67,12 @@ class GradientBaseOperator(BaseOperator):
     ``request_timeout`` is an argument of the operators that send requests themselves
     (:class:`GradientResponseOperator`, :class:`GradientBatchOperator`), not of the Batch
     Inference job operator.
+    :param tracing: what OpenTelemetry traces: ``"items"`` (a span per HTTP attempt, under the
+        batch span), ``"batch"`` (the batch span only; the single-request operator then records
+        none) or ``"off"``; default: the connection's ``tracing`` extra, else ``"items"``. See
+        ``docs/observability.md``.
+    :param capture_content: record prompts and replies on the spans (``gen_ai.input.messages``,
+        ``gen_ai.output.messages``); off by default, since they may be sensitive and large.
 
     The request parameters (each templated; from
     :data:`airflow_gradient.models.parameters.REQUEST_PARAMETERS`):
@@ -97,6 +108,8 @@ class GradientBaseOperator(BaseOperator):
         output_schema: SchemaLike | None = None,
         max_retries: int | None = None,
         prices: dict[str, dict[str, float]] | None = None,
+        tracing: Tracing | None = None,
+        capture_content: bool = False,
         **kwargs: Any,
     ) -> None:
         given = locals()  # the request arguments by name, as the table lists them
@@ -110,6 +123,8 @@ class GradientBaseOperator(BaseOperator):
             self.max_retries = arguments.optional(arguments.non_negative_int, "max_retries", max_retries)
             OutputSchema.of(output_schema)
             Prices.parse(prices)  # refused as soon as the DAG is parsed; kept as given
+            self.tracing = tracing_mode("tracing", tracing)
+            self.capture_content = arguments.boolean("capture_content", capture_content)
         self.output_schema = output_schema
         self.prices = prices
 
@@ -146,6 +161,39 @@ class GradientBaseOperator(BaseOperator):
                 )
             params["response_format"] = schema.response_format()
         return params
+
+    def telemetry(self, **state: Any) -> Telemetry:
+        """This task's observability settings (``tracing``, else the connection's, else ``"items"``),
+        with ``state`` (``costing``, ``limiter``) for its spans and metrics."""
+        with fail_without_retries():
+            tracing = self.tracing or self.hook.settings.tracing or DEFAULT_TRACING
+        return Telemetry(tracing=tracing,
+                         capture_content=self.capture_content, dag_id=self.dag_id, task_id=self.task_id, **state)
+
+    # What the task produced (its XCom, or a batch's manifest), kept for its lineage.
+    _outcome: dict[str, Any] | None = None
+
+    def lineage_record(self) -> LineageRecord:
+        """What this task read, wrote and did, for OpenLineage (a single request: no datasets)."""
+        return LineageRecord(mode="request", model=self.model_in_force(), outcome=self._outcome)
+
+    def model_in_force(self) -> str | None:
+        """``model``, else the connection's default model (None when it cannot be read)."""
+        model = getattr(self, "model", None)  # set from the parameter table in __init__
+        if model:
+            return str(model)
+        try:
+            return self.hook.settings.default_model
+        except Exception:  # lineage of a task whose connection is unusable: the model stays unknown
+            return None
+
+    def get_openlineage_facets_on_complete(self, task_instance: object) -> GradientLineage:
+        """Datasets and the ``gradient`` run facet, for the OpenLineage provider (docs/observability.md)."""
+        return operator_lineage(self.lineage_record())
+
+    def get_openlineage_facets_on_failure(self, task_instance: object) -> GradientLineage:
+        """As on success, with what the task did before it failed (a batch's manifest, when written)."""
+        return operator_lineage(self.lineage_record())
 
     def prices_in_force(self) -> Prices | None:
         """``prices``, else the connection's ``prices`` extra; raises ``GradientRequestInvalid``

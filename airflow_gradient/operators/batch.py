@@ -11,6 +11,7 @@ from airflow_gradient.batch.in_task.pacing import RateLimiter, limiter_for
 from airflow_gradient.batch.in_task.runner import pool_hooks, run_batch
 from airflow_gradient.batch.inputs import Shard
 from airflow_gradient.batch.parts import shard_dir_name
+from airflow_gradient.observability import batch_span
 from airflow_gradient.operators.base import fail_without_retries
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 
@@ -127,20 +128,23 @@ class GradientBatchOperator(GradientBatchBaseOperator):
             root = output_path = storage_path("output_path", self.output_path)
             if shard is not None and root is not None:
                 output_path = root / shard_dir_name(shard)
-            manifest = self._run(
-                # One hook (one connection pool) per few workers, on the settings read by ``hook``;
-                # the batch owns them and closes them when it ends.
-                hooks=pool_hooks(self.hook.settings, self.max_concurrency),
-                inputs=inputs,
-                limiter=self._limiter(),
-                settings=self._engine_settings(),
-                output_path=output_path,
-                parse=parse,
-                log=self.log,
-                costing=costing,
-                max_cost_usd=max_cost_usd,
-                reuse_results_from=self.reuse_results_from,
-            )
+            limiter = self._limiter()
+            with batch_span(self.telemetry(costing=costing, limiter=limiter)) as trace:
+                manifest = self._run(
+                    # One hook (one connection pool) per few workers, on the settings read by ``hook``;
+                    # the batch owns them and closes them when it ends.
+                    hooks=pool_hooks(self.hook.settings, self.max_concurrency),
+                    inputs=inputs,
+                    limiter=limiter,
+                    settings=self._engine_settings(),
+                    output_path=output_path,
+                    parse=parse,
+                    log=self.log,
+                    costing=costing,
+                    max_cost_usd=max_cost_usd,
+                    reuse_results_from=self.reuse_results_from,
+                )
+                trace.finish(manifest)
         if shard is not None:
             manifest.update(shard={"index": shard.index, "count": shard.count},
                             batch_output_path=str(root) if root is not None else None)

@@ -13,6 +13,7 @@ from airflow_gradient import arguments
 from airflow_gradient.batch.attempt import XCOM_MAX_ITEMS, failure_message
 from airflow_gradient.batch.inputs import BatchInputs, Renderer, Shard
 from airflow_gradient.exceptions import GradientRequestInvalid
+from airflow_gradient.observability.lineage import LineageRecord
 from airflow_gradient.operators.base import GradientBaseOperator, fail_without_retries
 from airflow_gradient.pricing import Costing
 from airflow_gradient.structured import OutputSchema
@@ -79,6 +80,7 @@ class GradientBatchBaseOperator(GradientBaseOperator):
     xcom_max_items = XCOM_MAX_ITEMS
     # The argument that holds the per-row template, as errors name it.
     template_argument = "prompt_template"
+    lineage_mode = "in_task"
 
     def __init__(
         self,
@@ -151,8 +153,21 @@ class GradientBatchBaseOperator(GradientBaseOperator):
         max_cost_usd = None if self.max_cost_usd is None else float(self.max_cost_usd)
         return Costing(self.prices_in_force(), batch=batch), max_cost_usd
 
+    def lineage_record(self) -> LineageRecord:
+        """Inputs: ``rows_path`` and the part files ``reuse_results_from`` read; output: ``output_path``
+        (a sharded batch's root, which holds every shard's parts)."""
+        return LineageRecord(
+            mode=self.lineage_mode,
+            model=self.model_in_force(),
+            inputs=[self.rows_path] if self.rows_path else [],
+            outputs=[self.output_path] if self.output_path else [],
+            outcome=self._outcome,
+            reuse_results_from=self.reuse_results_from or None,
+        )
+
     def _finish(self, context: Context, manifest: dict[str, Any], label: str) -> dict[str, Any]:
         """Log the manifest and apply ``max_failed_fraction``: return it, or push it and fail."""
+        self._outcome = manifest
         self.log.info("%s: %s", label, {k: v for k, v in manifest.items() if k != "results"})
         if message := failure_message(manifest, self.max_failed_fraction):
             context["ti"].xcom_push(key="manifest", value=manifest)

@@ -16,6 +16,8 @@ from airflow_gradient.batch.jobs.runner import JobSettings, land_results, submit
 from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, JobWatch
 from airflow_gradient.exceptions import GradientError, GradientRequestInvalid
 from airflow_gradient.hooks.batch_job import GradientBatchJobHook
+from airflow_gradient.observability.batch_spans import BatchTrace, batch_span
+from airflow_gradient.observability.lineage import LineageRecord
 from airflow_gradient.operators.base import fail_without_retries
 from airflow_gradient.operators.batch_base import GradientBatchBaseOperator, storage_path
 from airflow_gradient.pricing import Costing
@@ -131,47 +133,58 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
-        with fail_without_retries():
-            if self.shard_index is not None or self.shard_count is not None:
-                # Each mapped instance would submit the whole input: refuse rather than pay K times.
-                raise GradientRequestInvalid(
-                    "invalid batch: shard_index/shard_count: not supported by GradientBatchJobOperator; "
-                    "a Batch Inference job takes the whole input (shard with GradientBatchOperator)",
-                    [("shard_index", "not supported")],
+        # One batch span for the submitting try; landing (here, or after the deferral) joins it.
+        with batch_span(self.telemetry()) as trace:
+            with fail_without_retries():
+                if self.shard_index is not None or self.shard_count is not None:
+                    # Each mapped instance would submit the whole input: refuse rather than pay K times.
+                    raise GradientRequestInvalid(
+                        "invalid batch: shard_index/shard_count: not supported by GradientBatchJobOperator; "
+                        "a Batch Inference job takes the whole input (shard with GradientBatchOperator)",
+                        [("shard_index", "not supported")],
+                    )
+                settings = self._job_settings(metadata=self.job_metadata, run=True)
+                inputs, _ = self._inputs(context)
+                jobs = submit_jobs(
+                    self.hook,
+                    inputs,
+                    task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
+                    output_path=storage_path("output_path", self.output_path),
+                    settings=settings,
+                    log=self.log,
                 )
-            settings = self._job_settings(metadata=self.job_metadata, run=True)
-            inputs, _ = self._inputs(context)
-            jobs = submit_jobs(
-                self.hook,
-                inputs,
-                task=f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{ti.map_index}",
-                output_path=storage_path("output_path", self.output_path),
-                settings=settings,
-                log=self.log,
-            )
-        self._batch_ids = [job.batch_id for job in jobs]
-        watch = JobWatch(self._batch_ids, deadline=time.time() + self.wait_timeout,
-                         poll_interval=self.poll_interval, max_poll_failures=self.max_poll_failures)
-        outcome = watch.observe(jobs)
-        if outcome is None and self.deferrable:
-            self.hook.close()
-            self.defer(
-                trigger=GradientBatchJobTrigger(
-                    gradient_conn_id=self.gradient_conn_id,
-                    batch_ids=self._batch_ids,
-                    end_time=watch.deadline,
-                    poll_interval=self.poll_interval,
-                    max_poll_failures=self.max_poll_failures,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
-                method_name="execute_complete",
-                timeout=timedelta(seconds=max(0.0, watch.deadline - time.time())) + DEFER_GRACE,
-            )
-        if outcome is None:
-            self.log.info("Waiting for the batch jobs from the worker (deferrable=False; its default "
-                          "is Airflow's [operators] default_deferrable)")
-            outcome = wait_for_jobs(self.hook, watch, self.log)
-        return self.execute_complete(context, outcome)
+            self._batch_ids = [job.batch_id for job in jobs]
+            trace.job_ids(self._batch_ids)
+            watch = JobWatch(self._batch_ids, deadline=time.time() + self.wait_timeout,
+                             poll_interval=self.poll_interval, max_poll_failures=self.max_poll_failures)
+            outcome = watch.observe(jobs)
+            if outcome is None and self.deferrable:
+                self.hook.close()
+                self.defer(
+                    trigger=GradientBatchJobTrigger(
+                        gradient_conn_id=self.gradient_conn_id,
+                        batch_ids=self._batch_ids,
+                        end_time=watch.deadline,
+                        poll_interval=self.poll_interval,
+                        max_poll_failures=self.max_poll_failures,
+                        cancel_on_kill=self.cancel_on_kill,
+                    ),
+                    method_name="execute_complete",
+                    timeout=timedelta(seconds=max(0.0, watch.deadline - time.time())) + DEFER_GRACE,
+                )
+            if outcome is None:
+                self.log.info("Waiting for the batch jobs from the worker (deferrable=False; its default "
+                              "is Airflow's [operators] default_deferrable)")
+                outcome = wait_for_jobs(self.hook, watch, self.log)
+            return self.execute_complete(context, outcome, trace)
+
+    lineage_mode = "batch_job"
+
+    def lineage_record(self) -> LineageRecord:
+        """As the in-task batch's, with the ids of the Batch Inference jobs."""
+        record = super().lineage_record()
+        record.batch_job_ids = list(self._batch_ids) or None
+        return record
 
     def _job_settings(self, metadata: dict[str, str] | None, *, run: bool = False) -> JobSettings:
         """What the jobs are asked to do, the same when submitting and when landing. ``run``: with
@@ -188,9 +201,14 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
             reuse_results_from=self.reuse_results_from if run else None,
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any], trace: BatchTrace | None = None
+                         ) -> dict[str, Any]:
         """Land the results of finished jobs; fail on a timeout or a wait that gave up."""
+        if trace is None:  # resumed after the deferral: a new batch span for the landing
+            with batch_span(self.telemetry()) as trace:
+                return self.execute_complete(context, event, trace)
         self._batch_ids = [job["batch_id"] for job in event["jobs"]]
+        trace.job_ids(self._batch_ids)
         try:
             if event["status"] == "timeout" and self.cancel_on_timeout:
                 self._cancel_jobs("wait_timeout passed")
@@ -210,6 +228,7 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
             )
         finally:
             self.hook.close()
+        trace.finish(manifest)
         return self._finish(context, manifest, "Batch job manifest")
 
     def _cancel_jobs(self, why: str) -> None:

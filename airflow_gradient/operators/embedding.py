@@ -12,7 +12,8 @@ from airflow_gradient.hooks.embeddings import EmbeddingsCall
 from airflow_gradient.models.embeddings import ENCODINGS, EmbeddingsResult
 from airflow_gradient.operators.base import GradientBaseOperator, fail_without_retries
 from airflow_gradient.operators.batch_base import storage_path
-from airflow_gradient.pricing import cost_usd
+from airflow_gradient.observability.scope import telemetry as observed
+from airflow_gradient.pricing import Costing, cost_usd
 
 # XCom lives in Airflow's metadata database: vectors above this go to output_path.
 XCOM_MAX_BYTES = 1_000_000
@@ -101,9 +102,10 @@ class GradientEmbeddingOperator(GradientBaseOperator):
                     "GradientBatchEmbeddingOperator", [("output_path", "required above 1 MB of vectors")])
             prices = self.prices_in_force()
         try:
-            result = self.hook.create_embeddings(request.input, model=request.model,
-                                                 encoding_format=request.encoding_format, user=request.user,
-                                                 timeout=self.request_timeout)
+            with observed(self.telemetry(costing=Costing(prices))):
+                result = self.hook.create_embeddings(request.input, model=request.model,
+                                                     encoding_format=request.encoding_format, user=request.user,
+                                                     timeout=self.request_timeout)
         finally:
             self.hook.close()
         with fail_without_retries():

@@ -11,7 +11,8 @@ from airflow_gradient.conversation import Conversation
 from airflow_gradient.models.request import ResponseRequest
 from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.operators.base import GradientBaseOperator, fail_without_retries
-from airflow_gradient.pricing import cost_usd
+from airflow_gradient.observability.scope import telemetry as observed
+from airflow_gradient.pricing import Costing, cost_usd
 from airflow_gradient.http.streams import collect
 from airflow_gradient.structured import OutputSchema, ask_structured
 from airflow_gradient.tool_loop import DEFAULT_MAX_TOOL_ROUNDS, ToolFunctions, run_tool_loop, tool_definitions
@@ -90,7 +91,7 @@ class GradientResponseOperator(GradientBaseOperator):
         ask = (partial(run_tool_loop, chat.ask, functions=self.tool_functions, max_rounds=self.max_tool_rounds)
                if self.tool_functions else chat.ask)
         try:
-            with fail_without_retries():
+            with fail_without_retries(), observed(self.telemetry(costing=Costing(prices))):
                 result, parsed = (ask_structured(ask, request, schema, retries=self.output_retries)
                                   if schema else (ask(request), None))
         finally:
@@ -109,6 +110,7 @@ class GradientResponseOperator(GradientBaseOperator):
         if out["cost_usd"] is not None:
             self.log.info("Cost: $%.6f", out["cost_usd"])
         out["try_number"] = context["ti"].try_number
+        self._outcome = {**out, "attempts": result.call.attempts}
         if schema:
             out["parsed"] = parsed
             context["ti"].xcom_push(key="parsed", value=parsed)

@@ -40,6 +40,7 @@ from airflow_gradient.exceptions import (
     GradientRateLimitError,
     GradientTimeoutError,
 )
+from airflow_gradient.observability.scope import item as observed_item
 from airflow_gradient.pricing import CostBudget, Costing
 
 if TYPE_CHECKING:  # the engine does not import the hook module at run time
@@ -300,7 +301,8 @@ class BatchEngine:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.settings.item_timeout):
-                result = await self._create(hook, item, calls)
+                with observed_item(item.custom_id):
+                    result = await self._create(hook, item, calls)
         except TimeoutError:
             error = GradientTimeoutError(f"item timed out after {self.settings.item_timeout} s (item_timeout)")
             return failed_row(item.index, item.custom_id, error, attempts=calls.attempts,

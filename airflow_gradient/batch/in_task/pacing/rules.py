@@ -91,6 +91,7 @@ from typing import Any
 from airflow_gradient.batch.in_task.pacing.pace import SAFETY, TOKEN_BURST, Pace
 from airflow_gradient.http.retry import backoff_seconds
 from airflow_gradient.http.wait_hints import QuotaReading, hint_jitter, lowered, retry_after_seconds
+from airflow_gradient.observability.batch_spans import pacing_wait
 
 MIN_PAUSE_S = 1.0
 """The shortest pause after a quota 429 (DigitalOcean: wait at least 1 s)."""
@@ -425,6 +426,7 @@ class PaceState:
         if now + seconds > self.paused_until:
             self.paused_until = now + seconds
             self.pause_reason = reason
+            pacing_wait(seconds, reason)  # an event on the batch span, when one is traced
 
 
 def _lower(configured: float | None, server: float | None, server_source: str) -> tuple[float | None, str]:
