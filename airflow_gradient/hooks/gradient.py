@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, ClassVar, cast
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar, cast
 
 import httpx
 from tenacity import RetryCallState
@@ -32,7 +32,6 @@ from airflow_gradient.http.attempt import (
 )
 from airflow_gradient.hooks.embeddings import EMBEDDINGS_PATH, EmbeddingsCall
 from airflow_gradient.http.clients import DEFAULT_MAX_CONNECTIONS, USER_AGENT, AsyncTransport, ClientPool
-from airflow_gradient.http.errors import request_id_of
 from airflow_gradient.http.retry import RetryPolicy
 from airflow_gradient.http.settings import (
     DEFAULT_BASE_URL,
@@ -42,13 +41,14 @@ from airflow_gradient.http.settings import (
     GradientSettings,
     settings_of_connection,
 )
-from airflow_gradient.http.streams import StreamDecoder, acollect, collect
-from airflow_gradient.http.wait_hints import rate_limit_headers
+from airflow_gradient.http.streams import acollect, collect
 from airflow_gradient.models.embeddings import EmbeddingsResult, EncodingFormat
 from airflow_gradient.models.events import StreamEvent
 from airflow_gradient.models.request import ResponseRequest, build_request as build_response_request, require_model
-from airflow_gradient.models.result import CallInfo, ResponseResult
+from airflow_gradient.models.result import ResponseResult
 from airflow_gradient.observability.spans import CallTrace
+
+R = TypeVar("R")  # what a reply is read into (ResponseResult, EmbeddingsResult)
 
 # Importable from here as before the HTTP layer had a package of its own.
 __all__ = [
@@ -200,8 +200,9 @@ class GradientHook(BaseHook):
         body.pop("stream", None)
         retrying = self.retry_policy.retrying(self._log_retry)
         started = time.monotonic()
-        result = retrying(self._send_once, body, timeout, CallTrace("/responses", body, self.settings.base_url))
-        return _with_call_stats(result, retrying.statistics, started)
+        call = CallTrace("/responses", body, self.settings.base_url)
+        result = retrying(self._post_once, "/responses", body, self._read_response, timeout, call)
+        return replies.with_call_stats(result, retrying.statistics, started)
 
     async def acreate_response(
         self,
@@ -219,26 +220,30 @@ class GradientHook(BaseHook):
         retrying = self.retry_policy.async_retrying(self._log_retry)
         started = time.monotonic()
         call = CallTrace("/responses", body, self.settings.base_url)
-        result: ResponseResult = await retrying(self._asend_once, body, timeout, observer, call)
-        return _with_call_stats(result, retrying.statistics, started)
+        result: ResponseResult = await retrying(self._apost_once, "/responses", body, self._read_response, timeout,
+                                                observer, call)
+        return replies.with_call_stats(result, retrying.statistics, started)
 
-    def _send_once(self, body: dict[str, Any], request_timeout: float | None, call: CallTrace) -> ResponseResult:
+    def _post_once(self, path: str, body: dict[str, Any], read: Callable[[httpx.Response], R],
+                   request_timeout: float | None, call: CallTrace) -> R:
+        """One attempt of ``POST path``, its reply read by ``read``: the step both APIs retry."""
         with call.attempt() as span:  # one span per attempt (airflow_gradient.observability)
-            response = self.request("POST", "/responses", body, timeout=request_timeout)
-            result = replies.response_result(response, self.gradient_conn_id)
+            result = read(self.request("POST", path, body, timeout=request_timeout))
             span.reply(result)
         return result
 
-    async def _asend_once(
-        self, body: dict[str, Any], request_timeout: float | None, observer: CallObserver | None, call: CallTrace
-    ) -> ResponseResult:
+    async def _apost_once(self, path: str, body: dict[str, Any], read: Callable[[httpx.Response], R],
+                          request_timeout: float | None, observer: CallObserver | None, call: CallTrace) -> R:
+        """Async :meth:`_post_once`; ``observer`` is told before the attempt and of its reply."""
         if observer is not None:
             await observer.before_send()
         with call.attempt() as span:
-            response = await self.arequest("POST", "/responses", body, timeout=request_timeout, observer=observer)
-            result = replies.response_result(response, self.gradient_conn_id)
+            result = read(await self.arequest("POST", path, body, timeout=request_timeout, observer=observer))
             span.reply(result)
         return result
+
+    def _read_response(self, response: httpx.Response) -> ResponseResult:
+        return replies.response_result(response, self.gradient_conn_id)
 
     # -- embeddings: the request and reply are airflow_gradient.hooks.embeddings'; the sending is ours.
 
@@ -261,14 +266,7 @@ class GradientHook(BaseHook):
                                  encoding_format=encoding_format, user=user, conn_id=self.gradient_conn_id)
         retrying = self.retry_policy.retrying(self._log_retry)
         trace = CallTrace(EMBEDDINGS_PATH, call.body, self.settings.base_url)
-
-        def attempt() -> EmbeddingsResult:
-            with trace.attempt() as span:  # one span per attempt (airflow_gradient.observability)
-                result = call.read(self.request("POST", EMBEDDINGS_PATH, call.body, timeout=timeout))
-                span.reply(result)
-            return result
-
-        result = retrying(attempt)
+        result = retrying(self._post_once, EMBEDDINGS_PATH, call.body, call.read, timeout, trace)
         return call.finish(result, retrying.statistics)
 
     async def acreate_embeddings(
@@ -284,20 +282,10 @@ class GradientHook(BaseHook):
         """Async :meth:`create_embeddings`; ``observer`` is told of every attempt and reply."""
         call = EmbeddingsCall.of(input, model=model, default_model=self.settings.default_model,
                                  encoding_format=encoding_format, user=user, conn_id=self.gradient_conn_id)
-
-        trace = CallTrace(EMBEDDINGS_PATH, call.body, self.settings.base_url)
-
-        async def attempt() -> EmbeddingsResult:
-            if observer is not None:
-                await observer.before_send()
-            with trace.attempt() as span:
-                result = call.read(await self.arequest("POST", EMBEDDINGS_PATH, call.body, timeout=timeout,
-                                                       observer=observer))
-                span.reply(result)
-            return result
-
         retrying = self.retry_policy.async_retrying(self._log_retry)
-        result: EmbeddingsResult = await retrying(attempt)
+        trace = CallTrace(EMBEDDINGS_PATH, call.body, self.settings.base_url)
+        result: EmbeddingsResult = await retrying(self._apost_once, EMBEDDINGS_PATH, call.body, call.read, timeout,
+                                                  observer, trace)
         return call.finish(result, retrying.statistics)
 
     # -- one HTTP attempt ---------------------------------------------------------------------
@@ -353,9 +341,9 @@ class GradientHook(BaseHook):
         yield from call.watch(self._events(response, retrying.statistics, started))
 
     def _events(self, response: httpx.Response, statistics: dict[str, Any], started: float) -> Iterator[StreamEvent]:
-        decoder = _decoder_for(response)
+        decoder = replies.decoder_for(response)
         yield from stream_events(response, decoder, self.settings.api_key)
-        yield _completed(decoder, response, statistics, started)
+        yield replies.completed_event(decoder, response, statistics, started)
 
     async def astream_response(
         self,
@@ -377,11 +365,11 @@ class GradientHook(BaseHook):
 
     async def _aevents(self, response: httpx.Response, statistics: dict[str, Any], started: float
                        ) -> AsyncIterator[StreamEvent]:
-        decoder = _decoder_for(response)
+        decoder = replies.decoder_for(response)
         async with contextlib.aclosing(astream_events(response, decoder, self.settings.api_key)) as events:
             async for event in events:
                 yield event
-        yield _completed(decoder, response, statistics, started)
+        yield replies.completed_event(decoder, response, statistics, started)
 
     def _stream_body(self, request: ResponseRequest | dict[str, Any]) -> dict[str, Any]:
         body = self.prepare_request(request).to_wire()
@@ -440,25 +428,6 @@ class GradientHook(BaseHook):
         except Exception as exc:  # the UI wants a reason, not a traceback
             return False, _with_warnings(f"{type(exc).__name__}: {exc}", self._settings)
         return True, _with_warnings(f"Connected to {self.settings.base_url}: {count} models available", self._settings)
-
-
-def _decoder_for(response: httpx.Response) -> StreamDecoder:
-    return StreamDecoder(status=response.status_code, request_id=request_id_of(response.headers))
-
-
-def _completed(
-    decoder: StreamDecoder, response: httpx.Response, statistics: dict[str, Any], started: float
-) -> StreamEvent:
-    result = decoder.finish()
-    result._call = CallInfo(request_id=decoder.request_id, rate_limit_headers=rate_limit_headers(response.headers))
-    return StreamEvent(kind="completed", response=_with_call_stats(result, statistics, started))
-
-
-def _with_call_stats(result: ResponseResult, statistics: dict[str, Any], started: float) -> ResponseResult:
-    """``result`` with how many attempts the call took and how long, from the retry loop's statistics."""
-    result._call.attempts = int(statistics.get("attempt_number", 1))
-    result._call.latency_s = time.monotonic() - started
-    return result
 
 
 def _with_warnings(message: str, settings: GradientSettings | None) -> str:

@@ -10,6 +10,7 @@ error status means is :mod:`airflow_gradient.http.errors`' job; a reply of the w
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,7 +20,9 @@ from pydantic import ValidationError
 from airflow_gradient.exceptions import GradientProtocolError
 from airflow_gradient.http.errors import error_from_response, request_id_of
 from airflow_gradient.models.result import CallInfo, ResponseResult, parse_reply
+from airflow_gradient.http.streams import StreamDecoder
 from airflow_gradient.http.wait_hints import rate_limit_headers
+from airflow_gradient.models.events import StreamEvent
 
 T = TypeVar("T")
 
@@ -117,3 +120,24 @@ def json_model(response: httpx.Response, conn_id: str, read: Callable[[Any], T],
         raise GradientProtocolError.of_shape(
             exc, what, status=response.status_code, request_id=request_id_of(response.headers)
         ) from None
+
+
+def decoder_for(response: httpx.Response) -> StreamDecoder:
+    """A stream decoder for the reply ``response`` opened (its status and request id)."""
+    return StreamDecoder(status=response.status_code, request_id=request_id_of(response.headers))
+
+
+def completed_event(
+    decoder: StreamDecoder, response: httpx.Response, statistics: dict[str, Any], started: float
+) -> StreamEvent:
+    """The stream's last event: its final result, with what the call took (attempts, latency)."""
+    result = decoder.finish()
+    result._call = CallInfo(request_id=decoder.request_id, rate_limit_headers=rate_limit_headers(response.headers))
+    return StreamEvent(kind="completed", response=with_call_stats(result, statistics, started))
+
+
+def with_call_stats(result: ResponseResult, statistics: dict[str, Any], started: float) -> ResponseResult:
+    """``result`` with how many attempts the call took and how long, from the retry loop's statistics."""
+    result._call.attempts = int(statistics.get("attempt_number", 1))
+    result._call.latency_s = time.monotonic() - started
+    return result
