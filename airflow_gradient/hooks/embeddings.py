@@ -18,7 +18,7 @@ import httpx
 from airflow_gradient.http import replies
 from airflow_gradient.exceptions import GradientProtocolError, GradientRequestInvalid
 from airflow_gradient.http.errors import request_id_of
-from airflow_gradient.models.embeddings import EmbeddingsRequest, EmbeddingsResult, parse_embeddings, stamped
+from airflow_gradient.models.embeddings import EmbeddingsRequest, EmbeddingsResult, parse_embeddings, with_call_stats
 
 EMBEDDINGS_PATH = "/embeddings"
 
@@ -64,5 +64,5 @@ class EmbeddingsCall:
                                 status=response.status_code, request_id=request_id)
 
     def finish(self, result: EmbeddingsResult, statistics: dict[str, Any]) -> EmbeddingsResult:
-        """``result`` stamped with the call's attempts and latency."""
-        return stamped(result, int(statistics.get("attempt_number", 1)), self.started)
+        """``result`` with the call's attempts and latency."""
+        return with_call_stats(result, int(statistics.get("attempt_number", 1)), self.started)

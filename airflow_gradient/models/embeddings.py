@@ -229,7 +229,7 @@ def _usage(value: Any, bad: Any) -> EmbeddingsUsage:
     return EmbeddingsUsage(input_tokens=counts[0], total_tokens=counts[1])
 
 
-def stamped(result: EmbeddingsResult, attempts: int, started: float) -> EmbeddingsResult:
+def with_call_stats(result: EmbeddingsResult, attempts: int, started: float) -> EmbeddingsResult:
     """``result`` with the call's attempts and its latency since ``started`` (``time.monotonic()``)."""
     return EmbeddingsResult(result.model, result.dimensions, result.usage, result.arrays,
                             request_id=result.request_id, attempts=attempts,
