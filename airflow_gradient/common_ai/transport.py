@@ -31,10 +31,11 @@ import httpx
 from tenacity import RetryCallState
 
 from airflow_gradient.batch.in_task.pacing import RateLimiter
-from airflow_gradient.exceptions import GradientAPIError
+from airflow_gradient.exceptions import GradientAPIError, GradientProtocolError
 from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.http import replies
-from airflow_gradient.models.result import Usage
+from airflow_gradient.models.result import ResponseResult, Usage, parse_reply
+from airflow_gradient.observability.spans import CallTrace
 from airflow_gradient.pricing import Prices, Spend, cost_usd
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,23 @@ class GradientTransport(httpx.AsyncBaseTransport):
         calls = _PacedAttempts(self.limiter, _estimated_tokens(raw, body))
         refused: list[httpx.Response] = []
 
+        trace = CallTrace(path, body if isinstance(body, dict) else None, self.hook.settings.base_url)
+
         async def attempt() -> httpx.Response:
             await calls.before_send()
-            try:
-                response = await self.hook.arequest(request.method, path, body, observer=calls)
-            finally:
-                calls.on_reply(None, {})  # a no-op unless the hook raised before any status arrived
-            if response.status_code >= 400:
-                refused[:] = [response]
-                replies.check_status(response, self.hook.gradient_conn_id)
+            with trace.attempt() as span:  # one span per attempt, as for the provider's own calls
+                try:
+                    response = await self.hook.arequest(request.method, path, body, observer=calls)
+                finally:
+                    calls.on_reply(None, {})  # a no-op unless the hook raised before any status arrived
+                if response.status_code >= 400:
+                    refused[:] = [response]
+                    replies.check_status(response, self.hook.gradient_conn_id)
+                parsed = _parsed_for_span(response)
+                if parsed is not None:
+                    span.reply(parsed)
+                else:
+                    span.status(response.status_code)
             return response
 
         retrying = self.hook.retry_policy.async_retrying(self._log_retry)
@@ -157,3 +166,12 @@ def _estimated_tokens(raw: bytes, body: Any) -> int:
     if isinstance(body, dict):
         budget = int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
     return max(1, len(raw) // _CHARS_PER_TOKEN) + budget
+
+
+def _parsed_for_span(response: httpx.Response) -> ResponseResult | None:
+    """The reply as the span reads it (model, id, usage, finish reason), or None when it does not
+    parse: Pydantic AI, not the span, judges a reply."""
+    try:
+        return parse_reply(response.json())
+    except (ValueError, GradientProtocolError):  # ValidationError is a ValueError
+        return None

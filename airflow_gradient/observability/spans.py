@@ -67,7 +67,7 @@ def _server(base_url: str) -> tuple[str, int]:
 
 
 def _operation(path: str) -> str:
-    if path.endswith("/responses"):
+    if path.endswith(("/responses", "/chat/completions")):  # the latter: common.ai's Pydantic AI model
         return attr.OP_CHAT
     if path.endswith("/embeddings"):
         return attr.OP_EMBEDDINGS
