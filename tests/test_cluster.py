@@ -27,7 +27,7 @@ import pytest
 from airflow_gradient.testing import GradientEmulator, RequestRecord, connection_env
 from tests.support.cluster import AirflowCluster, wait_for
 from tests.conftest import EXAMPLES
-from tests.support.services import postgres_database, redis_database
+from tests.support.services import postgres_conn_uri, postgres_database, redis_database
 
 # The cluster starts in the first test's set-up (about a minute), within that test's time limit.
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -76,6 +76,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowC
         broker = stack.enter_context(redis_database(BROKER_DB))
         stack.enter_context(redis_database(STORE_DB))
         database = stack.enter_context(postgres_database("gradient_cluster"))
+        catalogue = stack.enter_context(postgres_database("gradient_catalogue"))  # embed_catalogue's own
         emulator = stack.enter_context(GradientEmulator(api_key=KEY, latency=LATENCY))
         home = tmp_path_factory.mktemp("cluster-home")
         dags = home / "dags"
@@ -90,6 +91,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowC
             # The common.ai example's connection: gradient_default's key, URL and shared pace.
             "AIRFLOW_CONN_GRADIENT_AI": json.dumps({"conn_type": "pydanticai_gradient", "extra": {
                 "gradient_conn_id": "gradient_default", "model": "llama3.3-70b-instruct"}}),
+            "AIRFLOW_CONN_CATALOGUE_DB": postgres_conn_uri(catalogue),
             "GRADIENT_EXAMPLE_OUTPUT": str(home / "examples-output"),
             "GRADIENT_POLL_INTERVAL": "0.5",
         }
@@ -124,15 +126,19 @@ def test_every_example_runs_when_triggered_over_the_rest_api(cluster) -> None:
         airflow.unpause(name)
         runs.append((name, airflow.trigger(name)))
     runs.append(("summarise_documents", airflow.trigger("summarise_documents", {"mode": "batch_job"})))
-    states = airflow.wait_for_runs(runs, timeout=240)
-    failed = [run for run, state in states.items() if state != "success"]
-    assert not failed, f"{failed} failed:\n" + "\n".join(airflow.task_logs(*run) for run in failed)
-    # Unpausing a scheduled example also started its latest scheduled run: pause them again (an
-    # hourly run would call the account in the middle of the next test) and let those runs end.
-    for name in names:
-        airflow.pause(name)
-    wait_for("the scheduled example runs to end", lambda: True if airflow.api(
-        "GET", "/dags/~/dagRuns", params={"state": ["queued", "running"]})["total_entries"] == 0 else None, 180, 1.0)
+    try:
+        states = airflow.wait_for_runs(runs, timeout=240)
+        failed = [run for run, state in states.items() if state != "success"]
+        assert not failed, f"{failed} failed:\n" + "\n".join(airflow.task_logs(*run) for run in failed)
+    finally:
+        # Unpausing a scheduled example also started its latest scheduled run: pause them again (an
+        # hourly run would call the account in the middle of the next test), failed or not, and let
+        # those runs end.
+        for name in names:
+            airflow.pause(name)
+        wait_for("the scheduled example runs to end", lambda: True if airflow.api(
+            "GET", "/dags/~/dagRuns", params={"state": ["queued", "running"]})["total_entries"] == 0 else None,
+            180, 1.0)
 
 
 def _write_rows(path: Path) -> list[str]:
