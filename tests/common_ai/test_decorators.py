@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -89,15 +90,22 @@ def _failing_llm_dag(conn_id: str, model_id: str | None = None):
         ({}, None, "Airflow connection 'gradient_ai' has no model access key"),
         ({"gradient_conn_id": "no_such_conn"}, None,
          "Airflow connection 'gradient_ai' borrows gradient_conn_id 'no_such_conn', which is not an Airflow connection"),
+        ({"gradient_conn_id": "orders_db"}, None,
+         "Airflow connection 'gradient_ai' borrows gradient_conn_id 'orders_db', which is a 'postgres' "
+         "connection: it must be a 'gradient' connection"),
     ],
-    ids=["no key", "unknown gradient_conn_id"],
+    ids=["no key", "unknown gradient_conn_id", "gradient_conn_id of another type"],
 )
 def test_bad_connection_fails_before_any_request_naming_it(emulator, monkeypatch, capfd, extra, key, expected) -> None:
     for name, value in pydantic_ai_conn_env("gradient_ai", emulator.base_url, key=key, **extra).items():
         monkeypatch.setenv(name, value)
+    # A database connection whose password and host must never be sent to Gradient.
+    monkeypatch.setenv("AIRFLOW_CONN_ORDERS_DB", json.dumps(
+        {"conn_type": "postgres", "host": emulator.base_url, "password": "db-secret-0000", "login": "app"}))
     run = run_dag(_failing_llm_dag("gradient_ai"))
     assert task_states(run) == {"ask": "failed"}
-    assert expected in "".join(capfd.readouterr())
+    log = "".join(capfd.readouterr())
+    assert expected in log and "db-secret-0000" not in log
     assert emulator.log == []
 
 
@@ -111,6 +119,7 @@ def test_a_model_the_server_refuses_fails_once_naming_the_model(emulator, monkey
     log = "".join(capfd.readouterr())
     # Pydantic AI's error names the model and status; ours, logged before it, the connection.
     assert "status_code: 404, model_name: no-such-model" in log
+    assert "Gradient request for model 'no-such-model' failed: HTTP 404" in caplog.text
     assert "connection 'gradient_ai'" in caplog.text and "model_not_found" in caplog.text
     assert TEST_KEY not in log + caplog.text
 
