@@ -149,8 +149,8 @@ class GradientTransport(httpx.AsyncBaseTransport):
         cost = cost_usd(usage.summary(), model, self.prices, request_model=asked)
         self.totals.add(usage, cost)
         log.info(
-            "Gradient %s via %r: %d input tokens (%d cached), %d output tokens, cost_usd %s; "
-            "this task so far: %d requests, %d tokens, %s",
+            "Gradient %s via %r: usage %d input tokens (%d cached), %d output tokens; cost_usd %s; "
+            "this task so far: %d request(s), %d tokens, %s",
             model, self.hook.gradient_conn_id, usage.input_tokens, usage.cached_tokens, usage.output_tokens,
             "unknown (no price)" if cost is None else f"{cost:.6f}",
             self.totals.requests, self.totals.usage.total_tokens, self.totals.spend.describe(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -17,8 +18,10 @@ def _chat_records(emulator):
 
 
 def test_example_llm_returns_a_validated_object_and_the_agent_calls_its_tool(gradient_ai, caplog) -> None:
-    caplog.set_level(logging.INFO)
+    # The logging levels are Airflow's (INFO, as tests/conftest.py configures it), not raised here:
+    # what reaches caplog reached the handlers that print dag.test()'s task logs.
     run = run_dag(example_dag("common_ai_gradient"))
+    task_log = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
     assert task_states(run) == {"triage": "success", "answer": "success"}
 
     triage = xcom_value(run, "triage")
@@ -39,11 +42,17 @@ def test_example_llm_returns_a_validated_object_and_the_agent_calls_its_tool(gra
     assert [t["function"]["name"] for t in call["tools"]] == ["order_status"]
     assert final["messages"][-1]["role"] == "tool"
     assert all(body["model"] == MODEL for body in (first, call, final))
-    # Usage of every call reaches the task log, with cost_usd from the connection's prices.
-    usage_lines = [m for m in caplog.messages if m.startswith("Gradient llama3.3-70b-instruct via 'gradient_ai'")]
-    assert len(usage_lines) == 3 and all("cost_usd 0.0000" in m for m in usage_lines)
-    assert "this task so far: 2 requests" in usage_lines[-1]
-    assert TEST_KEY not in caplog.text
+    # Usage of every call reaches the task log, with cost_usd from the connection's prices
+    # ($ per million tokens: 0.65 in and out, 0.3 cached; see the gradient_ai fixture).
+    usage_lines = re.findall(
+        r"Gradient llama3\.3-70b-instruct via 'gradient_ai': usage (\d+) input tokens \((\d+) cached\), "
+        r"(\d+) output tokens; cost_usd (\S+); this task so far: (\d+) request", task_log)
+    assert len(usage_lines) == 3, task_log
+    for input_tokens, cached, output_tokens, cost, _ in usage_lines:
+        priced = (int(input_tokens) - int(cached) + int(output_tokens)) * 0.65 + int(cached) * 0.3
+        assert float(cost) == pytest.approx(priced / 1e6, abs=1e-6)
+    assert [so_far for *_, so_far in usage_lines] == ["1", "1", "2"]  # triage's one call, the agent's two
+    assert TEST_KEY not in caplog.text + task_log
 
 
 def test_a_429_with_retry_after_is_waited_for_then_sent_again(emulator, monkeypatch) -> None:
