@@ -122,7 +122,8 @@ class GradientTransport(httpx.AsyncBaseTransport):
             response: httpx.Response = await retrying(attempt)
         except GradientAPIError as exc:
             # Retries did not cure it (or it is not worth one): the SDK reads the refusal itself.
-            log.error("%s", exc)
+            # The model is named here as well: the server's message need not name it.
+            log.error("Gradient request for model %r failed: %s", _asked_model(body), exc)
             response = refused[-1]
         else:
             self._record_usage(response, body, calls.tokens)
@@ -143,13 +144,13 @@ class GradientTransport(httpx.AsyncBaseTransport):
         except (ValueError, TypeError, KeyError):  # ValidationError is a ValueError
             return  # no usable usage: the SDK judges the reply itself
         self.limiter.on_usage(estimated, usage.input_tokens + usage.output_tokens)
-        asked = request_body.get("model") if isinstance(request_body, dict) else None
+        asked = _asked_model(request_body)
         model = str(reply.get("model") or asked or "")
         cost = cost_usd(usage.summary(), model, self.prices, request_model=asked)
         self.totals.add(usage, cost)
         log.info(
-            "Gradient %s via %r: %d input tokens (%d cached), %d output tokens, cost_usd %s; "
-            "this task so far: %d requests, %d tokens, %s",
+            "Gradient %s via %r: usage %d input tokens (%d cached), %d output tokens; cost_usd %s; "
+            "this task so far: %d request(s), %d tokens, %s",
             model, self.hook.gradient_conn_id, usage.input_tokens, usage.cached_tokens, usage.output_tokens,
             "unknown (no price)" if cost is None else f"{cost:.6f}",
             self.totals.requests, self.totals.usage.total_tokens, self.totals.spend.describe(),
@@ -159,6 +160,11 @@ class GradientTransport(httpx.AsyncBaseTransport):
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         log.warning("Gradient request failed (%s); retry %d in %.1f s", exc, state.attempt_number, wait)
+
+
+def _asked_model(body: Any) -> str | None:
+    model = body.get("model") if isinstance(body, dict) else None
+    return str(model) if model else None
 
 
 def _estimated_tokens(raw: bytes, body: Any) -> int:

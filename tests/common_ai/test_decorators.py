@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 
 import pytest
 
@@ -16,8 +18,10 @@ def _chat_records(emulator):
 
 
 def test_example_llm_returns_a_validated_object_and_the_agent_calls_its_tool(gradient_ai, caplog) -> None:
-    caplog.set_level(logging.INFO)
+    # The logging levels are Airflow's (INFO, as tests/conftest.py configures it), not raised here:
+    # what reaches caplog reached the handlers that print dag.test()'s task logs.
     run = run_dag(example_dag("common_ai_gradient"))
+    task_log = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
     assert task_states(run) == {"triage": "success", "answer": "success"}
 
     triage = xcom_value(run, "triage")
@@ -38,11 +42,17 @@ def test_example_llm_returns_a_validated_object_and_the_agent_calls_its_tool(gra
     assert [t["function"]["name"] for t in call["tools"]] == ["order_status"]
     assert final["messages"][-1]["role"] == "tool"
     assert all(body["model"] == MODEL for body in (first, call, final))
-    # Usage of every call reaches the task log, with cost_usd from the connection's prices.
-    usage_lines = [m for m in caplog.messages if m.startswith("Gradient llama3.3-70b-instruct via 'gradient_ai'")]
-    assert len(usage_lines) == 3 and all("cost_usd 0.0000" in m for m in usage_lines)
-    assert "this task so far: 2 requests" in usage_lines[-1]
-    assert TEST_KEY not in caplog.text
+    # Usage of every call reaches the task log, with cost_usd from the connection's prices
+    # ($ per million tokens: 0.65 in and out, 0.3 cached; see the gradient_ai fixture).
+    usage_lines = re.findall(
+        r"Gradient llama3\.3-70b-instruct via 'gradient_ai': usage (\d+) input tokens \((\d+) cached\), "
+        r"(\d+) output tokens; cost_usd (\S+); this task so far: (\d+) request", task_log)
+    assert len(usage_lines) == 3, task_log
+    for input_tokens, cached, output_tokens, cost, _ in usage_lines:
+        priced = (int(input_tokens) - int(cached) + int(output_tokens)) * 0.65 + int(cached) * 0.3
+        assert float(cost) == pytest.approx(priced / 1e6, abs=1e-6)
+    assert [so_far for *_, so_far in usage_lines] == ["1", "1", "2"]  # triage's one call, the agent's two
+    assert TEST_KEY not in caplog.text + task_log
 
 
 def test_a_429_with_retry_after_is_waited_for_then_sent_again(emulator, monkeypatch) -> None:
@@ -89,15 +99,22 @@ def _failing_llm_dag(conn_id: str, model_id: str | None = None):
         ({}, None, "Airflow connection 'gradient_ai' has no model access key"),
         ({"gradient_conn_id": "no_such_conn"}, None,
          "Airflow connection 'gradient_ai' borrows gradient_conn_id 'no_such_conn', which is not an Airflow connection"),
+        ({"gradient_conn_id": "orders_db"}, None,
+         "Airflow connection 'gradient_ai' borrows gradient_conn_id 'orders_db', which is a 'postgres' "
+         "connection: it must be a 'gradient' connection"),
     ],
-    ids=["no key", "unknown gradient_conn_id"],
+    ids=["no key", "unknown gradient_conn_id", "gradient_conn_id of another type"],
 )
 def test_bad_connection_fails_before_any_request_naming_it(emulator, monkeypatch, capfd, extra, key, expected) -> None:
     for name, value in pydantic_ai_conn_env("gradient_ai", emulator.base_url, key=key, **extra).items():
         monkeypatch.setenv(name, value)
+    # A database connection whose password and host must never be sent to Gradient.
+    monkeypatch.setenv("AIRFLOW_CONN_ORDERS_DB", json.dumps(
+        {"conn_type": "postgres", "host": emulator.base_url, "password": "db-secret-0000", "login": "app"}))
     run = run_dag(_failing_llm_dag("gradient_ai"))
     assert task_states(run) == {"ask": "failed"}
-    assert expected in "".join(capfd.readouterr())
+    log = "".join(capfd.readouterr())
+    assert expected in log and "db-secret-0000" not in log
     assert emulator.log == []
 
 
@@ -111,6 +128,7 @@ def test_a_model_the_server_refuses_fails_once_naming_the_model(emulator, monkey
     log = "".join(capfd.readouterr())
     # Pydantic AI's error names the model and status; ours, logged before it, the connection.
     assert "status_code: 404, model_name: no-such-model" in log
+    assert "Gradient request for model 'no-such-model' failed: HTTP 404" in caplog.text
     assert "connection 'gradient_ai'" in caplog.text and "model_not_found" in caplog.text
     assert TEST_KEY not in log + caplog.text
 

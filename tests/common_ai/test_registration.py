@@ -64,7 +64,8 @@ _WITHOUT_COMMON_AI = textwrap.dedent("""
 
 
 def test_registered_with_the_gradient_form_where_common_ai_is_installed() -> None:
-    from airflow.providers_manager import ProvidersManager
+    # The registry a task resolves llm_conn_id through (common.ai's PydanticAIHook.get_hook).
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
     info = get_provider_info()
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
@@ -75,7 +76,7 @@ def test_registered_with_the_gradient_form_where_common_ai_is_installed() -> Non
     assert set(gradient["conn-fields"]) < set(pydantic_ai["conn-fields"])
     assert {"gradient_conn_id", "fallback_conn_ids"} <= set(pydantic_ai["conn-fields"])
 
-    hook_info = ProvidersManager().hooks["pydanticai_gradient"]
+    hook_info = ProvidersManagerTaskRuntime().hooks["pydanticai_gradient"]
     assert hook_info is not None and hook_info.hook_class_name.endswith("PydanticAIGradientHook")
     from airflow.providers.common.ai.hooks.pydantic_ai import PydanticAIHook
 

@@ -54,3 +54,29 @@ def test_the_sdk_never_holds_the_key(agent, emulator) -> None:
     agent.run_sync("hello")
     client = agent.model.client  # the openai client Pydantic AI drives
     assert client.api_key != TEST_KEY and TEST_KEY not in repr(client.__dict__)
+
+
+def test_the_sync_entry_points_are_served_by_the_async_transport(agent, emulator) -> None:
+    """No sync transport is needed: ``run_sync`` (what common.ai's operators call) drives the async
+    model on its thread's loop, and a fresh loop or thread gets the hook's client of that loop."""
+    import asyncio
+    import threading
+
+    answers = [agent.run_sync("one").output, asyncio.run(agent.run("two")).output, asyncio.run(agent.run("three")).output]
+    worker = threading.Thread(target=lambda: answers.append(agent.run_sync("four").output))
+    worker.start()
+    worker.join()
+    assert answers == ["Echo: one", "Echo: two", "Echo: three", "Echo: four"]
+    # 200s: the SDK holds a placeholder key, so only the hook's client is let in.
+    assert [r.status for r in emulator.log] == [200] * 4
+
+
+def test_common_ais_batch_decorator_refuses_the_connection_type() -> None:
+    """``@task.llm_batch`` is common.ai's one path with a sync openai client, built from a
+    connection's password and host without the hook: it accepts no ``pydanticai_gradient``
+    connection (use ``GradientBatchOperator``)."""
+    from airflow.providers.common.ai.batch import dispatch
+    from airflow.providers.common.ai.exceptions import BatchProviderNotYetSupportedError
+
+    with pytest.raises(BatchProviderNotYetSupportedError, match="'pydanticai_gradient'"):
+        dispatch.get_adapter_class("pydanticai_gradient", "openai:llama3.3-70b-instruct")
