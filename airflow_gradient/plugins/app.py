@@ -11,14 +11,14 @@ manager imports it in every Airflow process, and only the API server serves it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
 
 from airflow_gradient.plugins import pages, summary
-from airflow_gradient.plugins.records import load_records, load_value
+from airflow_gradient.plugins.records import load_value, overview_rows, run_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,11 +81,12 @@ def overview_html(session: Session, dag_ids: set[str] | None, days: int, *, toda
     ``may_read(dag_id)``, when given, drops further DAGs (the XCom check). The bench times this."""
     day_list = summary.period_days((today or datetime.now(UTC)).date(), days)
     since = datetime.combine(day_list[0], time.min, tzinfo=UTC)
-    records = load_records(session, dag_ids=dag_ids, since=since)
+    task_days, models = overview_rows(session, dag_ids=dag_ids, since=since, until=since + timedelta(days=days))
     if may_read is not None:
-        allowed = {dag_id for dag_id in {r.dag_id for r in records} if may_read(dag_id)}
-        records = [r for r in records if r.dag_id in allowed]
-    return pages.overview_page(summary.overview(records, day_list), days)
+        allowed = {dag_id for dag_id in {row.dag_id for row in task_days} if may_read(dag_id)}
+        task_days = [row for row in task_days if row.dag_id in allowed]
+        models = [row for row in models if row.dag_id in allowed]
+    return pages.overview_page(summary.overview(task_days, models, day_list), days)
 
 
 def create_app() -> FastAPI:
@@ -102,7 +103,7 @@ def create_app() -> FastAPI:
     @app.get("/dags/{dag_id}", response_class=HTMLResponse)
     def dag(dag_id: str, user: UserDep, session: SessionDep) -> HTMLResponse:
         _require(user, dag_id)
-        return _html(pages.dag_page(dag_id, summary.runs(load_records(session, dag_ids=None, dag_id=dag_id))))
+        return _html(pages.dag_page(dag_id, summary.runs(run_rows(session, dag_id=dag_id))))
 
     @app.get("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}", response_class=HTMLResponse)
     def task(dag_id: str, run_id: str, task_id: str, user: UserDep, session: SessionDep,
