@@ -104,7 +104,7 @@ class BatchAttempt:
             wall_time_s=time.monotonic() - self.started,
             resumed=self.already,
             attempt=self.state.attempt,
-            models=progress.by_model(),
+            models=(self.state.models + progress.models).manifest(),
             timeline=progress.timeline.samples(),
             **extra,
         )

@@ -43,7 +43,7 @@ from airflow_gradient.batch.inputs import Shard, custom_id_key
 from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, part_name, shard_dir_name
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
 from airflow_gradient.batch.uploads import PartUploader
-from airflow_gradient.pricing import COST_DECIMALS, Spend
+from airflow_gradient.pricing import COST_DECIMALS, Spend, SpendByModel
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -68,6 +68,8 @@ class ResumeState:
     reused: int = 0
     reused_usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
     reused_spend: Spend = field(default_factory=Spend)
+    # The rows earlier tries sent, by model: their cost as ``spend``, their tokens as ``usage``.
+    models: SpendByModel = field(default_factory=SpendByModel)
 
     def is_done(self, custom_id: str) -> bool:
         return bool(self.done) and custom_id_key(custom_id) in self.done
@@ -105,7 +107,9 @@ class ResultStore:
                         state.reused_spend.add_row(row)
                     continue
                 state.spend.add_row(row)
-                if row.get("status") == "succeeded" and key not in state.done:
+                first_success = row.get("status") == "succeeded" and key not in state.done
+                state.models.add_row(row, tokens=first_success)
+                if first_success:
                     state.done.add(key)
                     for name in USAGE_KEYS:
                         state.usage[name] += (row.get("usage") or {}).get(name, 0)
