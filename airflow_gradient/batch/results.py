@@ -245,7 +245,7 @@ def build_manifest(
 def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """One manifest for a sharded batch, from the manifests of its shards (the mapped task's XComs).
 
-    Counts, usage, requests, ``total``, ``resumed``, ``cost_usd`` and ``reused`` are added up (a
+    Counts, usage, requests, ``total``, ``resumed``, ``cost_usd``, ``reused`` and ``models`` are added up (a
     dollar figure stays unknown when any shard's is); ``wall_time_s`` is the longest
     shard's; ``output_path`` is the batch's (:func:`~airflow_gradient.read_results` reads every
     shard from it); ``parts`` are relative to it; ``shards`` keeps each shard's own figures.
@@ -281,6 +281,12 @@ def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
         return round(total, COST_DECIMALS)
 
     reused = [manifest.get("reused") or {} for manifest in shards]
+    models: dict[str, dict[str, Any]] = {}
+    for manifest in shards:
+        for model, figures in (manifest.get("models") or {}).items():
+            into = models.setdefault(model, {"total_tokens": 0, "cost_usd": 0.0})
+            into["total_tokens"] += figures.get("total_tokens") or 0
+            into["cost_usd"] = dollars([into["cost_usd"], figures.get("cost_usd")])
     merged = build_manifest(
         output_path=roots.pop(),
         parts=[f"{shard_dir_name(Shard(**m['shard']))}/{part}" for m in shards for part in m["parts"]],
@@ -294,6 +300,7 @@ def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
         reused={"items": sum(r.get("items", 0) for r in reused),
                 "tokens_saved": sum(r.get("tokens_saved", 0) for r in reused),
                 "cost_usd_saved": dollars(r.get("cost_usd_saved", 0.0) for r in reused)},
+        models=dict(sorted(models.items())),
         shard_count=count,
         shards=[{key: manifest.get(key) for key in ("shard", "output_path", "attempt", "total", "counts",
                                                      "requests", "wall_time_s", "pacing")} for manifest in shards],

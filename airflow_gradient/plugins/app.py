@@ -18,7 +18,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
 
 from airflow_gradient.plugins import pages, summary
-from airflow_gradient.plugins.records import load_value, overview_rows, run_rows
+from airflow_gradient.plugins.records import load_shards, load_value, overview_rows, run_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -89,6 +89,23 @@ def overview_html(session: Session, dag_ids: set[str] | None, days: int, *, toda
     return pages.overview_page(summary.overview(task_days, models, day_list), days)
 
 
+def sharded_batch_html(where: str, shards: list[tuple[datetime, dict[str, Any]]]) -> str:
+    """The task tab of a sharded batch as a whole: its shards' manifests merged
+    (:func:`~airflow_gradient.merge_manifests`) and their timelines on one clock, from the
+    first shard's start (:func:`~airflow_gradient.batch.timeline.merge_shards`)."""
+    from airflow_gradient.batch.results import merge_manifests
+    from airflow_gradient.batch.timeline import merge_shards
+
+    try:
+        merged = merge_manifests(value for _, value in shards)
+    except ValueError as exc:  # a shard has not pushed its manifest yet
+        return pages.not_found(f"{where}: not every shard has finished ({exc}); each shard's tab shows its own.")
+    first = min(start for start, _ in shards)
+    merged["timeline"] = merge_shards([((start - first).total_seconds(), value.get("timeline") or [])
+                                       for start, value in shards])
+    return pages.task_page(f"{where} (all {len(shards)} shards)", "return_value", merged)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Gradient", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -113,6 +130,10 @@ def create_app() -> FastAPI:
         index = int(map_index) if map_index.lstrip("-").isdigit() else -1
         where = f"{dag_id} / {run_id} / {task_id}" + (f" [{index}]" if index >= 0 else "")
         found = load_value(session, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=index)
+        if map_index == pages.SHARDS or (found is None and index < 0):  # a sharded batch as a whole
+            shards = load_shards(session, dag_id=dag_id, run_id=run_id, task_id=task_id)
+            if shards:
+                return _html(sharded_batch_html(f"{dag_id} / {run_id} / {task_id}", shards))
         if found is None:
             return _html(pages.not_found(f"{where}: no Gradient figures (not a Gradient task, or it has not "
                                          "pushed its XCom yet)."))

@@ -19,6 +19,7 @@ from airflow_gradient.plugins.summary import (
 )
 
 PERIODS = (7, 30, 90)
+SHARDS = "shards"  # the task tab's map_index for a sharded batch as a whole
 STACKED_DAGS = 7  # DAGs drawn in their own colour; the rest are stacked as "other DAGs"
 
 # Airflow's UI shows these pages in an iframe of its own origin: follow its theme when it says one
@@ -250,6 +251,11 @@ def _batch_body(where: str, key: str, manifest: dict[str, Any]) -> str:
     ])
     failed_note = ('<p class="unknown">This batch failed its max_failed_fraction: the figures are those of its '
                    "manifest XCom.</p>") if key == "manifest" else ""
+    shard = manifest.get("shard") or {}
+    if shard:
+        failed_note += (f'<p class="muted">Shard {int(shard.get("index", 0))} of {int(shard.get("count", 0))}: '
+                        f'<a href="?map_index={SHARDS}" data-link="shards">the whole batch</a> (every shard '
+                        "merged, their timelines on one clock).</p>")
     samples = [s for s in manifest.get("timeline") or [] if isinstance(s, dict)]
     charts = '<p class="muted">No timeline: this manifest was written before timelines, or by a Batch ' \
              "Inference job (the provider paces it).</p>"

@@ -366,3 +366,21 @@ def load_value(
         if isinstance(value, dict):
             return key, value
     return None
+
+
+def load_shards(session: Session, *, dag_id: str, run_id: str, task_id: str) -> list[tuple[datetime, dict[str, Any]]]:
+    """The manifests of a sharded batch (the mapped task instances of ``task_id`` whose value has a
+    ``shard``), each with its task instance's start, by map index."""
+    TaskInstance, XComModel, where = _gradient_xcoms(None)
+    where = and_(where, XComModel.dag_id == dag_id, XComModel.run_id == run_id, XComModel.task_id == task_id,
+                 XComModel.map_index >= 0)
+    query = (select(type_coerce(TaskInstance.start_date, String), XComModel.value).select_from(XComModel)
+             .join(TaskInstance, where).order_by(XComModel.map_index))
+    shards = []
+    for start, value in session.execute(query):
+        if isinstance(value, str):
+            value = json.loads(value)
+        started = _utc(start)
+        if isinstance(value, dict) and "shard" in value and started is not None:
+            shards.append((started, value))
+    return shards

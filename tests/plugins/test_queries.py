@@ -20,7 +20,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from airflow_gradient.plugins import pages, summary
-from airflow_gradient.plugins.records import UNRECORDED_MODEL, load_value, overview_rows, run_rows
+from airflow_gradient.plugins.app import sharded_batch_html
+from airflow_gradient.plugins.records import UNRECORDED_MODEL, load_shards, load_value, overview_rows, run_rows
 from tests.support.services import postgres_database
 
 TODAY = date(2026, 11, 30)
@@ -60,6 +61,10 @@ TASKS: list[tuple[str, int, str, int, str, str, dict[str, Any]]] = [
     ("c", 27, "ask", 1, "GradientResponseOperator", "success", {"return_value": single("free", 20, model=7)}),
     ("c", 27, "broken", -1, "GradientResponseOperator", "failed", {"return_value": {"error": "boom", "total": None}}),
     ("c", 1, "ask", -1, "GradientResponseOperator", "success", {"return_value": single(9.0, 9000)}),  # 11-01
+    # A batch in two shards (11-20, before the period), the second started a minute after the first.
+    *(("s", 20, "summarise", index, "GradientBatchOperator", "success", {"return_value": manifest(
+        0.25, 100, 5, shard={"index": index, "count": 2}, batch_output_path="/out", parts=[f"part-{index}"],
+        wall_time_s=49.0, models={"m1": {"total_tokens": 100, "cost_usd": 0.25}})}) for index in (0, 1)),
 ]
 
 
@@ -148,6 +153,24 @@ def test_a_task_instance_reads_its_return_value_before_its_manifest(sqlite: Engi
         plain = load_value(session, dag_id="a", run_id="scheduled__2026-11-29", task_id="plain", map_index=-1)
     assert found is not None and found[0] == "return_value" and found[1]["cost_usd"] == 0.25
     assert failed is not None and failed[0] == "manifest" and plain is None
+
+
+def test_a_sharded_batch_shows_as_a_whole_with_its_shards_timelines_on_one_clock(sqlite: Engine) -> None:
+    run = {"dag_id": "s", "run_id": "scheduled__2026-11-20", "task_id": "summarise"}
+    with Session(sqlite) as session:
+        shards = load_shards(session, **run)
+        one = load_value(session, **run, map_index=1)
+        assert load_shards(session, dag_id="b", run_id="scheduled__2026-11-30", task_id="t1") == []
+    assert [value["shard"]["index"] for _, value in shards] == [0, 1]
+    assert (shards[1][0] - shards[0][0]).total_seconds() == 60
+    assert one is not None and 'href="?map_index=shards"' in pages.task_page("s", *one)
+    html = sharded_batch_html("s / run / summarise", shards)
+    assert "all 2 shards" in html and 'data-figure="items"' in html
+    assert pages.cost_text(0.5, 200) in html  # both shards' cost and tokens
+    assert "m1.total_tokens</th><td>200" in html  # the merged manifest's models
+    # One clock: shard 1's samples 60 s later; 50 + 50 samples, t = 0..49 and 60..109, none shared.
+    assert "100 samples" in html and '<th scope="row">109.0 s</th>' in html
+    assert sharded_batch_html("s", shards[:1]).count("not every shard has finished") == 1
 
 
 def test_postgresql_adds_up_as_sqlite_does(sqlite: Engine) -> None:
