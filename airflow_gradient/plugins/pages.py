@@ -257,8 +257,9 @@ def _batch_body(where: str, key: str, manifest: dict[str, Any]) -> str:
                         f'<a href="?map_index={SHARDS}" data-link="shards">the whole batch</a> (every shard '
                         "merged, their timelines on one clock).</p>")
     samples = [s for s in manifest.get("timeline") or [] if isinstance(s, dict)]
-    charts = '<p class="muted">No timeline: this manifest was written before timelines, or by a Batch ' \
-             "Inference job (the provider paces it).</p>"
+    charts = '<p class="muted">No timeline: this manifest was written before timelines.</p>'
+    job_note = ('<p class="muted">A Batch Inference job: one sample per status poll (its requests done); '
+                "Gradient paces the job, so no limit is drawn.</p>") if manifest.get("mode") == "batch_job" else ""
     if samples:
         times = [float(s.get("t", 0.0)) for s in samples]
         # Seconds for a short batch, minutes for a longer one.
@@ -266,7 +267,7 @@ def _batch_body(where: str, key: str, manifest: dict[str, Any]) -> str:
         minutes = [t / scale for t in times]
         markers = [svg.Marker(t / scale, kind, label) for t, kind, label in timeline_events(samples)]
         charts = (
-            '<div class="grid2">'
+            job_note + '<div class="grid2">'
             + svg.lines("Requests per minute: achieved and the limit in force", minutes,
                         [svg.Series("achieved req/min", achieved_per_minute(samples)),
                          svg.Series("limit req/min", [s.get("requests_per_minute") for s in samples])],

@@ -11,7 +11,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from airflow_gradient.plugins import summary
+from airflow_gradient.plugins import pages, summary
 from airflow_gradient.plugins.app import overview_html
 from airflow_gradient.plugins.records import load_value, overview_rows, run_rows
 from tests.conftest import conn_env, example_dag, run_dag, xcom_value
@@ -128,3 +128,19 @@ def test_timeline_rates_and_events_hold_whichever_samples_were_kept() -> None:
                {"t": 60.0, "requests": 50, "rate_limited": 2, "paused_s": 4.0}]
     assert summary.achieved_per_minute(samples) == [None, 40.0, 60.0]
     assert summary.timeline_events(samples) == [(30.0, "429", "2 x 429 (total 2)"), (60.0, "pause", "paused 4.0 s")]
+
+
+def test_a_batch_jobs_timeline_of_status_polls_is_drawn_without_a_limit() -> None:
+    from airflow_gradient.batch.jobs.watch import JobWatch
+    from airflow_gradient.models.batch_job import BatchJob
+
+    watch = JobWatch(["b1"], deadline=datetime.now(UTC).timestamp() + 60, started=0.0)
+    for done, status in ((0, "validating"), (3, "in_progress"), (5, "completed")):
+        outcome = watch.observe([BatchJob.model_validate(
+            {"batch_id": "b1", "status": status, "request_counts": {"total": 5, "completed": done, "failed": 0}})])
+    assert outcome is not None and [s["done"] for s in outcome["timeline"]] == [0, 3, 5]
+    html = pages.task_page("d / r / job", "return_value", {
+        "mode": "batch_job", "total": 5, "counts": {"succeeded": 5}, "timeline": outcome["timeline"]})
+    assert "A Batch Inference job: one sample per status poll" in html
+    assert 'data-chart="items-done"' in html and 'data-series="items done"' in html
+    assert '<polyline class="line-1" data-series="limit req/min"' not in html
