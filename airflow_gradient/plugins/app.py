@@ -109,6 +109,10 @@ def sharded_batch_html(where: str, shards: list[tuple[datetime, dict[str, Any]]]
 def create_app() -> FastAPI:
     app = FastAPI(title="Gradient", docs_url=None, redoc_url=None, openapi_url=None)
 
+    @app.exception_handler(NotImplementedError)
+    def unsupported(request: Request, exc: NotImplementedError) -> HTMLResponse:
+        return HTMLResponse(pages.not_found(f"Not available here: {exc}."), status_code=501)
+
     @app.get("/", response_class=HTMLResponse)
     def overview(user: UserDep, session: SessionDep, days: Annotated[int, Query()] = 30) -> HTMLResponse:
         if days not in pages.PERIODS:

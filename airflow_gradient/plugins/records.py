@@ -17,8 +17,8 @@ the ``@task.gradient`` decorator's, and users' subclasses of them). A task insta
 ``return_value``. A figure that is not a JSON number counts as 0 (a count) or as no price (a cost:
 its tokens are "price unknown", never $0).
 
-The SQL dialects differ only in how a JSON value is taken apart: :class:`_SQLite` (also the
-fallback) and :class:`_PostgreSQL` hold every difference.
+The SQL dialects differ only in how a JSON value is taken apart: :class:`_SQLite` and
+:class:`_PostgreSQL` hold every difference (other databases are refused, see :func:`_dialect`).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ class RunRow:
 
 
 class _SQLite:
-    """SQLite (and the fallback): one ``json_extract`` of every path per value, kept in a
+    """SQLite: one ``json_extract`` of every path per value, kept in a
     ``MATERIALIZED`` CTE so the whole value is parsed once (SQLite before 3.45 caches no parse);
     the figures are then read from that small array."""
 
@@ -205,7 +205,13 @@ class _PostgreSQL:
 
 
 def _dialect(session: Session) -> type[_SQLite] | type[_PostgreSQL]:
-    return _PostgreSQL if session.get_bind().dialect.name == "postgresql" else _SQLite
+    """The dialect's JSON reading; another database (MySQL reads many paths differently) is refused
+    rather than shown wrong figures."""
+    name = session.get_bind().dialect.name
+    if name in ("sqlite", "postgresql"):
+        return _PostgreSQL if name == "postgresql" else _SQLite
+    raise NotImplementedError(f"the Gradient pages add up figures on SQLite and PostgreSQL metadata databases, "
+                              f"not on {name}")
 
 
 def _gradient_xcoms(dag_ids: Collection[str] | None) -> tuple[Any, Any, ColumnElement[bool]]:

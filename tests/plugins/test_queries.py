@@ -173,6 +173,14 @@ def test_a_sharded_batch_shows_as_a_whole_with_its_shards_timelines_on_one_clock
     assert sharded_batch_html("s", shards[:1]).count("not every shard has finished") == 1
 
 
+def test_another_database_is_refused_rather_than_shown_wrong_figures() -> None:
+    from sqlalchemy import create_mock_engine
+
+    mysql = create_mock_engine("mysql://", lambda *args, **kwargs: None)  # MySQL reads many JSON paths otherwise
+    with pytest.raises(NotImplementedError, match="on SQLite and PostgreSQL metadata databases, not on mysql"):
+        run_rows(Session(bind=mysql), dag_id="a")
+
+
 def test_postgresql_adds_up_as_sqlite_does(sqlite: Engine) -> None:
     with postgres_database("gradient_ui_queries") as url:
         engine = create_engine(url)
