@@ -174,6 +174,35 @@ class Spend:
         return f"${self.priced_usd:,.4f}" if not self.unpriced else "cost unknown"
 
 
+@dataclass
+class SpendByModel:
+    """Tokens and dollars per model that answered: a batch manifest's ``models`` (the UI's
+    breakdown by model). A row counts under its ``model`` (``"unknown"`` when it has none)."""
+
+    spend: dict[str, Spend] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    def add_row(self, row: Mapping[str, Any], *, tokens: bool = True) -> None:
+        """Count a row with usage: its cost, and its tokens unless ``tokens`` is False (a row
+        whose tokens the manifest's ``usage`` leaves out, as it does an earlier try's failed rows)."""
+        usage = row.get("usage")
+        if not usage:
+            return
+        model = str(row.get("model") or "unknown")
+        self.spend.setdefault(model, Spend()).add_row(row)
+        self.tokens[model] = self.tokens.get(model, 0) + (usage.get("total_tokens", 0) if tokens else 0)
+
+    def __add__(self, other: SpendByModel) -> SpendByModel:
+        models = self.spend.keys() | other.spend.keys()
+        return SpendByModel({m: self.spend.get(m, Spend()) + other.spend.get(m, Spend()) for m in models},
+                            {m: self.tokens.get(m, 0) + other.tokens.get(m, 0) for m in models})
+
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        """``{model: {total_tokens, cost_usd}}``, a cost None when a row of that model had no price."""
+        return {model: {"total_tokens": self.tokens.get(model, 0), "cost_usd": spend.cost_usd}
+                for model, spend in sorted(self.spend.items())}
+
+
 def require_prices_for_budget(max_cost_usd: float | None, prices: Prices | None, model: str | None) -> None:
     """``max_cost_usd`` cannot be enforced for a model without a price: refuse before sending."""
     if max_cost_usd is None:

@@ -141,14 +141,14 @@ def _bare_query(db: Path | None) -> float:
 
         from airflow.settings import engine
 
-        tops = list(dict.fromkeys(path[0] for _, path in FIELDS))
+        tops = list(dict.fromkeys(path[0] for _, path, _ in FIELDS))
         figures = ("jsonb_build_array(" + ", ".join(f"r.{path[0]}" + (f" -> '{path[1]}'" if len(path) > 1 else "")
-                                                    for _, path in FIELDS) + ")")
+                                                    for _, path, _ in FIELDS) + ")")
         lateral = f", jsonb_to_record(x.value) AS r({', '.join(f'{top} jsonb' for top in tops)})"
         connect: Any = lambda: psycopg2.connect(  # noqa: E731
             engine.url.render_as_string(hide_password=False).replace("+psycopg2", ""))
     else:
-        figures = "json_extract(x.value, " + ", ".join("'$." + ".".join(path) + "'" for _, path in FIELDS) + ")"
+        figures = "json_extract(x.value, " + ", ".join("'$." + ".".join(path) + "'" for _, path, _ in FIELDS) + ")"
         lateral = ""
         connect = lambda: sqlite3.connect(db)  # noqa: E731
     query = (f"SELECT x.dag_id, x.run_id, x.task_id, ti.start_date, {figures} FROM xcom x "

@@ -87,8 +87,10 @@ class BatchAttempt:
             "cost_usd_saved": (state.reused_spend + progress.reused_spend).cost_usd,
         }
 
-    def manifest(self, requests: dict[str, int], **extra: Any) -> dict[str, Any]:
-        """The manifest, with the rows under ``results`` when they are in memory."""
+    def manifest(self, requests: dict[str, int], *, timeline: list[dict[str, Any]] | None = None,
+                 **extra: Any) -> dict[str, Any]:
+        """The manifest, with the rows under ``results`` when they are in memory; ``timeline``
+        replaces this attempt's own (a Batch Inference job's is its status polls)."""
         progress = self.progress
         manifest = build_manifest(
             output_path=str(self.output_path) if self.output_path is not None else None,
@@ -104,8 +106,8 @@ class BatchAttempt:
             wall_time_s=time.monotonic() - self.started,
             resumed=self.already,
             attempt=self.state.attempt,
-            models=progress.by_model(),
-            timeline=progress.timeline.samples(),
+            models=(self.state.models + progress.models).manifest(),
+            timeline=timeline if timeline is not None else progress.timeline.samples(),
             **extra,
         )
         if isinstance(self.writer, MemoryWriter):

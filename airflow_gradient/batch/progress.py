@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage
 from airflow_gradient.batch.timeline import Timeline
-from airflow_gradient.pricing import Spend
+from airflow_gradient.pricing import Spend, SpendByModel
 
 
 def _duration(seconds: float) -> str:
@@ -36,9 +36,8 @@ class BatchProgress:
     reused: int = 0
     reused_usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
     reused_spend: Spend = field(default_factory=Spend)
-    # This attempt's rows by the model that answered them (the UI's breakdown by model).
-    models: dict[str, Spend] = field(default_factory=dict)
-    model_tokens: dict[str, int] = field(default_factory=dict)
+    # This attempt's rows by the model that answered them (the manifest's ``models`` adds earlier tries').
+    models: SpendByModel = field(default_factory=SpendByModel)
     # One sample per progress interval, for the manifest's ``timeline`` (the UI draws it).
     timeline: Timeline = field(default_factory=Timeline)
 
@@ -63,16 +62,7 @@ class BatchProgress:
         self.retries += max(row.get("attempts", 0) - 1, 0)
         add_usage(self.usage, row)
         self.spend.add_row(row)
-        if row.get("usage"):
-            model = str(row.get("model") or "unknown")
-            self.models.setdefault(model, Spend()).add_row(row)
-            self.model_tokens[model] = self.model_tokens.get(model, 0) + row["usage"].get("total_tokens", 0)
-
-    def by_model(self) -> dict[str, dict[str, Any]]:
-        """The manifest's ``models``: tokens and cost (None: a row had no price) of this attempt's
-        rows per model."""
-        return {model: {"total_tokens": self.model_tokens[model], "cost_usd": spend.cost_usd}
-                for model, spend in sorted(self.models.items())}
+        self.models.add_row(row)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

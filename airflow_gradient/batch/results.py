@@ -43,7 +43,7 @@ from airflow_gradient.batch.inputs import Shard, custom_id_key
 from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, part_name, shard_dir_name
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
 from airflow_gradient.batch.uploads import PartUploader
-from airflow_gradient.pricing import COST_DECIMALS, Spend
+from airflow_gradient.pricing import COST_DECIMALS, Spend, SpendByModel
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -68,6 +68,8 @@ class ResumeState:
     reused: int = 0
     reused_usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USAGE_KEYS, 0))
     reused_spend: Spend = field(default_factory=Spend)
+    # The rows earlier tries sent, by model: their cost as ``spend``, their tokens as ``usage``.
+    models: SpendByModel = field(default_factory=SpendByModel)
 
     def is_done(self, custom_id: str) -> bool:
         return bool(self.done) and custom_id_key(custom_id) in self.done
@@ -105,7 +107,9 @@ class ResultStore:
                         state.reused_spend.add_row(row)
                     continue
                 state.spend.add_row(row)
-                if row.get("status") == "succeeded" and key not in state.done:
+                first_success = row.get("status") == "succeeded" and key not in state.done
+                state.models.add_row(row, tokens=first_success)
+                if first_success:
                     state.done.add(key)
                     for name in USAGE_KEYS:
                         state.usage[name] += (row.get("usage") or {}).get(name, 0)
@@ -241,7 +245,7 @@ def build_manifest(
 def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """One manifest for a sharded batch, from the manifests of its shards (the mapped task's XComs).
 
-    Counts, usage, requests, ``total``, ``resumed``, ``cost_usd`` and ``reused`` are added up (a
+    Counts, usage, requests, ``total``, ``resumed``, ``cost_usd``, ``reused`` and ``models`` are added up (a
     dollar figure stays unknown when any shard's is); ``wall_time_s`` is the longest
     shard's; ``output_path`` is the batch's (:func:`~airflow_gradient.read_results` reads every
     shard from it); ``parts`` are relative to it; ``shards`` keeps each shard's own figures.
@@ -277,6 +281,12 @@ def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
         return round(total, COST_DECIMALS)
 
     reused = [manifest.get("reused") or {} for manifest in shards]
+    models: dict[str, dict[str, Any]] = {}
+    for manifest in shards:
+        for model, figures in (manifest.get("models") or {}).items():
+            into = models.setdefault(model, {"total_tokens": 0, "cost_usd": 0.0})
+            into["total_tokens"] += figures.get("total_tokens") or 0
+            into["cost_usd"] = dollars([into["cost_usd"], figures.get("cost_usd")])
     merged = build_manifest(
         output_path=roots.pop(),
         parts=[f"{shard_dir_name(Shard(**m['shard']))}/{part}" for m in shards for part in m["parts"]],
@@ -290,6 +300,7 @@ def merge_manifests(manifests: Iterable[dict[str, Any]]) -> dict[str, Any]:
         reused={"items": sum(r.get("items", 0) for r in reused),
                 "tokens_saved": sum(r.get("tokens_saved", 0) for r in reused),
                 "cost_usd_saved": dollars(r.get("cost_usd_saved", 0.0) for r in reused)},
+        models=dict(sorted(models.items())),
         shard_count=count,
         shards=[{key: manifest.get(key) for key in ("shard", "output_path", "attempt", "total", "counts",
                                                      "requests", "wall_time_s", "pacing")} for manifest in shards],

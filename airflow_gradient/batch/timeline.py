@@ -7,8 +7,9 @@ seconds since the attempt started; the task instance's start date places it on a
 
 However long the batch runs, the manifest keeps at most :data:`MAX_SAMPLES` of them
 (:func:`downsample`), so its XCom stays small: a week at one sample every 10 s is 60,480 samples,
-of which 500 evenly spaced ones are kept. The Airflow UI plugin (:mod:`airflow_gradient.plugins`)
-draws it.
+of which 500 evenly spaced ones are kept. The shards of a sharded batch each keep their own;
+:func:`merge_shards` makes the whole batch's from them. The Airflow UI plugin
+(:mod:`airflow_gradient.plugins`) draws them.
 """
 
 from __future__ import annotations
@@ -107,3 +108,43 @@ class Timeline:
         """What goes to the manifest: at most ``limit`` samples, the first and the latest included."""
         held = self._held + ([self._latest] if self._latest is not None else [])
         return downsample(held, self.limit)
+
+
+def merge_shards(shards: Sequence[tuple[float, Sequence[Sample]]], limit: int = MAX_SAMPLES) -> list[Sample]:
+    """One timeline for a sharded batch, from each shard's ``(offset, samples)``: ``offset`` is
+    when the shard started, in seconds after the first one did, so ``offset + t`` places its samples
+    on the batch's clock.
+
+    At each moment any shard took a sample, the counters are added up (a shard counts as its last
+    sample so far, nothing before its first). The pace in force adds up the limits of the shards
+    still running, except when they share one pace (``source`` says "shared via" a store): then it
+    is that one limit. ``paused_s`` is the longest pause of the samples taken at that moment. At
+    most ``limit`` samples (:func:`downsample`).
+    """
+    placed = [[(offset + float(s.get("t", 0.0)), s) for s in samples] for offset, samples in shards if samples]
+    moments = sorted({when for shard in placed for when, _ in shard})
+    out: list[Sample] = []
+    at = [-1] * len(placed)  # each shard's last sample at or before the moment
+    for moment in moments:
+        merged: Sample = {"t": round(moment, 1), "done": 0, "requests": 0, "rate_limited": 0, "paused_s": 0.0}
+        paces: list[tuple[Any, Any, str]] = []
+        for index, shard in enumerate(placed):
+            while at[index] + 1 < len(shard) and shard[at[index] + 1][0] <= moment:
+                at[index] += 1
+            if at[index] < 0:
+                continue
+            when, sample = shard[at[index]]
+            for counter in ("done", "requests", "rate_limited"):
+                merged[counter] += int(sample.get(counter) or 0)
+            if when == moment:
+                merged["paused_s"] = max(merged["paused_s"], float(sample.get("paused_s") or 0.0))
+            if moment <= shard[-1][0]:  # still running
+                paces.append((sample.get("requests_per_minute"), sample.get("tokens_per_minute"),
+                              str(sample.get("source") or "")))
+        shared = any("shared via" in source for _, _, source in paces)
+        for key, position in (("requests_per_minute", 0), ("tokens_per_minute", 1)):
+            limits = [float(pace[position]) for pace in paces if pace[position] is not None]
+            merged[key] = (max(limits) if shared else round(sum(limits), 1)) if limits else None
+        merged["source"] = ", ".join(sorted({source for _, _, source in paces if source}))
+        out.append(merged)
+    return downsample(out, limit)

@@ -168,6 +168,7 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
                         poll_interval=self.poll_interval,
                         max_poll_failures=self.max_poll_failures,
                         cancel_on_kill=self.cancel_on_kill,
+                        started=watch.started,
                     ),
                     method_name="execute_complete",
                     timeout=timedelta(seconds=max(0.0, watch.deadline - time.time())) + DEFER_GRACE,
@@ -225,6 +226,7 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
                 parse=parse,
                 log=self.log,
                 settings=settings,
+                timeline=event.get("timeline"),
             )
         finally:
             self.hook.close()

@@ -11,14 +11,14 @@ manager imports it in every Airflow process, and only the API server serves it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
 
 from airflow_gradient.plugins import pages, summary
-from airflow_gradient.plugins.records import load_records, load_value
+from airflow_gradient.plugins.records import load_shards, load_value, overview_rows, run_rows
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,15 +81,37 @@ def overview_html(session: Session, dag_ids: set[str] | None, days: int, *, toda
     ``may_read(dag_id)``, when given, drops further DAGs (the XCom check). The bench times this."""
     day_list = summary.period_days((today or datetime.now(UTC)).date(), days)
     since = datetime.combine(day_list[0], time.min, tzinfo=UTC)
-    records = load_records(session, dag_ids=dag_ids, since=since)
+    task_days, models = overview_rows(session, dag_ids=dag_ids, since=since, until=since + timedelta(days=days))
     if may_read is not None:
-        allowed = {dag_id for dag_id in {r.dag_id for r in records} if may_read(dag_id)}
-        records = [r for r in records if r.dag_id in allowed]
-    return pages.overview_page(summary.overview(records, day_list), days)
+        allowed = {dag_id for dag_id in {row.dag_id for row in task_days} if may_read(dag_id)}
+        task_days = [row for row in task_days if row.dag_id in allowed]
+        models = [row for row in models if row.dag_id in allowed]
+    return pages.overview_page(summary.overview(task_days, models, day_list), days)
+
+
+def sharded_batch_html(where: str, shards: list[tuple[datetime, dict[str, Any]]]) -> str:
+    """The task tab of a sharded batch as a whole: its shards' manifests merged
+    (:func:`~airflow_gradient.merge_manifests`) and their timelines on one clock, from the
+    first shard's start (:func:`~airflow_gradient.batch.timeline.merge_shards`)."""
+    from airflow_gradient.batch.results import merge_manifests
+    from airflow_gradient.batch.timeline import merge_shards
+
+    try:
+        merged = merge_manifests(value for _, value in shards)
+    except ValueError as exc:  # a shard has not pushed its manifest yet
+        return pages.not_found(f"{where}: not every shard has finished ({exc}); each shard's tab shows its own.")
+    first = min(start for start, _ in shards)
+    merged["timeline"] = merge_shards([((start - first).total_seconds(), value.get("timeline") or [])
+                                       for start, value in shards])
+    return pages.task_page(f"{where} (all {len(shards)} shards)", "return_value", merged)
 
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Gradient", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(NotImplementedError)
+    def unsupported(request: Request, exc: NotImplementedError) -> HTMLResponse:
+        return HTMLResponse(pages.not_found(f"Not available here: {exc}."), status_code=501)
 
     @app.get("/", response_class=HTMLResponse)
     def overview(user: UserDep, session: SessionDep, days: Annotated[int, Query()] = 30) -> HTMLResponse:
@@ -102,7 +124,7 @@ def create_app() -> FastAPI:
     @app.get("/dags/{dag_id}", response_class=HTMLResponse)
     def dag(dag_id: str, user: UserDep, session: SessionDep) -> HTMLResponse:
         _require(user, dag_id)
-        return _html(pages.dag_page(dag_id, summary.runs(load_records(session, dag_ids=None, dag_id=dag_id))))
+        return _html(pages.dag_page(dag_id, summary.runs(run_rows(session, dag_id=dag_id))))
 
     @app.get("/dags/{dag_id}/runs/{run_id}/tasks/{task_id}", response_class=HTMLResponse)
     def task(dag_id: str, run_id: str, task_id: str, user: UserDep, session: SessionDep,
@@ -112,6 +134,10 @@ def create_app() -> FastAPI:
         index = int(map_index) if map_index.lstrip("-").isdigit() else -1
         where = f"{dag_id} / {run_id} / {task_id}" + (f" [{index}]" if index >= 0 else "")
         found = load_value(session, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=index)
+        if map_index == pages.SHARDS or (found is None and index < 0):  # a sharded batch as a whole
+            shards = load_shards(session, dag_id=dag_id, run_id=run_id, task_id=task_id)
+            if shards:
+                return _html(sharded_batch_html(f"{dag_id} / {run_id} / {task_id}", shards))
         if found is None:
             return _html(pages.not_found(f"{where}: no Gradient figures (not a Gradient task, or it has not "
                                          "pushed its XCom yet)."))

@@ -19,6 +19,7 @@ from airflow_gradient.plugins.summary import (
 )
 
 PERIODS = (7, 30, 90)
+SHARDS = "shards"  # the task tab's map_index for a sharded batch as a whole
 STACKED_DAGS = 7  # DAGs drawn in their own colour; the rest are stacked as "other DAGs"
 
 # Airflow's UI shows these pages in an iframe of its own origin: follow its theme when it says one
@@ -250,9 +251,15 @@ def _batch_body(where: str, key: str, manifest: dict[str, Any]) -> str:
     ])
     failed_note = ('<p class="unknown">This batch failed its max_failed_fraction: the figures are those of its '
                    "manifest XCom.</p>") if key == "manifest" else ""
+    shard = manifest.get("shard") or {}
+    if shard:
+        failed_note += (f'<p class="muted">Shard {int(shard.get("index", 0))} of {int(shard.get("count", 0))}: '
+                        f'<a href="?map_index={SHARDS}" data-link="shards">the whole batch</a> (every shard '
+                        "merged, their timelines on one clock).</p>")
     samples = [s for s in manifest.get("timeline") or [] if isinstance(s, dict)]
-    charts = '<p class="muted">No timeline: this manifest was written before timelines, or by a Batch ' \
-             "Inference job (the provider paces it).</p>"
+    charts = '<p class="muted">No timeline: this manifest was written before timelines.</p>'
+    job_note = ('<p class="muted">A Batch Inference job: one sample per status poll (its requests done); '
+                "Gradient paces the job, so no limit is drawn.</p>") if manifest.get("mode") == "batch_job" else ""
     if samples:
         times = [float(s.get("t", 0.0)) for s in samples]
         # Seconds for a short batch, minutes for a longer one.
@@ -260,7 +267,7 @@ def _batch_body(where: str, key: str, manifest: dict[str, Any]) -> str:
         minutes = [t / scale for t in times]
         markers = [svg.Marker(t / scale, kind, label) for t, kind, label in timeline_events(samples)]
         charts = (
-            '<div class="grid2">'
+            job_note + '<div class="grid2">'
             + svg.lines("Requests per minute: achieved and the limit in force", minutes,
                         [svg.Series("achieved req/min", achieved_per_minute(samples)),
                          svg.Series("limit req/min", [s.get("requests_per_minute") for s in samples])],

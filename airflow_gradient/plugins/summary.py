@@ -1,4 +1,5 @@
-"""The figures the pages show, added up from :class:`~airflow_gradient.plugins.records.TaskRecord`.
+"""The figures the pages show, put together from the sums of
+:mod:`~airflow_gradient.plugins.records` (the database adds up the task instances).
 
 Pure: no database, no HTML. Money is kept as :class:`Money`, dollars of what had a price plus the
 tokens of what had none, so a page says "price unknown" for those tokens and never shows them as $0.
@@ -11,15 +12,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from airflow_gradient.plugins.records import TaskRecord
-
-# A batch's tokens that its manifest's ``models`` does not cover (earlier attempts, older manifests).
-UNRECORDED_MODEL = "(model not recorded)"
+from airflow_gradient.plugins.records import ModelShare, RunRow, Sums, TaskDay
 
 
 @dataclass
 class Money:
-    """What some records cost: ``usd`` of those with a price, ``unpriced_tokens`` of those without."""
+    """What some task instances cost: ``usd`` of those with a price, ``unpriced_tokens`` of those without."""
 
     usd: float = 0.0
     tokens: int = 0
@@ -31,6 +29,11 @@ class Money:
             self.unpriced_tokens += tokens
         else:
             self.usd += cost_usd
+
+    def add_sums(self, sums: Sums) -> None:
+        self.usd += sums.usd
+        self.tokens += sums.tokens
+        self.unpriced_tokens += sums.unpriced_tokens
 
     @property
     def known(self) -> bool:
@@ -76,50 +79,27 @@ def period_days(today: date, days: int) -> list[date]:
     return [today - timedelta(days=days - 1 - n) for n in range(days)]
 
 
-def overview(records: Iterable[TaskRecord], days: list[date]) -> Overview:
-    """Add up ``records`` over ``days`` (records of other days are left out)."""
-    first, last = days[0], days[-1]
+def overview(task_days: Iterable[TaskDay], models: Iterable[ModelShare], days: list[date]) -> Overview:
+    """Put the sums per task and day and per model together over ``days`` (other days are left out)."""
     out = Overview(days=days, dag_ids=[])
     out.per_day = {day: {} for day in days}
     out.rate_limited_per_day = dict.fromkeys(days, 0)
-    dags: set[str] = set()
-    for record in records:
-        if record.start_date is None or not first <= record.start_date.date() <= last:
+    for day, dag_id, task_id, sums in task_days:
+        if day not in out.per_day:
             continue
-        day = record.start_date.date()
-        dags.add(record.dag_id)
-        out.tasks += 1
-        out.per_day[day].setdefault(record.dag_id, Money()).add(record.cost_usd, record.total_tokens)
-        out.by_dag.setdefault(record.dag_id, Money()).add(record.cost_usd, record.total_tokens)
-        out.by_task.setdefault((record.dag_id, record.task_id), Money()).add(record.cost_usd, record.total_tokens)
-        out.total.add(record.cost_usd, record.total_tokens)
-        out.rate_limited_per_day[day] += record.rate_limited
-        for model, cost, tokens in _model_shares(record):
-            out.by_model.setdefault(model, Money()).add(cost, tokens)
-        out.reused_items += record.reused_items
-        out.tokens_saved += record.tokens_saved
-        out.saved.add(record.cost_usd_saved, record.tokens_saved)
-    out.dag_ids = sorted(dags, key=lambda dag: _spend_order((dag, out.by_dag[dag])))
+        out.tasks += sums.tasks
+        out.per_day[day].setdefault(dag_id, Money()).add_sums(sums)
+        out.by_dag.setdefault(dag_id, Money()).add_sums(sums)
+        out.by_task.setdefault((dag_id, task_id), Money()).add_sums(sums)
+        out.total.add_sums(sums)
+        out.rate_limited_per_day[day] += sums.rate_limited
+        out.reused_items += sums.reused_items
+        out.tokens_saved += sums.tokens_saved
+        out.saved.add_sums(Sums(sums.saved_usd, sums.tokens_saved, sums.saved_unpriced_tokens))
+    for _dag_id, model, sums in models:
+        out.by_model.setdefault(model, Money()).add_sums(sums)
+    out.dag_ids = sorted(out.by_dag, key=lambda dag: _spend_order((dag, out.by_dag[dag])))
     return out
-
-
-def _model_shares(record: TaskRecord) -> list[tuple[str, float | None, int]]:
-    """``(model, cost, tokens)`` of a record: a single request's model, or a batch's ``models``
-    with what they do not cover (earlier attempts' rows) under :data:`UNRECORDED_MODEL`."""
-    if not record.batch:
-        return [(record.model or UNRECORDED_MODEL, record.cost_usd, record.total_tokens)]
-    shares: list[tuple[str, float | None, int]] = []
-    covered, covered_usd = 0, 0.0
-    for model, figures in sorted((record.models or {}).items()):
-        tokens = int(figures.get("total_tokens") or 0)
-        cost = figures.get("cost_usd")
-        shares.append((model, cost if isinstance(cost, int | float) else None, tokens))
-        covered += tokens
-        covered_usd += cost if isinstance(cost, int | float) else 0.0
-    if record.total_tokens > covered:
-        rest = record.cost_usd - covered_usd if record.cost_usd is not None else None
-        shares.append((UNRECORDED_MODEL, max(rest, 0.0) if rest is not None else None, record.total_tokens - covered))
-    return shares
 
 
 @dataclass
@@ -143,22 +123,15 @@ class RunFigures:
         return (self.ended - self.started).total_seconds()
 
 
-def runs(records: Iterable[TaskRecord]) -> list[RunFigures]:
-    """Per DAG run, oldest first: cost, tokens, items (a single request is one), failed items (a
-    failed task instance counts as one when its batch counted none), 429s and wall time."""
-    out: dict[str, RunFigures] = {}
-    for record in records:
-        run = out.setdefault(record.run_id, RunFigures(record.run_id))
-        run.tasks += 1
-        run.money.add(record.cost_usd, record.total_tokens)
-        run.items += record.total if record.batch else 1
-        run.failures += record.failed or (1 if record.state == "failed" else 0)
-        run.rate_limited += record.rate_limited
-        if record.start_date is not None:
-            run.started = min(run.started or record.start_date, record.start_date)
-        if record.end_date is not None:
-            run.ended = max(run.ended or record.end_date, record.end_date)
-    return sorted(out.values(), key=lambda run: (run.started.timestamp() if run.started else 0.0, run.run_id))
+def runs(rows: Iterable[RunRow]) -> list[RunFigures]:
+    """Per DAG run, in the order given: cost, tokens, items, failed items, 429s and wall time."""
+    out = []
+    for row in rows:
+        run = RunFigures(row.run_id, row.started, row.ended, Money(row.sums.usd, row.sums.tokens,
+                                                                   row.sums.unpriced_tokens),
+                         row.items, row.failures, row.sums.rate_limited, row.sums.tasks)
+        out.append(run)
+    return out
 
 
 def achieved_per_minute(samples: list[dict[str, Any]]) -> list[float | None]:

@@ -27,6 +27,7 @@ class GradientBatchJobTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param max_poll_failures: polls in a row that may fail (timeouts, 5xx, 429) before giving up.
     :param cancel_on_kill: cancel the jobs when a user kills the deferred task.
+    :param started: when the jobs were submitted (epoch seconds): the event's timeline starts there.
 
     A bad argument raises :class:`~airflow_gradient.exceptions.GradientArgumentError` naming it,
     before any call.
@@ -41,6 +42,7 @@ class GradientBatchJobTrigger(BaseTrigger):
         poll_interval: float = DEFAULT_POLL_INTERVAL_S,
         max_poll_failures: int = DEFAULT_MAX_POLL_FAILURES,
         cancel_on_kill: bool = True,
+        started: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger's is unannotated
         # Checked as the operator's arguments are, before any call: a trigger made by other code,
@@ -51,6 +53,7 @@ class GradientBatchJobTrigger(BaseTrigger):
         self.poll_interval = arguments.positive_number("poll_interval", poll_interval)
         self.max_poll_failures = arguments.positive_int("max_poll_failures", max_poll_failures)
         self.cancel_on_kill = arguments.boolean("cancel_on_kill", cancel_on_kill)
+        self.started = None if started is None else arguments.non_negative_number("started", started)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -62,6 +65,7 @@ class GradientBatchJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "max_poll_failures": self.max_poll_failures,
                 "cancel_on_kill": self.cancel_on_kill,
+                "started": self.started,
             },
         )
 
@@ -78,7 +82,7 @@ class GradientBatchJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         watch = JobWatch(self.batch_ids, deadline=self.end_time, poll_interval=self.poll_interval,
-                         max_poll_failures=self.max_poll_failures)
+                         max_poll_failures=self.max_poll_failures, started=self.started)
         hook: GradientBatchJobHook | None = None
         try:
             while True:

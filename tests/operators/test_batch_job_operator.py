@@ -59,6 +59,10 @@ def test_deferred_job_lands_the_same_rows_as_the_in_task_batch(jobs, deferrals, 
     assert job["mode"] == "batch_job" and job["batch_jobs"][0]["status"] == "completed"
     assert job["billable_tokens"]["output_tokens"] == job["usage"]["output_tokens"]
     assert jobs.counters["jobs_created"] == 1
+    # The wait's polls, from the submission: the last saw every request done.
+    timeline = job["timeline"]
+    assert timeline and timeline[-1]["done"] == timeline[-1]["total"] == 5 and timeline[-1]["status"] == "completed"
+    assert [s["t"] for s in timeline] == sorted(s["t"] for s in timeline) and timeline[0]["t"] >= 0
 
 
 def test_large_inputs_are_split_into_jobs_waited_for_together(jobs, tmp_path) -> None:

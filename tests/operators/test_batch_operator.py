@@ -110,6 +110,10 @@ def test_rerun_sends_only_what_did_not_succeed(gradient_conn, tmp_path) -> None:
     assert second["counts"] == {"succeeded": 13, "failed": 0, "skipped": 0}
     assert second["resumed"] == first["counts"]["succeeded"] and second["attempt"] == 2
     assert second["requests"] == {"sent": 13 - first["counts"]["succeeded"], "retries": 0, "rate_limited": 0}
+    # The breakdown by model covers both tries' rows, as usage and cost do (the UI's "by model").
+    (model,) = second["models"].values()
+    assert model["total_tokens"] == second["usage"]["total_tokens"] > sum(
+        m["total_tokens"] for m in first["models"].values())
     # No completed item was generated twice.
     assert set(gradient_conn.generated_counts().values()) == {1}
     rows = read_results(out, by="index")

@@ -13,7 +13,7 @@ import pytest
 
 from airflow_gradient.plugins import pages, summary
 from airflow_gradient.plugins.app import overview_html
-from airflow_gradient.plugins.records import load_records, load_value
+from airflow_gradient.plugins.records import load_value, overview_rows, run_rows
 from tests.conftest import conn_env, example_dag, run_dag, xcom_value
 
 PRICES = {"test-model": {"input": 0.65, "output": 0.65}}
@@ -55,31 +55,41 @@ def session() -> Any:
     return Session()
 
 
-def test_records_hold_the_figures_of_the_recorded_xcoms(runs: dict[str, Any]) -> None:
+def sums(**kwargs: Any) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], Any]]:
+    """The overview's sums per (DAG, task) and per (DAG, model), over every day."""
+    since = kwargs.pop("since", datetime(2000, 1, 1, tzinfo=UTC))
+    with session() as s:
+        task_days, models = overview_rows(s, since=since, until=datetime.now(UTC) + timedelta(days=1), **kwargs)
+    return ({(row.dag_id, row.task_id): row.sums for row in task_days},
+            {(row.dag_id, row.model): row.sums for row in models})
+
+
+def test_the_sums_hold_the_figures_of_the_recorded_xcoms(runs: dict[str, Any]) -> None:
     single, batch = xcom_value(runs["single"], "summarise"), xcom_value(runs["batch"], "summarise")
-    with session() as s:
-        records = {r.dag_id: r for r in load_records(s, dag_ids={"single_request", "ui_unpriced_batch"})}
-    one, many = records["single_request"], records["ui_unpriced_batch"]
-    assert not one.batch and one.cost_usd == single["cost_usd"] and one.cost_usd is not None
-    assert one.total_tokens == single["usage"]["total_tokens"] > 0 and one.model == single["model"]
-    assert one.finish_reason == single["finish_reason"]
-    assert many.batch and many.cost_usd is None and batch["cost_usd"] is None
-    assert many.total_tokens == batch["usage"]["total_tokens"] > 0
-    assert (many.total, many.succeeded, many.requests) == (5, 5, batch["requests"]["sent"])
-    assert many.rate_limited == batch["requests"]["rate_limited"]
-    assert many.models == batch["models"] == {"unpriced-model": {"total_tokens": many.total_tokens, "cost_usd": None}}
+    tasks, models = sums(dag_ids={"single_request", "ui_unpriced_batch"})
     # Only Gradient tasks: the example's plain Python tasks have XComs too.
-    assert {(r.dag_id, r.task_id) for r in records.values()} == {("single_request", "summarise"),
-                                                                ("ui_unpriced_batch", "summarise")}
-
-
-def test_records_are_only_those_of_the_dags_and_period_asked_for(runs: dict[str, Any]) -> None:
+    assert set(tasks) == {("single_request", "summarise"), ("ui_unpriced_batch", "summarise")}
+    one, many = tasks["single_request", "summarise"], tasks["ui_unpriced_batch", "summarise"]
+    assert one.usd == single["cost_usd"] > 0 and one.unpriced_tokens == 0
+    assert one.tokens == single["usage"]["total_tokens"] > 0 and one.tasks == 1
+    assert models["single_request", single["model"]].tokens == one.tokens
+    assert batch["cost_usd"] is None and many.usd == 0 and many.unpriced_tokens == many.tokens
+    assert many.tokens == batch["usage"]["total_tokens"] > 0
+    assert many.rate_limited == batch["requests"]["rate_limited"]
+    assert batch["models"] == {"unpriced-model": {"total_tokens": many.tokens, "cost_usd": None}}
+    assert models["ui_unpriced_batch", "unpriced-model"].unpriced_tokens == many.tokens
     with session() as s:
-        assert {r.dag_id for r in load_records(s, dag_ids={"single_request"})} == {"single_request"}
-        assert load_records(s, dag_ids=set()) == []
-        tomorrow = datetime.now(UTC) + timedelta(days=1)
-        assert load_records(s, dag_ids=None, since=tomorrow) == []
-        assert {r.dag_id for r in load_records(s, dag_ids=None, dag_id="ui_unpriced_batch")} == {"ui_unpriced_batch"}
+        (run,) = run_rows(s, dag_id="ui_unpriced_batch")
+    assert (run.items, run.failures, run.sums.tokens) == (5, 0, many.tokens)
+    assert run.started is not None and run.ended is not None and run.started <= run.ended
+
+
+def test_the_sums_are_only_those_of_the_dags_and_period_asked_for(runs: dict[str, Any]) -> None:
+    assert {dag for dag, _ in sums(dag_ids={"single_request"})[0]} == {"single_request"}
+    assert sums(dag_ids=set()) == ({}, {})
+    assert sums(dag_ids=None, since=datetime.now(UTC) + timedelta(days=1)) == ({}, {})
+    with session() as s:
+        assert run_rows(s, dag_id="nope") == []
 
 
 def test_one_value_is_read_whole_with_its_timeline(runs: dict[str, Any]) -> None:
@@ -113,48 +123,24 @@ def figure_html(html: str, start: str, end: str) -> str:
     return html[at:html.index(end, at)]
 
 
-def record(dag: str, task: str, day: int, cost: float | None, tokens: int, **fields: Any) -> Any:
-    from airflow_gradient.plugins.records import TaskRecord
-
-    start = datetime(2026, 11, day, 3, tzinfo=UTC)
-    return TaskRecord(dag_id=dag, run_id=f"r{day}", task_id=task, map_index=-1, key="return_value",
-                      start_date=start, end_date=start + timedelta(seconds=90), state=fields.pop("state", "success"),
-                      batch=fields.pop("batch", False), cost_usd=cost, total_tokens=tokens, input_tokens=0,
-                      output_tokens=0, **fields)
-
-
-def test_overview_adds_up_per_day_dag_model_and_keeps_unpriced_tokens_apart() -> None:
-    days = summary.period_days(datetime(2026, 11, 30).date(), 7)
-    records = [
-        record("a", "t1", 29, 1.5, 1000, model="m1", rate_limited=3),
-        record("a", "t2", 29, None, 400, model="m2"),
-        record("b", "t1", 30, 0.5, 200, batch=True, total=4, models={"m1": {"total_tokens": 150, "cost_usd": 0.4}},
-               reused_items=2, tokens_saved=50, cost_usd_saved=0.1, rate_limited=1),
-        record("c", "t1", 1, 9.0, 9000, model="m1"),  # 2026-11-01: outside the 7 days
-    ]
-    ov = summary.overview(records, days)
-    assert ov.tasks == 3 and ov.dag_ids == ["a", "b"]
-    assert ov.total.usd == 2.0 and ov.total.tokens == 1600 and ov.total.unpriced_tokens == 400
-    assert ov.per_day[days[-2]]["a"].usd == 1.5 and ov.per_day[days[-2]]["a"].unpriced_tokens == 400
-    assert ov.rate_limited_per_day[days[-2]] == 3 and ov.rate_limited == 4
-    assert ov.by_model["m1"].tokens == 1150 and ov.by_model["m1"].usd == pytest.approx(1.9)
-    assert ov.by_model["m2"].unpriced_tokens == 400
-    assert ov.by_model[summary.UNRECORDED_MODEL].tokens == 50
-    assert [d for d, _ in ov.top_dags()] == ["a", "b"]
-    assert ov.reused_items == 2 and ov.tokens_saved == 50 and ov.saved.usd == 0.1
-    assert pages.money_text(ov.by_dag["a"]) == "$1.50 + 400 tokens, price unknown"
-    assert pages.money_text(ov.by_model["m2"]) == "400 tokens, price unknown"
-
-
-def test_runs_add_up_a_dags_tasks_per_run() -> None:
-    (run,) = summary.runs([record("a", "t1", 29, 1.0, 100, batch=True, total=10, failed=2),
-                           record("a", "t2", 29, None, 50, state="failed")])
-    assert (run.items, run.failures, run.money.tokens, run.money.unpriced_tokens) == (11, 3, 150, 50)
-    assert run.wall_time_s == 90.0
-
-
 def test_timeline_rates_and_events_hold_whichever_samples_were_kept() -> None:
     samples = [{"t": 0.0, "requests": 0, "rate_limited": 0}, {"t": 30.0, "requests": 20, "rate_limited": 2},
                {"t": 60.0, "requests": 50, "rate_limited": 2, "paused_s": 4.0}]
     assert summary.achieved_per_minute(samples) == [None, 40.0, 60.0]
     assert summary.timeline_events(samples) == [(30.0, "429", "2 x 429 (total 2)"), (60.0, "pause", "paused 4.0 s")]
+
+
+def test_a_batch_jobs_timeline_of_status_polls_is_drawn_without_a_limit() -> None:
+    from airflow_gradient.batch.jobs.watch import JobWatch
+    from airflow_gradient.models.batch_job import BatchJob
+
+    watch = JobWatch(["b1"], deadline=datetime.now(UTC).timestamp() + 60, started=0.0)
+    for done, status in ((0, "validating"), (3, "in_progress"), (5, "completed")):
+        outcome = watch.observe([BatchJob.model_validate(
+            {"batch_id": "b1", "status": status, "request_counts": {"total": 5, "completed": done, "failed": 0}})])
+    assert outcome is not None and [s["done"] for s in outcome["timeline"]] == [0, 3, 5]
+    html = pages.task_page("d / r / job", "return_value", {
+        "mode": "batch_job", "total": 5, "counts": {"succeeded": 5}, "timeline": outcome["timeline"]})
+    assert "A Batch Inference job: one sample per status poll" in html
+    assert 'data-chart="items-done"' in html and 'data-series="items done"' in html
+    assert '<polyline class="line-1" data-series="limit req/min"' not in html

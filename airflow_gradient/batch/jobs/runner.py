@@ -235,8 +235,10 @@ def land_results(
     parse: Parse | None = None,
     log: TaskLog | None = None,
     settings: JobSettings = JobSettings(),
+    timeline: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Download the finished jobs' results, write one row per item, return the manifest.
+    """Download the finished jobs' results, write one row per item, return the manifest (with
+    ``timeline``, the wait's polls, when given).
 
     ``settings`` must be those the jobs were submitted with: items that were not uploaded because
     an earlier run answered them get that run's row, those past ``max_cost_usd`` a skipped row.
@@ -297,6 +299,7 @@ def land_results(
                   "retries": 0, "rate_limited": 0},
         mode="batch_job",
         batch_jobs=[job.summary() for job in jobs],
+        timeline=timeline,
         # What a batch job bills: uncached input, cached input and output tokens, priced apart.
         billable_tokens={
             "input_tokens": usage["input_tokens"] - usage["cached_tokens"],
