@@ -41,6 +41,7 @@ SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 HTTP_STATUS_CODE = "http.response.status_code"
 HTTP_RESEND_COUNT = "http.request.resend_count"
+HTTP_METHOD = "http.request.method"
 ERROR_TYPE = "error.type"
 
 # Well-known values.

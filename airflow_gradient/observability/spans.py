@@ -81,17 +81,24 @@ class CallTrace:
     its attempts are a shared do-nothing context.
     """
 
-    __slots__ = ("_held", "attempts", "base_url", "body", "instruments", "model", "operation",
+    __slots__ = ("_held", "attempts", "base_url", "body", "extra", "instruments", "model", "operation",
                  "telemetry", "tracer")
 
-    def __init__(self, path: str, body: Mapping[str, Any] | None, base_url: str) -> None:
+    def __init__(self, path: str, body: Mapping[str, Any] | None, base_url: str, *,
+                 operation: str | None = None, extra: Mapping[str, AttributeValue] | None = None) -> None:
+        """``path``: the API path, which names the operation unless ``operation`` does;
+        ``base_url``: where the request goes (``server.address`` and ``server.port``; a presigned
+        URL's query must be left out);
+        ``extra``: span attributes of this call beyond the conventions' (``http.request.method``,
+        a batch job's id)."""
         self.telemetry = scope.current()
         self.tracer = tracer() if self.telemetry.item_spans else None
         self.instruments = metrics.instruments()
-        self.operation = _operation(path)
+        self.operation = operation or _operation(path)
         self.body = body or {}
         self.model = self.body.get("model")
         self.base_url = base_url
+        self.extra = extra
         self.attempts = 0
         self._held: _Attempt | None = None
 
@@ -277,6 +284,8 @@ class _Attempt:
         call = self.call
         values = call.common()
         values.update(content.request_attributes(call.operation, call.body))
+        if call.extra:
+            values.update(call.extra)
         if call.attempts > 1:
             values[attr.HTTP_RESEND_COUNT] = call.attempts - 1
         if (custom_id := scope.custom_id()) is not None:
