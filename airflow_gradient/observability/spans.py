@@ -260,6 +260,8 @@ class _Attempt:
         span.set_attributes(values)
 
     def chunk(self, event: StreamEvent) -> None:
+        """An event of the stream: the first one times the first chunk (a span attribute now, the
+        conventions' histogram when the stream ends, once the reply has named its model)."""
         if self.first_chunk_at is None:
             self.first_chunk_at = time.monotonic()
             if self.span is not None:
@@ -348,6 +350,8 @@ class _Attempt:
         instruments = self.call.instruments
         if instruments is not None:
             points = self._metric_attributes()
+            if self.first_chunk_at is not None:  # a stream: the conventions give this one no error.type
+                instruments.time_to_first_chunk.record(self.first_chunk_at - self.started, points)
             if exc is not None:
                 points[attr.ERROR_TYPE] = str(getattr(exc, "status", None) or type(exc).__name__)
             instruments.record_duration(time.monotonic() - self.started, points)

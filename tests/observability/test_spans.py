@@ -74,6 +74,9 @@ def test_a_single_request_is_one_client_span_with_the_conventions_attributes(gra
     assert tokens == {"input": out["usage"]["input_tokens"], "output": out["usage"]["output_tokens"]}
     [cost] = [p for p in otel.points("gradient.client.cost") if mine.items() <= p.attributes.items()]
     assert cost.value == pytest.approx(out["cost_usd"])
+    # Not a stream: no time to first chunk, as the conventions say.
+    assert not [p for p in otel.points("gen_ai.client.operation.time_to_first_chunk")
+                if mine.items() <= p.attributes.items()]
 
 
 def test_a_batch_is_one_span_holding_its_attempts_with_a_retried_429_and_a_failed_item(
@@ -128,6 +131,15 @@ def test_a_stream_span_lasts_to_its_end_and_records_the_first_chunk(gradient_con
     assert 0 < a["gen_ai.response.time_to_first_chunk"] <= (span.end_time - span.start_time) / 1e9
     assert a["gen_ai.response.id"] == out["id"] and a["gen_ai.usage.output_tokens"] == out["usage"]["output_tokens"]
     no_secrets(otel.spans())
+    # The conventions' histogram of the same time, with their attributes (and the task's).
+    [first] = [p for p in otel.points("gen_ai.client.operation.time_to_first_chunk")
+               if p.attributes.get("airflow.dag_id") == "otel_stream"]
+    assert first.count == 1 and first.sum == pytest.approx(a["gen_ai.response.time_to_first_chunk"])
+    assert list(first.explicit_bounds)[:3] == [0.01, 0.02, 0.04]
+    assert first.attributes == {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "digitalocean", "gen_ai.request.model": MODEL,
+        "gen_ai.response.model": out["model"], "server.address": a["server.address"],
+        "server.port": a["server.port"], "airflow.dag_id": "otel_stream", "airflow.task_id": "t"}
 
 
 def test_capture_content_records_the_messages_as_the_conventions_say(gradient_conn, otel) -> None:
