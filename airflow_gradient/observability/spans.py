@@ -81,8 +81,8 @@ class CallTrace:
     its attempts are a shared do-nothing context.
     """
 
-    __slots__ = ("_held", "attempts", "base_url", "body", "extra", "instruments", "model", "operation",
-                 "telemetry", "tracer")
+    __slots__ = ("_held", "_points", "_request", "attempts", "base_url", "body", "extra", "instruments", "model",
+                 "operation", "telemetry", "tracer")
 
     def __init__(self, path: str, body: Mapping[str, Any] | None, base_url: str, *,
                  operation: str | None = None, extra: Mapping[str, AttributeValue] | None = None) -> None:
@@ -101,6 +101,10 @@ class CallTrace:
         self.extra = extra
         self.attempts = 0
         self._held: _Attempt | None = None
+        # What every attempt's span and metric points share, made at the first attempt: a retry,
+        # or a call that records both, does not rebuild them (the SDK copies what it is given).
+        self._request: dict[str, AttributeValue] | None = None
+        self._points: dict[str, str | int] | None = None
 
     @property
     def active(self) -> bool:
@@ -123,6 +127,28 @@ class CallTrace:
         if isinstance(self.model, str):
             common[attr.REQUEST_MODEL] = self.model
         return common
+
+    def request_attributes(self) -> dict[str, AttributeValue]:
+        """The span attributes every attempt starts with (never the key; content only with
+        ``capture_content``)."""
+        if self._request is None:
+            values = self.common()
+            values.update(content.request_attributes(self.operation, self.body))
+            if self.extra:
+                values.update(self.extra)
+            if (custom_id := scope.custom_id()) is not None:
+                values[attr.CUSTOM_ID] = custom_id
+            if self.telemetry.capture_content:
+                values.update(content.input_attributes(self.body))
+            self._request = values
+        return self._request
+
+    def metric_points(self) -> dict[str, str | int]:
+        """The attributes every metric point of this call carries."""
+        if self._points is None:
+            self._points = {key: value for key, value in self.common().items() if isinstance(value, (str, int))}
+            self._points.update(self.telemetry.metric_attributes)
+        return self._points
 
     def hold(self, attempt: _Attempt) -> None:
         self._held = attempt
@@ -284,23 +310,12 @@ class _Attempt:
 
     def _request_attributes(self) -> dict[str, AttributeValue]:
         call = self.call
-        values = call.common()
-        values.update(content.request_attributes(call.operation, call.body))
-        if call.extra:
-            values.update(call.extra)
         if call.attempts > 1:
-            values[attr.HTTP_RESEND_COUNT] = call.attempts - 1
-        if (custom_id := scope.custom_id()) is not None:
-            values[attr.CUSTOM_ID] = custom_id
-        if call.telemetry.capture_content:
-            values.update(content.input_attributes(call.body))
-        return values
+            return {**call.request_attributes(), attr.HTTP_RESEND_COUNT: call.attempts - 1}
+        return call.request_attributes()
 
     def _metric_attributes(self) -> dict[str, str | int]:
-        points: dict[str, str | int] = {
-            key: value for key, value in self.call.common().items() if isinstance(value, (str, int))
-        }
-        points.update(self.call.telemetry.metric_attributes)
+        points = dict(self.call.metric_points())  # a copy: callers add error.type or the token type
         if self.model_replied:
             points[attr.RESPONSE_MODEL] = self.model_replied
         return points

@@ -173,6 +173,11 @@ def job_calls(otel, parent) -> list[tuple[str, str]]:
     return calls
 
 
+def no_signatures(spans) -> None:
+    """A presigned URL's query signs it: no attribute may hold it."""
+    assert not any("X-Signature" in text for text in attribute_texts(spans))
+
+
 def test_a_batch_inference_job_traces_every_call_under_the_batch_span(jobs, otel, tmp_path) -> None:
     run, state = run_task("otel_job", GradientBatchJobOperator, inputs=JOB_DOCS, output_path=str(tmp_path / "o"),
                           model=MODEL, poll_interval=0.02, deferrable=False)
@@ -189,6 +194,7 @@ def test_a_batch_inference_job_traces_every_call_under_the_batch_span(jobs, otel
                      *[("GET", "gradient.batch_job")] * polls, ("GET", "gradient.batch_file")]
     assert polls >= 2
     no_secrets(otel.spans(), prompt="Summarise document 1.")
+    no_signatures(otel.spans())
 
 
 def test_a_deferred_batch_inference_job_is_one_trace_across_the_triggerer(jobs, deferrals, otel, tmp_path) -> None:
@@ -221,6 +227,7 @@ def test_a_deferred_batch_inference_job_is_one_trace_across_the_triggerer(jobs, 
     assert job_calls(otel, landed) == [("GET", "gradient.batch_job"), ("GET", "gradient.batch_job"),
                                        ("GET", "gradient.batch_file")]
     no_secrets(otel.spans(), prompt="Summarise document 1.")
+    no_signatures(otel.spans())
 
 
 @pytest.mark.parametrize(("tracing", "expected"), [("batch", {"gradient.batch t"}), ("off", set())])
