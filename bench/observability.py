@@ -1,6 +1,6 @@
 """What tracing costs a batch (issue 20): N items at zero latency, concurrency C, five ways, all in
-ONE child process, interleaved round by round (each round starting one way further on), so that
-a shared machine's load falls on every way alike:
+ONE child process, interleaved round by round (each round starting one way further on, odd rounds
+in reverse order), so that a shared machine's load falls on every way alike:
 
 - ``today``: the batch without the feature's calls: ``CallTrace`` makes and does nothing, the item
   scope is a ``nullcontext``, no batch span, no tracer provider (the nearest to the code before
@@ -66,7 +66,10 @@ def _rounds(out: str, n: int, concurrency: int, rounds: int, calls: int) -> dict
             run_ours(f"{out}-warm-{way}", prompts=[f"warm-up {i}" for i in range(300)], concurrency=concurrency)
     runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
     for number in range(rounds):
-        for way in WAYS[number % len(WAYS):] + WAYS[:number % len(WAYS)]:
+        order = WAYS[number % len(WAYS):] + WAYS[:number % len(WAYS)]
+        # Odd rounds run backwards, so no way always follows the same one (a way's cost can carry
+        # over to the next run: the heap it grew, caches it filled).
+        for way in order if number % 2 == 0 else order[::-1]:
             gc.collect()
             with ways.use(way) as batch:
                 started, cpu = time.monotonic(), time.process_time()
@@ -96,7 +99,9 @@ def _summary(runs: dict[str, list[dict[str, float]]], attempt_us: dict[str, floa
         wall[way] = {"median_items_per_s": round(statistics.median(mine_rate), 1),
                      "best_items_per_s": round(max(mine_rate), 1)}
         if way != "today":
-            cpu[way]["vs_today_median"] = round(statistics.median(m / t - 1 for m, t in zip(mine_cpu, today_cpu)), 4)
+            ratios = [m / t - 1 for m, t in zip(mine_cpu, today_cpu)]
+            cpu[way]["vs_today_rounds"] = [round(r, 4) for r in ratios]
+            cpu[way]["vs_today_median"] = round(statistics.median(ratios), 4)
             cpu[way]["vs_today_best"] = round(min(mine_cpu) / min(today_cpu) - 1, 4)
             wall[way]["slower_median"] = round(statistics.median(t / m - 1 for m, t in zip(mine_rate, today_rate)), 4)
             wall[way]["slower_best"] = round(max(today_rate) / max(mine_rate) - 1, 4)
