@@ -231,6 +231,8 @@ def _profile(out: str, n: int, concurrency: int) -> None:
     stats.sort_stats("tottime").print_stats(25)
     print("the tracing entries alone:")
     stats.sort_stats("tottime").print_stats("opentelemetry|observability", 20)
+    print("what an attempt's own steps call:")
+    stats.print_callees(r"observability/spans.py:\d+\((__init__|__enter__|reply|_end)\)")
 
 
 if __name__ == "__main__":

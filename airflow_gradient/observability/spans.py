@@ -250,7 +250,6 @@ class _Attempt:
     def reply(self, result: Any) -> None:
         """The parsed reply of a call: a ``ResponseResult``, or any reply with ``model``, ``id``,
         ``usage`` and ``usage_summary()`` (input and output tokens) such as an embeddings reply."""
-        self.status(200)
         self.model_replied = getattr(result, "model", None)
         usage = _usage_of(result)
         cost = self._cost(usage, self.model_replied)
@@ -266,7 +265,8 @@ class _Attempt:
         span = self.span
         if span is None or not span.is_recording():
             return
-        values: dict[str, AttributeValue] = {}
+        # The status with the rest: each set_attribute call takes the span's lock and cleans anew.
+        values: dict[str, AttributeValue] = {attr.HTTP_STATUS_CODE: 200}
         if response_id := getattr(result, "id", None):
             values[attr.RESPONSE_ID] = response_id
         if self.model_replied:
