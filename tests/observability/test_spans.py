@@ -282,3 +282,11 @@ def test_an_embeddings_attempt_is_an_embeddings_span_with_its_input_tokens(gradi
     assert a["gen_ai.usage.input_tokens"] == result.usage.input_tokens > 0
     assert a["gen_ai.response.model"] == result.model and "gen_ai.usage.output_tokens" not in a
     no_secrets(otel.spans(), prompt="another")
+
+
+def test_a_deferred_job_with_tracing_off_traces_nothing_in_the_triggerer_either(jobs, deferrals, otel,
+                                                                                tmp_path) -> None:
+    _, state = run_task("otel_job_off", GradientBatchJobOperator, inputs=JOB_DOCS[:1], model=MODEL, tracing="off",
+                        output_path=str(tmp_path / "o"), poll_interval=0.02, deferrable=True)
+    assert state == "success" and len(deferrals) == 1
+    assert [s.name for s in otel.spans() if s.name.startswith("gradient.")] == []
