@@ -19,7 +19,8 @@ the span processor's worker included; the emulator is another process), which a 
 disturbs far less than wall time. Each way is compared with ``today`` of the same round (median of
 the rounds' ratios) and best against best. Beside it, the cost of the tracing path alone: the
 calls one attempt makes (``CallTrace``, the item scope, ``attempt()``, ``reply()``) in a loop of
-``calls`` on a real reply, no HTTP, as CPU per attempt and as a share of ``today``'s CPU per item.
+``calls`` on a real reply, no HTTP, as CPU per attempt and as a share of ``today``'s CPU per item;
+and the garbage collector's CPU per item in each way.
 
 ``python -m bench.observability profile N``: (on its own emulator) cProfile of ``sdk_items`` over N items, the top
 entries and the share of OpenTelemetry and ``airflow_gradient/observability`` in the client's CPU.
@@ -65,6 +66,7 @@ def _rounds(out: str, n: int, concurrency: int, rounds: int, calls: int) -> dict
         with ways.use(way):
             run_ours(f"{out}-warm-{way}", prompts=[f"warm-up {i}" for i in range(300)], concurrency=concurrency)
     runs: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
+    collector = _GcClock()
     for number in range(rounds):
         order = WAYS[number % len(WAYS):] + WAYS[:number % len(WAYS)]
         # Odd rounds run backwards, so no way always follows the same one (a way's cost can carry
@@ -73,14 +75,15 @@ def _rounds(out: str, n: int, concurrency: int, rounds: int, calls: int) -> dict
             gc.collect()
             with ways.use(way) as batch:
                 started, cpu = time.monotonic(), time.process_time()
-                with batch() as trace:
+                with collector.running(), batch() as trace:
                     manifest = run_ours(f"{out}-{way}-{number}", concurrency=concurrency,
                                         prompts=[f"observed prompt {i}" for i in range(n)])
                     trace.finish(manifest)
                 ways.flush()
                 wall, cpu_s = time.monotonic() - started, time.process_time() - cpu
             assert manifest["counts"]["succeeded"] == n, manifest["counts"]
-            runs[way].append({"cpu_ms_per_item": cpu_s / n * 1000, "items_per_s": n / wall})
+            runs[way].append({"cpu_ms_per_item": cpu_s / n * 1000, "items_per_s": n / wall,
+                              "gc_ms_per_item": collector.seconds / n * 1000})
     attempt_us = {way: _attempt_cost(ways, way, calls) for way in WAYS}
     return _summary(runs, attempt_us, n=n, concurrency=concurrency, rounds=rounds, calls=calls)
 
@@ -95,7 +98,8 @@ def _summary(runs: dict[str, list[dict[str, float]]], attempt_us: dict[str, floa
     for way in WAYS:
         mine_cpu, mine_rate = per_round(way, "cpu_ms_per_item"), per_round(way, "items_per_s")
         cpu[way] = {"median_ms": round(statistics.median(mine_cpu), 4), "best_ms": round(min(mine_cpu), 4),
-                    "all_ms": [round(v, 4) for v in mine_cpu]}
+                    "all_ms": [round(v, 4) for v in mine_cpu],
+                    "gc_median_ms": round(statistics.median(per_round(way, "gc_ms_per_item")), 4)}
         wall[way] = {"median_items_per_s": round(statistics.median(mine_rate), 1),
                      "best_items_per_s": round(max(mine_rate), 1)}
         if way != "today":
@@ -139,6 +143,30 @@ def _attempt_cost(ways: _Ways, way: str, calls: int) -> float:
                         span.reply(reply)
         ways.flush()
         return (time.process_time() - cpu) / calls * 1e6
+
+
+class _GcClock:
+    """CPU time the garbage collector takes while :meth:`running` (``seconds``): a way that makes
+    more objects per item also pays for more collections, which a short loop does not show."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._began
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        self.seconds = 0.0
+        gc.callbacks.append(self._tick)
+        try:
+            yield
+        finally:
+            gc.callbacks.remove(self._tick)
 
 
 class _Ways:
