@@ -116,7 +116,8 @@ BENCHES: dict[str, Bench] = {
                 lambda r: bench_ui()),
     "observability": Bench("tracing cost at zero latency, C=64, vs the batch without spans (goals: no provider and "
                            "tracing='batch' within 3 %, SDK + tracing='items' within 20 %)",
-                           lambda r: bench_observability(r.tmp, r.size(2000, 10_000))),
+                           lambda r: bench_observability(r.emu, r.tmp, r.size(1000, 10_000), rounds=r.size(3, 5),
+                                                             calls=r.size(5000, 20_000))),
 }
 
 

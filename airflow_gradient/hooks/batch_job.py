@@ -33,7 +33,8 @@ from airflow_gradient.hooks.gradient import GradientHook
 from airflow_gradient.http import replies
 from airflow_gradient.http.attempt import build_request, exchange
 from airflow_gradient.models.batch_job import BatchJob, BatchJobPage, BatchJobResults, FileUpload
-from airflow_gradient.observability.spans import CallTrace
+from airflow_gradient.observability import attributes as attr
+from airflow_gradient.observability.spans import AttributeValue, CallTrace
 
 T = TypeVar("T")
 
@@ -48,6 +49,14 @@ class _Call(Generic[T]):
     path: str
     body: dict[str, Any] | None
     model: Callable[[Any], T]
+    batch_id: str | None = None
+
+    def trace(self, base_url: str) -> CallTrace:
+        """The call's spans: its method and job beside the conventions' attributes."""
+        extra: dict[str, AttributeValue] = {attr.HTTP_METHOD: self.method}
+        if self.batch_id is not None:
+            extra[attr.BATCH_ID] = self.batch_id
+        return CallTrace(self.path, self.body, base_url, extra=extra)
 
 
 class GradientBatchJobHook(GradientHook):
@@ -103,7 +112,8 @@ class GradientBatchJobHook(GradientHook):
 
     def get_results(self, batch_id: str) -> BatchJobResults:
         """Links to the job's output and error files (412 while they are not ready)."""
-        return self._send_call(_Call("GET", f"/batches/{batch_id}/results", None, BatchJobResults.model_validate))
+        return self._send_call(_Call("GET", f"/batches/{batch_id}/results", None, BatchJobResults.model_validate,
+                                     batch_id))
 
     def cancel_job(self, batch_id: str) -> BatchJob:
         """Ask the job to stop; a job already finished (409) is returned as it is."""
@@ -120,7 +130,7 @@ class GradientBatchJobHook(GradientHook):
 
     def _send_call(self, call: _Call[T]) -> T:
         retrying = self.retry_policy.retrying(self._log_retry)
-        trace = CallTrace(call.path, call.body, self.settings.base_url)
+        trace = call.trace(self.settings.base_url)
 
         def once() -> T:
             with trace.attempt() as span:  # one span per attempt (airflow_gradient.observability)
@@ -132,7 +142,7 @@ class GradientBatchJobHook(GradientHook):
 
     async def _asend_call(self, call: _Call[T]) -> T:
         retrying = self.retry_policy.async_retrying(self._log_retry)
-        trace = CallTrace(call.path, call.body, self.settings.base_url)
+        trace = call.trace(self.settings.base_url)
 
         async def once() -> T:
             with trace.attempt() as span:
@@ -154,14 +164,16 @@ class GradientBatchJobHook(GradientHook):
         to ``timeout`` seconds (the request timeout; default: the connection's read timeout), and
         retried like any call."""
         size = path.stat().st_size
+        trace = _storage_trace("PUT", upload_url)
 
         def once() -> None:
             client = self.get_conn()
-            with path.open("rb") as handle:
+            with trace.attempt() as span, path.open("rb") as handle:
                 request = _presigned(client, "PUT", upload_url, timeout, content=handle, headers={
                     "Content-Type": UPLOAD_CONTENT_TYPE, "Content-Length": str(size)})
                 response = exchange(client, request, self.attempt(timeout, _shown(request), billed=False))
-            _check_storage(response, "the upload of the batch input")
+                span.status(response.status_code)
+                _check_storage(response, "the upload of the batch input")
 
         self.retry_policy.retrying(self._log_retry)(once)
 
@@ -171,15 +183,19 @@ class GradientBatchJobHook(GradientHook):
     def download_file(self, url: str, target: Path, *, timeout: float | None = None) -> None:
         """Download a presigned result URL to ``target`` in one attempt limited to ``timeout``
         seconds (as :meth:`upload_file`); a broken download is tried again whole."""
+        trace = _storage_trace("GET", url)
 
         def once() -> None:
             client = self.get_conn()
-            request = _presigned(client, "GET", url, timeout)
-            attempt = self.attempt(timeout, _shown(request), billed=False)
-            if attempt.send(client, request).status_code >= 400:
-                _check_storage(attempt.read_body(), "the download of batch results")
-            with target.open("wb") as handle:
-                attempt.read_body(sink=handle.write)
+            with trace.attempt() as span:
+                request = _presigned(client, "GET", url, timeout)
+                attempt = self.attempt(timeout, _shown(request), billed=False)
+                status = attempt.send(client, request).status_code
+                span.status(status)
+                if status >= 400:
+                    _check_storage(attempt.read_body(), "the download of batch results")
+                with target.open("wb") as handle:
+                    attempt.read_body(sink=handle.write)
 
         self.retry_policy.retrying(self._log_retry)(once)
 
@@ -189,6 +205,14 @@ def _presigned(client: httpx.Client, method: str, url: str, timeout: float | Non
     request = build_request(client, method, url, None, timeout, **kwargs)
     del request.headers["Authorization"]
     return request
+
+
+def _storage_trace(method: str, url: str) -> CallTrace:
+    """The spans of a transfer to a presigned URL: ``server.*`` name the storage host, and nothing
+    records the URL's query, which holds its signature."""
+    bare = httpx.URL(url).copy_with(query=None, fragment=None)
+    return CallTrace(bare.path, None, str(bare.copy_with(path="/")), operation=attr.OP_BATCH_FILE,
+                     extra={attr.HTTP_METHOD: method})
 
 
 def _shown(request: httpx.Request) -> str:
@@ -210,9 +234,9 @@ def _check_storage(response: httpx.Response, what: str) -> None:
 
 
 def _get_job(batch_id: str) -> _Call[BatchJob]:
-    return _Call("GET", f"/batches/{batch_id}", None, BatchJob.model_validate)
+    return _Call("GET", f"/batches/{batch_id}", None, BatchJob.model_validate, batch_id)
 
 
 def _cancel_job(batch_id: str) -> _Call[BatchJob]:
-    return _Call("POST", f"/batches/{batch_id}/cancel", None, BatchJob.model_validate)
+    return _Call("POST", f"/batches/{batch_id}/cancel", None, BatchJob.model_validate, batch_id)
 

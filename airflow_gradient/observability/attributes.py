@@ -41,6 +41,7 @@ SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 HTTP_STATUS_CODE = "http.response.status_code"
 HTTP_RESEND_COUNT = "http.request.resend_count"
+HTTP_METHOD = "http.request.method"
 ERROR_TYPE = "error.type"
 
 # Well-known values.
@@ -54,6 +55,7 @@ OP_BATCH_JOB = "gradient.batch_job"
 # -- GenAI metrics (semconv v1.41.0, docs/gen-ai/gen-ai-metrics.md) ---------------------------------
 METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
 METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
+METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 TOKEN_TYPE = "gen_ai.token.type"
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)

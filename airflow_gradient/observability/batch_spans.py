@@ -1,6 +1,12 @@
 """The batch span: one INTERNAL span, ``gradient.batch {task_id}``, around a batch, holding its
 items' spans (:mod:`.spans`), with the manifest's figures as attributes and an event for each
-pacing decision that waits."""
+pacing decision that waits.
+
+A deferred Batch Inference job leaves the worker: its batch span ends there, marked
+``gradient.batch.deferred``, and its W3C ``traceparent`` travels with the trigger (:func:`under`
+makes the polls its children) and back in the trigger's event, so the landing's batch span, after
+the deferral, is its child too and links to it: one trace from upload to results.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import context, trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from airflow_gradient.observability import attributes as attr
 from airflow_gradient.observability import scope
@@ -24,6 +31,14 @@ class BatchTrace:
 
     def __init__(self, span: Span | None) -> None:
         self.span = span
+
+    def traceparent(self) -> str | None:
+        """The W3C ``traceparent`` of the batch span, for a deferral to carry (None: not traced)."""
+        if self.span is None or not self.span.get_span_context().is_valid:
+            return None
+        carrier: dict[str, str] = {}
+        _PROPAGATOR.inject(carrier, trace.set_span_in_context(self.span))
+        return carrier.get("traceparent")
 
     def job_ids(self, batch_ids: list[str]) -> None:
         """The Batch Inference jobs this batch runs as."""
@@ -68,11 +83,41 @@ def manifest_attributes(manifest: Mapping[str, Any]) -> dict[str, AttributeValue
     return values
 
 
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def _carried(traceparent: str | None) -> trace.SpanContext | None:
+    """The span context a ``traceparent`` names (None: none, or not a valid one)."""
+    if not traceparent:
+        return None
+    found = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent})).get_span_context()
+    return found if found.is_valid else None
+
+
 @contextmanager
-def batch_span(telemetry: scope.Telemetry) -> Iterator[BatchTrace]:
+def under(traceparent: str | None) -> Iterator[None]:
+    """The spans started inside are children of the span ``traceparent`` names (a batch span that
+    deferred); without one, of the current span as usual. Keep awaits inside, yields outside: the
+    context is attached and detached in the same task."""
+    carried = _carried(traceparent)
+    if carried is None:
+        yield
+        return
+    token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(carried)))
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
+@contextmanager
+def batch_span(telemetry: scope.Telemetry, *, resumed_from: str | None = None) -> Iterator[BatchTrace]:
     """Run a batch under ``telemetry``, inside its INTERNAL span ``gradient.batch {task_id}``
     (none when ``tracing`` is ``"off"`` or no tracer provider is set). The span is the current one
-    inside, so the items' spans are its children; an exception marks it ERROR and goes on."""
+    inside, so the items' spans are its children; an exception marks it ERROR and goes on.
+
+    ``resumed_from``: the ``traceparent`` of the batch span that deferred; this one links to it,
+    and is its child unless a span is current (Airflow's task span of the resumed try)."""
     if (running := scope.current().batch_span) is not None:  # landing a batch whose span is open
         yield BatchTrace(running)
         return
@@ -81,8 +126,13 @@ def batch_span(telemetry: scope.Telemetry) -> Iterator[BatchTrace]:
         with scope.telemetry(telemetry):
             yield BatchTrace(None)
         return
-    span = found.start_span(f"{attr.BATCH_SPAN_PREFIX} {telemetry.task_id}", kind=SpanKind.INTERNAL,
-                            attributes=dict(telemetry.metric_attributes))
+    carried = _carried(resumed_from)
+    parent = None
+    if carried is not None and not trace.get_current_span().get_span_context().is_valid:
+        parent = trace.set_span_in_context(trace.NonRecordingSpan(carried))
+    span = found.start_span(f"{attr.BATCH_SPAN_PREFIX} {telemetry.task_id}", context=parent,
+                            kind=SpanKind.INTERNAL, attributes=dict(telemetry.metric_attributes),
+                            links=[Link(carried)] if carried is not None else None)
     telemetry.batch_span = span
     # The exception's message may quote a prompt: recorded by type only (see _Attempt._failed).
     with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):

@@ -1,7 +1,8 @@
 """The metrics of every call, through the OpenTelemetry API (the meter provider is the user's).
 
-``gen_ai.client.operation.duration`` and ``gen_ai.client.token.usage`` as the GenAI conventions
-define them (instrument, unit, bucket advice, attributes), plus ``gradient.client.cost`` (US
+``gen_ai.client.operation.duration``, ``gen_ai.client.token.usage`` and, for streams,
+``gen_ai.client.operation.time_to_first_chunk`` as the GenAI conventions define them (instrument,
+unit, bucket advice, attributes), plus ``gradient.client.cost`` (US
 dollars) and ``gradient.client.rate_limited`` (429 replies). Every point also carries
 ``airflow.dag_id`` and ``airflow.task_id``, so a dashboard can chart spend and refusals by DAG, task
 and model. With no meter provider set, nothing is made and each call costs one check.
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Instruments:
-    """The four instruments of one meter provider."""
+    """The instruments of one meter provider."""
 
     duration: Histogram
+    time_to_first_chunk: Histogram
     token_usage: Histogram
     cost: Counter
     rate_limited: Counter
@@ -68,6 +70,11 @@ def _make(provider: MeterProvider) -> Instruments:
     return Instruments(
         duration=meter.create_histogram(
             attr.METRIC_OPERATION_DURATION, unit="s", description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=attr.DURATION_BUCKETS,
+        ),
+        time_to_first_chunk=meter.create_histogram(
+            attr.METRIC_TIME_TO_FIRST_CHUNK, unit="s",
+            description="Time to receive the first chunk of a response stream, from sending the request.",
             explicit_bucket_boundaries_advisory=attr.DURATION_BUCKETS,
         ),
         token_usage=meter.create_histogram(

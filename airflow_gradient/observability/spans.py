@@ -81,19 +81,30 @@ class CallTrace:
     its attempts are a shared do-nothing context.
     """
 
-    __slots__ = ("_held", "attempts", "base_url", "body", "instruments", "model", "operation",
-                 "telemetry", "tracer")
+    __slots__ = ("_held", "_points", "_request", "attempts", "base_url", "body", "extra", "instruments", "model",
+                 "operation", "telemetry", "tracer")
 
-    def __init__(self, path: str, body: Mapping[str, Any] | None, base_url: str) -> None:
+    def __init__(self, path: str, body: Mapping[str, Any] | None, base_url: str, *,
+                 operation: str | None = None, extra: Mapping[str, AttributeValue] | None = None) -> None:
+        """``path``: the API path, which names the operation unless ``operation`` does;
+        ``base_url``: where the request goes (``server.address`` and ``server.port``; a presigned
+        URL's query must be left out);
+        ``extra``: span attributes of this call beyond the conventions' (``http.request.method``,
+        a batch job's id)."""
         self.telemetry = scope.current()
         self.tracer = tracer() if self.telemetry.item_spans else None
         self.instruments = metrics.instruments()
-        self.operation = _operation(path)
+        self.operation = operation or _operation(path)
         self.body = body or {}
         self.model = self.body.get("model")
         self.base_url = base_url
+        self.extra = extra
         self.attempts = 0
         self._held: _Attempt | None = None
+        # What every attempt's span and metric points share, made at the first attempt: a retry,
+        # or a call that records both, does not rebuild them (the SDK copies what it is given).
+        self._request: dict[str, AttributeValue] | None = None
+        self._points: dict[str, str | int] | None = None
 
     @property
     def active(self) -> bool:
@@ -116,6 +127,28 @@ class CallTrace:
         if isinstance(self.model, str):
             common[attr.REQUEST_MODEL] = self.model
         return common
+
+    def request_attributes(self) -> dict[str, AttributeValue]:
+        """The span attributes every attempt starts with (never the key; content only with
+        ``capture_content``)."""
+        if self._request is None:
+            values = self.common()
+            values.update(content.request_attributes(self.operation, self.body))
+            if self.extra:
+                values.update(self.extra)
+            if (custom_id := scope.custom_id()) is not None:
+                values[attr.CUSTOM_ID] = custom_id
+            if self.telemetry.capture_content:
+                values.update(content.input_attributes(self.body))
+            self._request = values
+        return self._request
+
+    def metric_points(self) -> dict[str, str | int]:
+        """The attributes every metric point of this call carries."""
+        if self._points is None:
+            self._points = {key: value for key, value in self.common().items() if isinstance(value, (str, int))}
+            self._points.update(self.telemetry.metric_attributes)
+        return self._points
 
     def hold(self, attempt: _Attempt) -> None:
         self._held = attempt
@@ -217,7 +250,6 @@ class _Attempt:
     def reply(self, result: Any) -> None:
         """The parsed reply of a call: a ``ResponseResult``, or any reply with ``model``, ``id``,
         ``usage`` and ``usage_summary()`` (input and output tokens) such as an embeddings reply."""
-        self.status(200)
         self.model_replied = getattr(result, "model", None)
         usage = _usage_of(result)
         cost = self._cost(usage, self.model_replied)
@@ -233,7 +265,8 @@ class _Attempt:
         span = self.span
         if span is None or not span.is_recording():
             return
-        values: dict[str, AttributeValue] = {}
+        # The status with the rest: each set_attribute call takes the span's lock and cleans anew.
+        values: dict[str, AttributeValue] = {attr.HTTP_STATUS_CODE: 200}
         if response_id := getattr(result, "id", None):
             values[attr.RESPONSE_ID] = response_id
         if self.model_replied:
@@ -253,6 +286,8 @@ class _Attempt:
         span.set_attributes(values)
 
     def chunk(self, event: StreamEvent) -> None:
+        """An event of the stream: the first one times the first chunk (a span attribute now, the
+        conventions' histogram when the stream ends, once the reply has named its model)."""
         if self.first_chunk_at is None:
             self.first_chunk_at = time.monotonic()
             if self.span is not None:
@@ -275,21 +310,12 @@ class _Attempt:
 
     def _request_attributes(self) -> dict[str, AttributeValue]:
         call = self.call
-        values = call.common()
-        values.update(content.request_attributes(call.operation, call.body))
         if call.attempts > 1:
-            values[attr.HTTP_RESEND_COUNT] = call.attempts - 1
-        if (custom_id := scope.custom_id()) is not None:
-            values[attr.CUSTOM_ID] = custom_id
-        if call.telemetry.capture_content:
-            values.update(content.input_attributes(call.body))
-        return values
+            return {**call.request_attributes(), attr.HTTP_RESEND_COUNT: call.attempts - 1}
+        return call.request_attributes()
 
     def _metric_attributes(self) -> dict[str, str | int]:
-        points: dict[str, str | int] = {
-            key: value for key, value in self.call.common().items() if isinstance(value, (str, int))
-        }
-        points.update(self.call.telemetry.metric_attributes)
+        points = dict(self.call.metric_points())  # a copy: callers add error.type or the token type
         if self.model_replied:
             points[attr.RESPONSE_MODEL] = self.model_replied
         return points
@@ -339,6 +365,8 @@ class _Attempt:
         instruments = self.call.instruments
         if instruments is not None:
             points = self._metric_attributes()
+            if self.first_chunk_at is not None:  # a stream: the conventions give this one no error.type
+                instruments.time_to_first_chunk.record(self.first_chunk_at - self.started, points)
             if exc is not None:
                 points[attr.ERROR_TYPE] = str(getattr(exc, "status", None) or type(exc).__name__)
             instruments.record_duration(time.monotonic() - self.started, points)

@@ -169,6 +169,8 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
                         max_poll_failures=self.max_poll_failures,
                         cancel_on_kill=self.cancel_on_kill,
                         started=watch.started,
+                        tracing=self.telemetry().tracing,
+                        traceparent=trace.traceparent(),
                     ),
                     method_name="execute_complete",
                     timeout=timedelta(seconds=max(0.0, watch.deadline - time.time())) + DEFER_GRACE,
@@ -205,8 +207,8 @@ class GradientBatchJobOperator(GradientBatchBaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any], trace: BatchTrace | None = None
                          ) -> dict[str, Any]:
         """Land the results of finished jobs; fail on a timeout or a wait that gave up."""
-        if trace is None:  # resumed after the deferral: a new batch span for the landing
-            with batch_span(self.telemetry()) as trace:
+        if trace is None:  # resumed after the deferral: the landing's batch span, child of the first
+            with batch_span(self.telemetry(), resumed_from=event.get("traceparent")) as trace:
                 return self.execute_complete(context, event, trace)
         self._batch_ids = [job["batch_id"] for job in event["jobs"]]
         trace.job_ids(self._batch_ids)

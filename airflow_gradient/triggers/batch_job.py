@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -12,6 +13,9 @@ from airflow_gradient.batch.jobs.watch import DEFAULT_MAX_POLL_FAILURES, DEFAULT
 from airflow_gradient.exceptions import GradientError
 from airflow_gradient.hooks.batch_job import GradientBatchJobHook
 from airflow_gradient.hooks.gradient import GradientSettings
+from airflow_gradient.observability import Telemetry, tracing_mode
+from airflow_gradient.observability.batch_spans import under
+from airflow_gradient.observability.scope import DEFAULT_TRACING, Tracing, telemetry
 
 # on_kill runs under a bound set by the triggerer; our own keeps one slow call from using it all.
 CANCEL_TIMEOUT_S = 30.0
@@ -28,6 +32,10 @@ class GradientBatchJobTrigger(BaseTrigger):
     :param max_poll_failures: polls in a row that may fail (timeouts, 5xx, 429) before giving up.
     :param cancel_on_kill: cancel the jobs when a user kills the deferred task.
     :param started: when the jobs were submitted (epoch seconds): the event's timeline starts there.
+    :param tracing: the task's ``tracing``: each poll is a CLIENT span unless ``"batch"`` or ``"off"``.
+    :param traceparent: the W3C ``traceparent`` of the batch span that deferred: the polls are its
+        children, and the event carries it back to the landing (see
+        :mod:`airflow_gradient.observability.batch_spans`).
 
     A bad argument raises :class:`~airflow_gradient.exceptions.GradientArgumentError` naming it,
     before any call.
@@ -43,6 +51,8 @@ class GradientBatchJobTrigger(BaseTrigger):
         max_poll_failures: int = DEFAULT_MAX_POLL_FAILURES,
         cancel_on_kill: bool = True,
         started: float | None = None,
+        tracing: Tracing = DEFAULT_TRACING,
+        traceparent: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger's is unannotated
         # Checked as the operator's arguments are, before any call: a trigger made by other code,
@@ -54,6 +64,8 @@ class GradientBatchJobTrigger(BaseTrigger):
         self.max_poll_failures = arguments.positive_int("max_poll_failures", max_poll_failures)
         self.cancel_on_kill = arguments.boolean("cancel_on_kill", cancel_on_kill)
         self.started = None if started is None else arguments.non_negative_number("started", started)
+        self.tracing: Tracing = tracing_mode("tracing", tracing) or DEFAULT_TRACING
+        self.traceparent = arguments.optional(arguments.text, "traceparent", traceparent)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -66,6 +78,8 @@ class GradientBatchJobTrigger(BaseTrigger):
                 "max_poll_failures": self.max_poll_failures,
                 "cancel_on_kill": self.cancel_on_kill,
                 "started": self.started,
+                "tracing": self.tracing,
+                "traceparent": self.traceparent,
             },
         )
 
@@ -80,6 +94,12 @@ class GradientBatchJobTrigger(BaseTrigger):
                                            max_retries=0)
         return GradientBatchJobHook(settings=settings)
 
+    @contextmanager
+    def _traced(self) -> Iterator[None]:
+        """The calls made inside are traced as the task asked, under its batch span."""
+        with telemetry(Telemetry(tracing=self.tracing)), under(self.traceparent):
+            yield
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         watch = JobWatch(self.batch_ids, deadline=self.end_time, poll_interval=self.poll_interval,
                          max_poll_failures=self.max_poll_failures, started=self.started)
@@ -88,12 +108,13 @@ class GradientBatchJobTrigger(BaseTrigger):
             while True:
                 try:
                     hook = hook or await self._hook()
-                    outcome = watch.observe([await hook.aget_job(batch_id) for batch_id in watch.pending])
+                    with self._traced():
+                        outcome = watch.observe([await hook.aget_job(batch_id) for batch_id in watch.pending])
                 except GradientError as exc:
                     self.log.warning("Polling batch jobs failed (%d in a row): %s", watch.failures + 1, exc)
                     outcome = watch.failed(exc)
                 if outcome is not None:
-                    yield TriggerEvent(outcome)
+                    yield TriggerEvent({**outcome, "traceparent": self.traceparent} if self.traceparent else outcome)
                     return
                 self.log.info("Batch jobs: %s", watch.describe())
                 await asyncio.sleep(watch.sleep_seconds())
@@ -109,9 +130,10 @@ class GradientBatchJobTrigger(BaseTrigger):
         try:
             async with asyncio.timeout(CANCEL_TIMEOUT_S):
                 hook = await self._hook()
-                for batch_id in self.batch_ids:
-                    job = await hook.acancel_job(batch_id)
-                    self.log.info("Cancel of batch job %s requested: %s", batch_id, job.status)
+                with self._traced():
+                    for batch_id in self.batch_ids:
+                        job = await hook.acancel_job(batch_id)
+                        self.log.info("Cancel of batch job %s requested: %s", batch_id, job.status)
         except (GradientError, TimeoutError) as exc:
             self.log.warning("Could not cancel the batch jobs %s: %s", self.batch_ids, exc)
         finally:

@@ -15,7 +15,7 @@ from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 from airflow_gradient import GradientBatchOperator, GradientResponseOperator
 from airflow_gradient.operators.batch_job import GradientBatchJobOperator
-from tests.support.batch_jobs import jobs  # noqa: F401  (fixture)
+from tests.support.batch_jobs import deferrals, jobs  # noqa: F401  (fixtures)
 from tests.conftest import TEST_KEY, conn_env, run_dag, task_states, xcom_value
 from tests.observability.conftest import attribute_texts
 
@@ -74,6 +74,9 @@ def test_a_single_request_is_one_client_span_with_the_conventions_attributes(gra
     assert tokens == {"input": out["usage"]["input_tokens"], "output": out["usage"]["output_tokens"]}
     [cost] = [p for p in otel.points("gradient.client.cost") if mine.items() <= p.attributes.items()]
     assert cost.value == pytest.approx(out["cost_usd"])
+    # Not a stream: no time to first chunk, as the conventions say.
+    assert not [p for p in otel.points("gen_ai.client.operation.time_to_first_chunk")
+                if mine.items() <= p.attributes.items()]
 
 
 def test_a_batch_is_one_span_holding_its_attempts_with_a_retried_429_and_a_failed_item(
@@ -128,6 +131,15 @@ def test_a_stream_span_lasts_to_its_end_and_records_the_first_chunk(gradient_con
     assert 0 < a["gen_ai.response.time_to_first_chunk"] <= (span.end_time - span.start_time) / 1e9
     assert a["gen_ai.response.id"] == out["id"] and a["gen_ai.usage.output_tokens"] == out["usage"]["output_tokens"]
     no_secrets(otel.spans())
+    # The conventions' histogram of the same time, with their attributes (and the task's).
+    [first] = [p for p in otel.points("gen_ai.client.operation.time_to_first_chunk")
+               if p.attributes.get("airflow.dag_id") == "otel_stream"]
+    assert first.count == 1 and first.sum == pytest.approx(a["gen_ai.response.time_to_first_chunk"])
+    assert list(first.explicit_bounds)[:3] == [0.01, 0.02, 0.04]
+    assert first.attributes == {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "digitalocean", "gen_ai.request.model": MODEL,
+        "gen_ai.response.model": out["model"], "server.address": a["server.address"],
+        "server.port": a["server.port"], "airflow.dag_id": "otel_stream", "airflow.task_id": "t"}
 
 
 def test_capture_content_records_the_messages_as_the_conventions_say(gradient_conn, otel) -> None:
@@ -143,21 +155,79 @@ def test_capture_content_records_the_messages_as_the_conventions_say(gradient_co
     no_secrets(otel.spans(), prompt=None)
 
 
-def test_a_batch_inference_job_traces_its_endpoints_under_the_batch_span(jobs, otel, tmp_path) -> None:
-    docs = [{"input": f"Summarise document {i}.", "custom_id": f"doc-{i}"} for i in range(3)]
-    run, state = run_task("otel_job", GradientBatchJobOperator, inputs=docs, output_path=str(tmp_path / "o"),
+JOB_DOCS = [{"input": f"Summarise document {i}.", "custom_id": f"doc-{i}"} for i in range(3)]
+
+
+def job_calls(otel, parent) -> list[tuple[str, str]]:
+    """(method, name) of each Batch Inference HTTP attempt under ``parent``, in start order; each
+    checked as a CLIENT span with the conventions' attributes, in ``parent``'s trace."""
+    calls = []
+    for span in sorted(otel.spans(), key=lambda s: s.start_time):
+        if span.name.startswith("gradient.batch_") and span.parent.span_id == parent.context.span_id:
+            a = span.attributes
+            assert span.kind == SpanKind.CLIENT and span.name == a["gen_ai.operation.name"]
+            assert span.context.trace_id == parent.context.trace_id
+            assert a["gen_ai.provider.name"] == "digitalocean" and a["server.address"] == "127.0.0.1"
+            assert isinstance(a["server.port"], int) and isinstance(a["http.response.status_code"], int)
+            calls.append((a["http.request.method"], span.name))
+    return calls
+
+
+def no_signatures(spans) -> None:
+    """A presigned URL's query signs it: no attribute may hold it."""
+    assert not any("X-Signature" in text for text in attribute_texts(spans))
+
+
+def test_a_batch_inference_job_traces_every_call_under_the_batch_span(jobs, otel, tmp_path) -> None:
+    run, state = run_task("otel_job", GradientBatchJobOperator, inputs=JOB_DOCS, output_path=str(tmp_path / "o"),
                           model=MODEL, poll_interval=0.02, deferrable=False)
     assert state == "success"
     manifest = xcom_value(run, "t")
     [batch] = otel.named("gradient.batch ")
-    ids = [job["batch_id"] for job in manifest["batch_jobs"]]
-    assert list(batch.attributes["gradient.batch.job_ids"]) == ids
+    assert list(batch.attributes["gradient.batch.job_ids"]) == [job["batch_id"] for job in manifest["batch_jobs"]]
     assert batch.attributes["gradient.batch.succeeded"] == 3
-    calls = [s for s in otel.spans() if s.name.startswith("gradient.batch_")]
-    assert {s.attributes["gen_ai.operation.name"] for s in calls} == {"gradient.batch_file", "gradient.batch_job"}
-    assert all(s.kind == SpanKind.CLIENT and s.parent.span_id == batch.context.span_id for s in calls)
-    assert all(s.attributes["http.response.status_code"] < 400 for s in calls)
+    calls = job_calls(otel, batch)
+    polls = calls.count(("GET", "gradient.batch_job"))
+    # create the upload, PUT the JSONL to its presigned URL, create the job, poll it (the last
+    # GET of the job is the landing's), ask for the result links, download the output file
+    assert calls == [("POST", "gradient.batch_file"), ("PUT", "gradient.batch_file"), ("POST", "gradient.batch_job"),
+                     *[("GET", "gradient.batch_job")] * polls, ("GET", "gradient.batch_file")]
+    assert polls >= 2
     no_secrets(otel.spans(), prompt="Summarise document 1.")
+    no_signatures(otel.spans())
+
+
+def test_a_deferred_batch_inference_job_is_one_trace_across_the_triggerer(jobs, deferrals, otel, tmp_path) -> None:
+    """Submitting in the worker, polling in the triggerer (``dag.test()`` runs it in line), landing
+    in the resumed task: one trace, the polls and the landing under the batch span that deferred."""
+    jobs.configure(fail_polls=1)  # the trigger's first poll answers 503: an ERROR span, then it polls on
+    run, state = run_task("otel_job_deferred", GradientBatchJobOperator, inputs=JOB_DOCS, model=MODEL,
+                          output_path=str(tmp_path / "o"), poll_interval=0.02, deferrable=True)
+    assert state == "success" and len(deferrals) == 1
+    [batch_id] = [job["batch_id"] for job in xcom_value(run, "t")["batch_jobs"]]
+    submitted, landed = sorted(otel.named("gradient.batch "), key=lambda s: s.start_time)
+    assert submitted.attributes["gradient.batch.deferred"] is True
+    assert list(submitted.attributes["gradient.batch.job_ids"]) == [batch_id]
+    assert "gradient.batch.succeeded" not in submitted.attributes
+    assert landed.parent.span_id == submitted.context.span_id
+    assert [link.context.span_id for link in landed.links] == [submitted.context.span_id]
+    assert landed.attributes["gradient.batch.succeeded"] == 3
+    assert list(landed.attributes["gradient.batch.job_ids"]) == [batch_id]
+
+    before = job_calls(otel, submitted)
+    assert before[:3] == [("POST", "gradient.batch_file"), ("PUT", "gradient.batch_file"),
+                          ("POST", "gradient.batch_job")]
+    polls = [s for s in otel.named("gradient.batch_job") if s.parent.span_id == submitted.context.span_id
+             and s.attributes["http.request.method"] == "GET"]
+    assert len(before) == 3 + len(polls) and len(polls) >= 2  # every poll came from the trigger
+    assert all(s.attributes["gradient.batch_job.id"] == batch_id for s in polls)
+    failed = min(polls, key=lambda s: s.start_time)
+    assert failed.status.status_code == StatusCode.ERROR and failed.attributes["error.type"] == "503"
+    assert failed.attributes["http.response.status_code"] == 503
+    assert job_calls(otel, landed) == [("GET", "gradient.batch_job"), ("GET", "gradient.batch_job"),
+                                       ("GET", "gradient.batch_file")]
+    no_secrets(otel.spans(), prompt="Summarise document 1.")
+    no_signatures(otel.spans())
 
 
 @pytest.mark.parametrize(("tracing", "expected"), [("batch", {"gradient.batch t"}), ("off", set())])
@@ -212,3 +282,11 @@ def test_an_embeddings_attempt_is_an_embeddings_span_with_its_input_tokens(gradi
     assert a["gen_ai.usage.input_tokens"] == result.usage.input_tokens > 0
     assert a["gen_ai.response.model"] == result.model and "gen_ai.usage.output_tokens" not in a
     no_secrets(otel.spans(), prompt="another")
+
+
+def test_a_deferred_job_with_tracing_off_traces_nothing_in_the_triggerer_either(jobs, deferrals, otel,
+                                                                                tmp_path) -> None:
+    _, state = run_task("otel_job_off", GradientBatchJobOperator, inputs=JOB_DOCS[:1], model=MODEL, tracing="off",
+                        output_path=str(tmp_path / "o"), poll_interval=0.02, deferrable=True)
+    assert state == "success" and len(deferrals) == 1
+    assert [s.name for s in otel.spans() if s.name.startswith("gradient.")] == []
