@@ -94,6 +94,10 @@ class ParquetPartWriter:
             self._flush()
         return row
 
+    def write_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`write` each of ``rows``; returns them."""
+        return [self.write(row) for row in rows]
+
     def commit_if_stale(self) -> None:
         """Close the open part when it is older than :data:`SECONDS_PER_PART` (called periodically)."""
         if (self._rows or self._writer is not None) and time.monotonic() - self._opened >= SECONDS_PER_PART:

@@ -13,7 +13,7 @@ from moto.server import ThreadedMotoServer
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.batch.parts import list_parts, part_attempt
+from airflow_gradient.batch.parts import iter_rows, list_parts, part_attempt
 from airflow_gradient.batch.results import ResultStore
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import run_dag, task_states, xcom_value
@@ -81,3 +81,13 @@ def test_parts_rotate_on_object_storage(s3) -> None:
     writer.close()
     assert writer.parts[-1] == f"{stem}-00002.jsonl"
     assert store.scan().attempt == 2 and len(read_results(path)) == 5
+
+
+def test_a_pack_of_rows_is_split_at_rows_per_part_on_object_storage(s3) -> None:
+    path = ObjectStoragePath(f"{s3}/pack/")
+    writer = ResultStore(path, rows_per_part=2).writer(1)
+    stored = writer.write_rows([{"index": i, "custom_id": f"id{i}", "status": "succeeded"} for i in range(5)])
+    writer.close()
+    assert [row["index"] for row in stored] == [0, 1, 2, 3, 4]
+    assert [len(list(iter_rows(part))) for part in list_parts(path)] == [2, 2, 1]
+

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import json
 import struct
+from collections.abc import Callable
 
 import pytest
 
+from airflow_gradient.batch.in_task.embeddings.items import ENDPOINT, request_key
 from airflow_gradient.exceptions import GradientProtocolError, GradientRequestInvalid
 from airflow_gradient.models.embeddings import EmbeddingsRequest, parse_embeddings
 
@@ -91,3 +94,17 @@ def test_request_sends_only_what_is_set() -> None:
     request = EmbeddingsRequest.build(model="m", input=["a", "b"])
     assert request.to_wire() == {"model": "m", "input": ["a", "b"], "encoding_format": "base64"}
     assert EmbeddingsRequest.build(model="m", input="a", user="u").texts == ["a"]
+
+
+@pytest.mark.parametrize("text", ["plain", 'quote " and \\ back', "\x00\x1f\x7f\n\t", "é€😀\u2028", "a \ud800 b"])
+def test_request_key_is_the_json_text_earlier_runs_digested(text: str) -> None:
+    # reuse_results_from matches digests written by earlier versions, taken over this text.
+    def outcome(make: Callable[[], bytes]) -> bytes | str:
+        try:
+            return make()
+        except UnicodeEncodeError as exc:  # a lone surrogate, refused alike
+            return type(exc).__name__
+
+    model = 'model "é"'
+    assert outcome(lambda: request_key(model, text)) == outcome(
+        lambda: json.dumps([ENDPOINT, model, text], ensure_ascii=False).encode())

@@ -231,5 +231,7 @@ class EmbeddingsEngine(BatchEngine):
         await self.store(self._store_rows, pack, rows, progress)
 
     def _store_rows(self, pack: Pack, rows: list[dict[str, Any]], progress: BatchProgress) -> None:
-        for item, row in zip(pack, rows):
-            progress.record(self.writer.write(with_digest_and_cost(row, item.digest, self.costing, item.request.model)))
+        stamped = [with_digest_and_cost(row, item.digest, self.costing, item.request.model)
+                   for item, row in zip(pack, rows)]
+        for row in self.writer.write_rows(stamped):
+            progress.record(row)
