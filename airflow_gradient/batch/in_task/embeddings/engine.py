@@ -61,7 +61,8 @@ class EmbeddingsEngine(BatchEngine):
     """Sends packs of texts through ``hooks`` under ``limiter`` and writes a row per text.
 
     Takes the arguments of :class:`BatchEngine`, and ``packing``. ``packed_inputs`` counts the
-    texts carried by the requests sent, ``dimensions`` is the length of the vectors received.
+    texts carried by the requests sent, ``dimensions`` is the length of the vectors received (or
+    reused).
     """
 
     def __init__(self, *args: Any, packing: Packing, **kwargs: Any) -> None:
@@ -83,7 +84,10 @@ class EmbeddingsEngine(BatchEngine):
     # A pack, where the base engine takes one item (its units are packs: see units()).
     async def handle(self, hook: GradientHook, pack: Pack, progress: BatchProgress) -> None:  # type: ignore[override]
         if pack[0].reused is not None:
-            await self._write(pack, [dict(item.reused or {}) for item in pack], progress)
+            rows = [dict(item.reused or {}) for item in pack]
+            if self.dimensions is None:
+                self.dimensions = next((row["dimensions"] for row in rows if row.get("dimensions")), None)
+            await self._write(pack, rows, progress)
             return
         if self._account_refused is not None:
             await self._fail(pack, self._account_refused, progress)
