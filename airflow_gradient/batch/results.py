@@ -7,8 +7,9 @@ by a later crash, and two tasks given the same ``output_path`` at once (two map 
 with a fixed path) cannot overwrite each other's rows. Parts are created exclusively where the
 storage allows it (local disk), so a name clash fails loudly instead of truncating a part.
 
-- Local disk: one part per attempt, flushed after every row, so a row is on disk (in the OS page
-  cache) as soon as its item completes; a SIGKILL loses nothing that completed.
+- Local disk: one part per attempt, flushed after every write (a row; an embeddings pack's rows
+  together), so a row is on disk (in the OS page cache) as soon as its item completes; a SIGKILL
+  loses nothing that completed.
 - Object storage (S3, GCS, ...): a part becomes visible when it is uploaded whole, so parts are
   closed every ``rows_per_part`` rows or ``seconds_per_part`` seconds and uploaded in the
   background (:mod:`~airflow_gradient.batch.uploads`); a hard kill loses at most the rows of the
