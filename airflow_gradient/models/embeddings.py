@@ -171,7 +171,7 @@ def parse_embeddings(data: Mapping[str, Any], count: int, *, model: str, status:
 
 
 class _WireVector(msgspec.Struct):
-    index: int | None = None
+    index: int | msgspec.UnsetType = msgspec.UNSET  # absent: its position; null is refused, as by parse_embeddings
     embedding: bytes | list[float] | None = None  # base64 text, decoded by msgspec
 
 
@@ -194,7 +194,8 @@ def decode_embeddings(content: bytes, count: int, *, model: str, status: int | N
         reply = _REPLY_DECODER.decode(content)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    pairs = [(position if row.index is None else row.index, row.embedding) for position, row in enumerate(reply.data)]
+    pairs = [(position if row.index is msgspec.UNSET else row.index, row.embedding)
+             for position, row in enumerate(reply.data)]
     return _result(pairs, count, reply.model, reply.usage, model=model, status=status, request_id=request_id)
 
 

@@ -76,6 +76,7 @@ def test_missing_usage_is_zero_and_missing_model_is_the_one_asked(read) -> None:
         ({"data": [{"index": 0, "embedding": [1.0]}, {"index": 0, "embedding": [2.0]}]}, 2, "index 0 appears twice"),
         ({"data": [{"index": 0, "embedding": [1.0]}, {"index": 5, "embedding": [2.0]}]}, 2, "no valid 'index'"),
         ({"data": [{"index": True, "embedding": [1.0]}]}, 1, "no valid 'index'"),
+        ({"data": [{"index": None, "embedding": [1.0]}]}, 1, "no valid 'index'"),
         (reply([1.0, 2.0], [3.0]), 2, "different or zero lengths"),
         (reply([]), 1, "different or zero lengths"),
         (reply("not base64!"), 1, "not base64"),
