@@ -40,14 +40,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_gradient.batch.inputs import Shard, custom_id_key
-from airflow_gradient.batch.parts import (
-    is_local,
-    iter_rows,
-    list_parts,
-    part_attempt,
-    part_name,
-    shard_dir_name,
-)
+from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, part_name, shard_dir_name
 from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row, encode_rows
 from airflow_gradient.batch.uploads import PartFiles
 from airflow_gradient.pricing import COST_DECIMALS, Spend
