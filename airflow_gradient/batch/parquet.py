@@ -10,8 +10,10 @@ Vectors go to storage as they arrive: rows are buffered for one row group (:data
 written, and dropped, so memory holds a row group and the packs in flight, never the batch. A
 Parquet file is readable only once closed (its footer is written last), so a part is closed every
 :data:`ROWS_PER_PART` rows or :data:`SECONDS_PER_PART` seconds, on local disk as on object storage:
-a hard kill loses at most the rows of the part still open, which the next attempt sends again. A
-part cut short is passed over, with a warning, by resume, ``read_results`` and reuse.
+a hard kill loses at most the rows of the part still open (and on object storage of the parts
+still uploading), which the next attempt sends again. A part cut short is passed over, with a
+warning, by resume, ``read_results`` and reuse. Parts reach storage as JSONL parts do, through
+:class:`~airflow_gradient.batch.uploads.PartFiles` (on object storage: uploaded in the background).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import time
 import uuid
 from array import array
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airflow_gradient.batch.parts import part_name
 from airflow_gradient.batch.rows import embedding_row
+from airflow_gradient.batch.uploads import PartFiles
 
 if TYPE_CHECKING:
     from airflow_gradient.batch.results import ResultStore
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 ROWS_PER_GROUP = 4096
 ROWS_PER_PART = 50_000
 SECONDS_PER_PART = 15.0
+# On object storage a part is held in memory until uploaded (with up to two more in flight): its
+# vectors' bytes; 8,192 rows at 1,024 dimensions.
+REMOTE_PART_BYTES = 32 * 2**20
 READ_BATCH_ROWS = 1024
 
 _USAGE = pa.struct([("input_tokens", pa.int64()), ("total_tokens", pa.int64())])
@@ -65,19 +71,24 @@ def _float32(vector: Any) -> bytes:
 class ParquetPartWriter:
     """Writes rows to the Parquet parts of one attempt (the :class:`Writer` protocol of the engine).
 
-    ``takes_arrays``: the engine hands the vectors as the float32 arrays the reply held.
+    ``takes_arrays``: the engine hands the vectors as the float32 arrays the reply held. Parts go
+    where the JSONL parts go, through :class:`~airflow_gradient.batch.uploads.PartFiles`: on object
+    storage a part is held in memory until uploaded, so it is closed at :data:`REMOTE_PART_BYTES`
+    of vectors too. ``rows_per_part`` replaces that rule (tests).
     """
 
     takes_arrays = True
 
-    def __init__(self, store: ResultStore, attempt: int) -> None:
+    def __init__(self, store: ResultStore, attempt: int, *, rows_per_part: int | None = None) -> None:
         self.store = store
         self.attempt = attempt
         self.writer_id = uuid.uuid4().hex[:8]
         self.parts: list[str] = []
         self.blocking = not store.local
+        self._files = PartFiles(store.path, store.local)
+        self._rows_per_part = rows_per_part
         self._rows: list[dict[str, Any]] = []
-        self._file: Any = None
+        self._file: IO[bytes] | None = None
         self._writer: pq.ParquetWriter | None = None
         self._dimensions: int | None = None
         self._in_part = 0
@@ -90,9 +101,13 @@ class ParquetPartWriter:
         self._rows.append(row)
         if self._dimensions is None and row.get("embedding") is not None:
             self._dimensions = len(row["embedding"])
-        if len(self._rows) >= ROWS_PER_GROUP:
+        if len(self._rows) >= min(ROWS_PER_GROUP, self._part_rows()):
             self._flush()
         return row
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """:meth:`write` each of ``rows``; returns them."""
+        return [self.write(row) for row in rows]
 
     def commit_if_stale(self) -> None:
         """Close the open part when it is older than :data:`SECONDS_PER_PART` (called periodically)."""
@@ -100,9 +115,22 @@ class ParquetPartWriter:
             self._flush()
             self._rotate()
 
+    def wait_for_uploads(self) -> None:
+        """On object storage: wait until every part closed so far is uploaded, hence visible."""
+        self._files.wait()
+
     def close(self) -> None:
+        """Close the open part; on object storage, wait until every part is uploaded."""
         self._flush()
         self._rotate()
+        self._files.finish()
+
+    def _part_rows(self) -> int:
+        if self._rows_per_part is not None:
+            return self._rows_per_part
+        if self.store.local or not self._dimensions:
+            return ROWS_PER_PART
+        return max(1, min(ROWS_PER_PART, REMOTE_PART_BYTES // (4 * self._dimensions)))
 
     def _flush(self) -> None:
         if not self._rows:
@@ -113,20 +141,20 @@ class ParquetPartWriter:
         self._writer.write_table(self._table(self._rows))
         self._in_part += len(self._rows)
         self._rows = []
-        if self._in_part >= ROWS_PER_PART:
+        if self._in_part >= self._part_rows():
             self._rotate()
 
     def _open(self) -> None:
         name = part_name(self.attempt, self.writer_id, len(self.parts), "parquet")
-        self._file = (self.store.path / name).open("xb" if self.store.local else "wb")
+        self._file = self._files.open(name)
         self._writer = pq.ParquetWriter(self._file, schema(self._dimensions))
         self.parts.append(name)
         self._in_part = 0
 
     def _rotate(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._file.close()  # on object storage: the upload that makes the part visible
+        if self._writer is not None and self._file is not None:
+            self._writer.close()  # writes the footer; the file stays open
+            self._files.close(self._file, self.parts[-1])
             self._writer = self._file = None
 
     def _table(self, rows: list[dict[str, Any]]) -> pa.Table:

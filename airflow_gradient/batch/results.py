@@ -7,8 +7,9 @@ by a later crash, and two tasks given the same ``output_path`` at once (two map 
 with a fixed path) cannot overwrite each other's rows. Parts are created exclusively where the
 storage allows it (local disk), so a name clash fails loudly instead of truncating a part.
 
-- Local disk: one part per attempt, flushed after every row, so a row is on disk (in the OS page
-  cache) as soon as its item completes; a SIGKILL loses nothing that completed.
+- Local disk: one part per attempt, flushed after every write (a row; an embeddings pack's rows
+  together), so a row is on disk (in the OS page cache) as soon as its item completes; a SIGKILL
+  loses nothing that completed.
 - Object storage (S3, GCS, ...): a part becomes visible when it is uploaded whole, so parts are
   closed every ``rows_per_part`` rows or ``seconds_per_part`` seconds and uploaded in the
   background (:mod:`~airflow_gradient.batch.uploads`); a hard kill loses at most the rows of the
@@ -30,19 +31,18 @@ Each row is built and encoded by :mod:`~airflow_gradient.batch.rows`, which desc
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow_gradient.batch.inputs import Shard, custom_id_key
 from airflow_gradient.batch.parts import is_local, iter_rows, list_parts, part_attempt, part_name, shard_dir_name
-from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row
-from airflow_gradient.batch.uploads import PartUploader
+from airflow_gradient.batch.rows import USAGE_KEYS, add_usage, encode_row, encode_rows
+from airflow_gradient.batch.uploads import PartFiles
 from airflow_gradient.pricing import COST_DECIMALS, Spend, SpendByModel
 
 if TYPE_CHECKING:
@@ -141,31 +141,40 @@ class PartWriter:
         self.writer_id = uuid.uuid4().hex[:8]
         self.parts: list[str] = []
         self.blocking = not store.local
-        self._file: Any = None
+        self._files = PartFiles(store.path, store.local)
+        self._file: IO[bytes] | None = None
         self._rows = 0
         self._opened = 0.0
-        self._uploads = PartUploader() if not store.local else None
 
     def _open(self) -> None:
         name = part_name(self.attempt, self.writer_id, len(self.parts))
-        # "x": never truncate a part that exists. Object stores have no exclusive create; there the
-        # random writer id alone keeps names apart.
-        self._file = (self.store.path / name).open("x", encoding="utf-8") if self.store.local else io.StringIO()
+        self._file = self._files.open(name)
         self.parts.append(name)
         self._rows, self._opened = 0, time.monotonic()
 
     def write(self, row: dict[str, Any]) -> dict[str, Any]:
         """Append ``row``; returns it as stored (see :func:`encode_row`)."""
-        if self._file is None:
-            self._open()
-        row, line = encode_row(row)
-        self._file.write(line + "\n")
-        self._rows += 1
-        if self.store.local:
+        return self.write_rows([row])[0]
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append ``rows`` (a local part is flushed once, after them); returns them as stored."""
+        limit = None if self.store.local else self.store.rows_per_part
+        stored: list[dict[str, Any]] = []
+        while len(stored) < len(rows):
+            if self._file is None:
+                self._open()
+            assert self._file is not None
+            start = len(stored)
+            end = len(rows) if not limit else min(len(rows), start + limit - self._rows)
+            written, data = encode_rows(rows[start:end])
+            self._file.write(data)
+            stored.extend(written)
+            self._rows += end - start
+            if limit and self._rows >= limit:
+                self._rotate()
+        if self.store.local and self._file is not None:
             self._file.flush()
-        elif self.store.rows_per_part and self._rows >= self.store.rows_per_part:
-            self._rotate()
-        return row
+        return stored
 
     def commit_if_stale(self) -> None:
         """Close the open part when it is older than ``seconds_per_part`` (called periodically)."""
@@ -175,22 +184,17 @@ class PartWriter:
 
     def _rotate(self) -> None:
         done, self._file = self._file, None
-        if self._uploads is None:
-            done.close()
-        else:  # the upload that makes the part visible, in the background
-            self._uploads.submit(self.store.path / self.parts[-1], done.getvalue())
+        if done is not None:
+            self._files.close(done, self.parts[-1])
 
     def wait_for_uploads(self) -> None:
         """On object storage: wait until every part closed so far is uploaded, hence visible."""
-        if self._uploads is not None:
-            self._uploads.wait()
+        self._files.wait()
 
     def close(self) -> None:
         """Close the open part; on object storage, wait until every part is uploaded."""
-        if self._file is not None:
-            self._rotate()
-        if self._uploads is not None:
-            self._uploads.finish()
+        self._rotate()
+        self._files.finish()
 
 
 class MemoryWriter:
@@ -207,6 +211,9 @@ class MemoryWriter:
         row = json.loads(encode_row(row)[1])
         self.rows.append(row)
         return row
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [self.write(row) for row in rows]
 
     def commit_if_stale(self) -> None:
         return None

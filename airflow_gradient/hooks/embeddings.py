@@ -18,7 +18,13 @@ import httpx
 from airflow_gradient.http import replies
 from airflow_gradient.exceptions import GradientProtocolError, GradientRequestInvalid
 from airflow_gradient.http.errors import request_id_of
-from airflow_gradient.models.embeddings import EmbeddingsRequest, EmbeddingsResult, parse_embeddings, with_call_stats
+from airflow_gradient.models.embeddings import (
+    EmbeddingsRequest,
+    EmbeddingsResult,
+    decode_embeddings,
+    parse_embeddings,
+    with_call_stats,
+)
 
 EMBEDDINGS_PATH = "/embeddings"
 
@@ -53,8 +59,13 @@ class EmbeddingsCall:
     def read(self, response: httpx.Response) -> EmbeddingsResult:
         """The reply of one attempt: its typed error, or its vectors."""
         replies.check_status(response, self.conn_id)
-        data = replies.json_object(response)
         request_id = request_id_of(response.headers)
+        if replies.is_json(response):
+            result = decode_embeddings(response.content, len(self.request.texts), model=self.request.model,
+                                       status=response.status_code, request_id=request_id)
+            if result is not None:
+                return result
+        data = replies.json_object(response)
         if data.get("error") and "data" not in data:
             raise GradientProtocolError(
                 f"HTTP {response.status_code} carried an error body: {json.dumps(data['error'])[:300]}",

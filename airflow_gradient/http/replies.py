@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 from pydantic import ValidationError
 
 from airflow_gradient.exceptions import GradientProtocolError
@@ -63,6 +64,19 @@ def check_stream_open(response: httpx.Response, conn_id: str) -> httpx.Response:
     return response
 
 
+def decode_json(content: bytes | str) -> Any:
+    """JSON text to Python values: msgspec (four times faster than ``json``: a reply of 2,048 vectors
+    is megabytes), and ``json`` for what msgspec refuses and ``json`` accepts (``NaN``, a BOM,
+    UTF-16, numbers past a float). Raises ``ValueError`` (or ``RecursionError``) for anything else."""
+    try:
+        return _DECODER.decode(content)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return json.loads(content)
+
+
+_DECODER = msgspec.json.Decoder()
+
+
 def json_object(response: httpx.Response) -> dict[str, Any]:
     """The reply's body as a JSON object; any other content is a :class:`GradientProtocolError`."""
     request_id = request_id_of(response.headers)
@@ -74,7 +88,7 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
             request_id=request_id,
         )
     try:
-        data = response.json()
+        data = decode_json(response.content)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested past what Python reads
         raise GradientProtocolError(
             f"HTTP {response.status_code} reply is not valid JSON: {exc}",

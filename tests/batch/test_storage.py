@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from array import array
 from collections.abc import Iterator
 
 import boto3
@@ -13,8 +14,9 @@ from moto.server import ThreadedMotoServer
 
 from airflow.sdk import DAG, ObjectStoragePath
 from airflow_gradient import GradientBatchOperator, read_results
-from airflow_gradient.batch.parts import list_parts, part_attempt
+from airflow_gradient.batch.parts import iter_rows, list_parts, part_attempt
 from airflow_gradient.batch.results import ResultStore
+from airflow_gradient.batch.rows import embedding_row
 from airflow_gradient.testing.emulator.generate import reply_text
 from tests.conftest import run_dag, task_states, xcom_value
 
@@ -81,3 +83,32 @@ def test_parts_rotate_on_object_storage(s3) -> None:
     writer.close()
     assert writer.parts[-1] == f"{stem}-00002.jsonl"
     assert store.scan().attempt == 2 and len(read_results(path)) == 5
+
+
+def test_a_pack_of_rows_is_split_at_rows_per_part_on_object_storage(s3) -> None:
+    path = ObjectStoragePath(f"{s3}/pack/")
+    writer = ResultStore(path, rows_per_part=2).writer(1)
+    stored = writer.write_rows([{"index": i, "custom_id": f"id{i}", "status": "succeeded"} for i in range(5)])
+    writer.close()
+    assert [row["index"] for row in stored] == [0, 1, 2, 3, 4]
+    assert [len(list(iter_rows(part))) for part in list_parts(path)] == [2, 2, 1]
+
+
+def test_parquet_parts_are_uploaded_like_jsonl_parts(s3) -> None:
+    from airflow_gradient.batch.parquet import ParquetPartWriter
+
+    path = ObjectStoragePath(f"{s3}/parquet/")
+    store = ResultStore(path)
+    writer = ParquetPartWriter(store, 1, rows_per_part=2)
+    assert writer.blocking
+    vectors = [array("f", [i, i + 0.5]) for i in range(5)]
+    writer.write_rows([embedding_row(i, f"id{i}", "succeeded", embedding=vector, dimensions=2, model="m")
+                       for i, vector in enumerate(vectors)])
+    # The two full parts are handed to the background uploader, and visible once it is done; the
+    # third is still open.
+    writer.wait_for_uploads()
+    stem = f"part-00001-{writer.writer_id}"
+    assert [p.name for p in list_parts(path)] == [f"{stem}-00000.parquet", f"{stem}-00001.parquet"]
+    writer.close()
+    assert [row["embedding"] for row in read_results(path, by="index")] == [list(v) for v in vectors]
+    assert store.scan().attempt == 2

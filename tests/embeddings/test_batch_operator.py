@@ -121,6 +121,20 @@ def test_reuse_across_runs_sends_only_new_texts(gradient_conn, tmp_path) -> None
     assert EmbeddingsLedger.of(gradient_conn.state).paid_twice() == []
 
 
+@pytest.mark.parametrize("output_format", ["jsonl", "parquet"])
+def test_dimensions_when_every_text_was_resumed_or_reused(gradient_conn, tmp_path, output_format: str) -> None:
+    gradient_conn.configure(embedding_dimensions=8)
+    kwargs = {"inputs": texts(20), "output_format": output_format}
+    run("embed_dims_1", output_path=str(tmp_path / "run1"), **kwargs)
+    sent = len(embedding_requests(gradient_conn))
+    resumed = xcom_value(run("embed_dims_2", output_path=str(tmp_path / "run1"), **kwargs), "embed")
+    reused = xcom_value(run("embed_dims_3", output_path=str(tmp_path / "run2"),
+                            reuse_results_from=str(tmp_path / "run1"), **kwargs), "embed")
+    assert len(embedding_requests(gradient_conn)) == sent
+    assert (resumed["resumed"], reused["reused"]["items"]) == (20, 20)
+    assert resumed["dimensions"] == reused["dimensions"] == 8
+
+
 def test_shards_split_one_input_and_read_back_as_one(gradient_conn, tmp_path) -> None:
     with DAG("embed_shards", schedule=None, start_date=START) as dag:
         GradientBatchEmbeddingOperator.partial(task_id="embed", inputs=texts(90), output_path=str(tmp_path),

