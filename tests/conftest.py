@@ -10,6 +10,7 @@ import os
 import sys
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -56,13 +57,33 @@ def airflow_db() -> Iterator[Path]:
     shutil.rmtree(_HOME, ignore_errors=True)
 
 
+# Emulators of finished tests, still shutting down. uvicorn takes about 0.2 s to stop (a 0.1 s tick,
+# then a fixed 0.1 s grace): over some 400 tests that is a minute and more of waiting, so each stops
+# in a thread of its own while the next test runs. A stopping emulator answers no test: the next
+# one gets a fresh emulator on a port of its own.
+_STOPPING: list[threading.Thread] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _emulators_stopped() -> Iterator[None]:
+    """At the end of the session, wait until every emulator stopped in the background has stopped."""
+    yield
+    for thread in _STOPPING:
+        thread.join()
+
+
 @pytest.fixture
 def emulator() -> Iterator[GradientEmulator]:
     """A fresh emulator on a free loopback port, requiring :data:`TEST_KEY`."""
     from airflow_gradient.testing import GradientEmulator
 
-    with GradientEmulator(api_key=TEST_KEY) as emu:
+    emu = GradientEmulator(api_key=TEST_KEY).start()
+    try:
         yield emu
+    finally:
+        thread = threading.Thread(target=emu.stop, name=f"stop-{emu.url}", daemon=True)
+        thread.start()
+        _STOPPING.append(thread)
 
 
 def conn_env(base_url: str, key: str = TEST_KEY, conn_id: str = "gradient_default", **extra: Any) -> dict[str, str]:

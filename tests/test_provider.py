@@ -16,10 +16,21 @@ from airflow_gradient.get_provider_info import get_provider_info
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
+def _start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([AIRFLOW, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+
+
+def _finish(process: subprocess.Popen[str]) -> str:
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()  # only if it ran past the timeout: it has ended otherwise
+    assert process.returncode == 0, err[-2000:]
+    return out
+
+
 def _airflow(*args: str) -> str:
-    done = subprocess.run([AIRFLOW, *args], capture_output=True, text=True, env=os.environ, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    return _finish(_start(*args))
 
 
 def test_provider_info_matches_airflow_schema() -> None:
@@ -32,7 +43,10 @@ def test_providers_list_shows_us() -> None:
 
 
 def test_connection_add_with_gradient_type_and_hook_lookup() -> None:
-    _airflow("connections", "add", "gradient_cli", "--conn-type", "gradient", "--conn-password", "sk-cli-key")
-    out = _airflow("connections", "get", "gradient_cli", "-o", "json")
-    assert json.loads(out)[0]["conn_type"] == "gradient"
-    assert "gradient" in _airflow("providers", "hooks")
+    # Each CLI call is a fresh Airflow of 2-4 s; the hook listing needs no connection, so it runs
+    # beside the two calls that do.
+    with _start("providers", "hooks") as hooks:
+        _airflow("connections", "add", "gradient_cli", "--conn-type", "gradient", "--conn-password", "sk-cli-key")
+        out = _airflow("connections", "get", "gradient_cli", "-o", "json")
+        assert json.loads(out)[0]["conn_type"] == "gradient"
+        assert "gradient" in _finish(hooks)

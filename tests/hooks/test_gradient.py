@@ -108,6 +108,9 @@ def test_connection_without_key_is_a_config_error(emulator, monkeypatch) -> None
     [("500x2", 3), ("503x1", 2), ("429x1", 2), ("429-resetx1", 2)],
 )
 def test_retryable_failures_are_retried_until_success(gradient_conn, fault: str, expected: int) -> None:
+    # What is counted here is the attempts, not the wait: the 429s ask for 50 ms, not the default 1 s
+    # (test_retry_after_header_is_honoured checks the wait).
+    gradient_conn.configure(fault_retry_after=0.05)
     prompt = f"[[fault:{fault}]] retry me"
     result = _hook().create_response({"input": prompt})
     assert result.call.attempts == expected
