@@ -83,7 +83,8 @@ class Simulation:
                 headers["retry-after"] = str(max(1, round(admitted[len(admitted) - limit] + self.window - now + 0.5)))
         if self.quota_headers:
             reset = admitted[0] + self.window if admitted else now
-            headers.update({"x-ratelimit-limit-requests": str(limit),
+            # As DigitalOcean (and the emulator) send them: the limit per minute, what is left of the window.
+            headers.update({"x-ratelimit-limit-requests": f"{limit * 60 / self.window:g}",
                             "x-ratelimit-remaining-requests": str(max(limit - len(admitted), 0)),
                             "x-ratelimit-reset-requests": f"{WALL + reset:.3f}"})
         return status, headers
