@@ -76,6 +76,7 @@ reset_requests_at / _tok.   when that window resets, or None
 in_flight_requests / _tok.  requests (and their estimated tokens) sent and not answered yet
 next_request_at / _tokens   GCRA: when the next request / token is due at the current pace
 recent_sends                when the last requests went (rule 1's log; a list, the one non-scalar)
+arrival_margin_s            how long after a request leaves the server's window the next may go
 probe_limit                 the request limit (per minute) found by probing, or None
 probe_epoch_at              the origin ``t = 0`` of the probe curve
 probe_hold_until            the probed rate stays at ``probe_limit`` until then (after a fall back)
@@ -108,8 +109,9 @@ MIN_PAUSE_S = 1.0
 ARRIVAL_MARGIN_S = 0.01
 """A request held until a request leaves the server's window (at a reset the headers tell, rounded
 to the millisecond or the second; at the end of rule 1's log) goes this much later, so that it
-arrives after it even when it travels faster than the one before. More costs pace at every
-reset: against a 1 s window, the 50 ms this was held 5 % of the limit (issue 18.1)."""
+arrives after it even when it travels faster than the one before (``arrival_margin_s``; a store
+shared by several tasks sets more). More costs pace at every reset: against a 1 s window, the
+50 ms this was held 5 % of the limit (issue 18.1)."""
 CATCH_UP_GAP = 0.5
 """Late requests catch up on the schedule at most twice as fast as it goes: never closer than this
 share of the interval to the last one (so never two at once)."""
@@ -154,6 +156,7 @@ class PaceState:
     next_request_at: float = 0.0
     next_tokens_at: float = 0.0
     recent_sends: list[float] = dataclasses.field(default_factory=list)
+    arrival_margin_s: float = ARRIVAL_MARGIN_S
     probe_limit: float | None = None
     probe_epoch_at: float = 0.0
     probe_hold_until: float = 0.0
@@ -261,7 +264,7 @@ class PaceState:
             due = max(due, self.recent_sends[-1] + CATCH_UP_GAP * 60.0 / (rpm * SAFETY))
             count, window = self.send_log(now)
             if len(self.recent_sends) >= count:
-                due = max(due, self.recent_sends[-count] + window + ARRIVAL_MARGIN_S)
+                due = max(due, self.recent_sends[-count] + window + self.arrival_margin_s)
         return due
 
     def send_log(self, now: float) -> tuple[int, float]:
@@ -350,10 +353,11 @@ class PaceState:
             self.header_tpm = token_quota.limit
         if requests.remaining is not None:
             self.remaining_requests = requests.remaining
-            self.reset_requests_at = now + requests.reset_s + ARRIVAL_MARGIN_S if requests.reset_s is not None else None
+            self.reset_requests_at = (now + requests.reset_s + self.arrival_margin_s
+                                      if requests.reset_s is not None else None)
         if token_quota.remaining is not None:
             self.remaining_tokens = token_quota.remaining
-            self.reset_tokens_at = (now + token_quota.reset_s + ARRIVAL_MARGIN_S
+            self.reset_tokens_at = (now + token_quota.reset_s + self.arrival_margin_s
                                     if token_quota.reset_s is not None else None)
 
     def _expire_budgets(self, now: float) -> None:
