@@ -27,7 +27,10 @@ class Simulation:
     quota_headers: bool = False
     isolated: float = 0.0
     step: float = 0.005  # only when nothing is due
-    timer_lateness: float = 0.0  # a send goes up to this late after its time (a busy event loop)
+    timer_lateness: float | tuple[float, float] = 0.0
+    """A send goes up to this late after its time (a busy event loop), or late by a time in this range."""
+    late_share: float = 1.0
+    """The share of wake-ups that are late at all (the others are on time)."""
     seed: int = 1
     state: PaceState = field(default_factory=PaceState)
     log: list[tuple[float, int]] = field(default_factory=list)
@@ -54,9 +57,15 @@ class Simulation:
             # Straight to the next event: a reply, or the moment the next request may go.
             upcoming = [replies[0][0]] if replies else []
             if self.state.in_flight_requests < self.concurrency:
-                upcoming.append(now + wait + (rng.uniform(0, self.timer_lateness) if self.timer_lateness else 0.0))
+                upcoming.append(now + wait + self._lateness(rng))
             now = max(min(upcoming, default=now + self.step), now + 1e-6)
         return self
+
+    def _lateness(self, rng: random.Random) -> float:
+        low, high = self.timer_lateness if isinstance(self.timer_lateness, tuple) else (0.0, self.timer_lateness)
+        if not high or (self.late_share < 1 and rng.random() >= self.late_share):
+            return 0.0
+        return rng.uniform(low, high)
 
     def _serve(self, now: float, admitted: deque[float], rng: random.Random) -> tuple[int, dict[str, str]]:
         limit = int(self.limit(now))
@@ -74,7 +83,8 @@ class Simulation:
                 headers["retry-after"] = str(max(1, round(admitted[len(admitted) - limit] + self.window - now + 0.5)))
         if self.quota_headers:
             reset = admitted[0] + self.window if admitted else now
-            headers.update({"x-ratelimit-limit-requests": str(limit),
+            # As DigitalOcean (and the emulator) send them: the limit per minute, what is left of the window.
+            headers.update({"x-ratelimit-limit-requests": f"{limit * 60 / self.window:g}",
                             "x-ratelimit-remaining-requests": str(max(limit - len(admitted), 0)),
                             "x-ratelimit-reset-requests": f"{WALL + reset:.3f}"})
         return status, headers

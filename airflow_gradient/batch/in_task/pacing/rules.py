@@ -5,8 +5,8 @@ takes the time explicitly: ``now`` is a clock in seconds that only has to be mon
 whoever holds the state (``time.monotonic()`` in one task; a shared clock such as wall time when
 several workers keep one state in a store), and ``now_wall`` is unix time, used only to read
 epoch and HTTP-date headers. Randomness (the jitter of a pause) comes in as ``rand`` in [0, 1).
-The fields are JSON scalars, so a store can hold the state (:meth:`PaceState.to_dict`,
-:meth:`PaceState.from_dict`) and apply the same transitions atomically.
+The fields are JSON values (scalars, and rule 1's log of send times), so a store can hold the state
+(:meth:`PaceState.to_dict`, :meth:`PaceState.from_dict`) and apply the same transitions atomically.
 
 Questions: :meth:`PaceState.ceiling` (the limits now, as a
 :class:`~airflow_gradient.batch.in_task.pacing.pace.Pace`), :meth:`PaceState.pace` (the pace sent
@@ -19,8 +19,17 @@ The rules:
 
 1. **Pace.** Requests and tokens are spaced by GCRA (one "next allowed" time per kind:
    ``next_request_at``, ``next_tokens_at``) at :data:`SAFETY` of the ceiling. A request never
-   goes before its time (so even a 1 s window on the server never sees more than the limit);
-   tokens drain from a bucket of :data:`TOKEN_BURST` of a minute's tokens.
+   goes before its time on that schedule; tokens drain from a bucket of :data:`TOKEN_BURST` of a
+   minute's tokens. A request woken late (timers are, more so on a busy worker) keeps the
+   schedule, so the pace is not lost for good: the next ones catch up, never closer than
+   :data:`CATCH_UP_GAP` of an interval to the last, and never more than the limit allows in a
+   second: a log of the last sends (``recent_sends``, as many as the limit allows in a second,
+   :func:`log_of`) holds each request until the one that many sends back is a second old (the
+   limit's own spacing, no SAFETY: that margin is what a late send may use), plus
+   :data:`ARRIVAL_MARGIN_S`. A server counting per second (sliding or fixed) or per minute never
+   sees more than its limit. A request more than that second late, or held by a pause, was not
+   delayed but not wanted (the first, a lull, the server's "stop"): the schedule starts again from
+   it. A probed limit (rule 7) is a guess: no catching up there.
 2. **Ceiling.** The lower of the configured limit and what the server said; without a
    ``x-ratelimit-limit-requests`` header, the probed request rate takes the server's place.
    Quota headers, when they come, replace a probed rate (``probe_limit`` goes back to None).
@@ -65,7 +74,9 @@ header_rpm / _tpm           the latest ``x-ratelimit-limit-requests`` / ``-token
 remaining_requests / _tok.  the latest ``x-ratelimit-remaining-*``, or None (cleared at the reset)
 reset_requests_at / _tok.   when that window resets, or None
 in_flight_requests / _tok.  requests (and their estimated tokens) sent and not answered yet
-next_request_at / _tokens   GCRA: when the next request / token may go at the current pace
+next_request_at / _tokens   GCRA: when the next request / token is due at the current pace
+recent_sends                when the last requests went (rule 1's log; a list, the one non-scalar)
+arrival_margin_s            how long after a request leaves the server's window the next may go
 probe_limit                 the request limit (per minute) found by probing, or None
 probe_epoch_at              the origin ``t = 0`` of the probe curve
 probe_hold_until            the probed rate stays at ``probe_limit`` until then (after a fall back)
@@ -95,10 +106,18 @@ from airflow_gradient.observability.batch_spans import pacing_wait
 
 MIN_PAUSE_S = 1.0
 """The shortest pause after a quota 429 (DigitalOcean: wait at least 1 s)."""
-RESET_MARGIN_S = 0.05
-LATE_SLACK_S = 0.02
-"""How late a request may be and still keep the schedule (at most half an interval): 2 % of a 1 s
-window, the SAFETY margin."""
+ARRIVAL_MARGIN_S = 0.01
+"""A request held until a request leaves the server's window (at a reset the headers tell, rounded
+to the millisecond or the second; at the end of rule 1's log) goes this much later, so that it
+arrives after it even when it travels faster than the one before (``arrival_margin_s``; a store
+shared by several tasks sets more). More costs pace at every reset: against a 1 s window, the
+50 ms this was held 5 % of the limit (issue 18.1)."""
+CATCH_UP_GAP = 0.5
+"""Late requests catch up on the schedule at most twice as fast as it goes: never closer than this
+share of the interval to the last one (so never two at once)."""
+LOG_MAX = 100
+"""The longest log of sends (rule 1): a limit of more than 100 a second is logged over a shorter
+window, a whole fraction of the second (:func:`log_of`)."""
 RUN_LENGTH = 4
 RUN_SPAN_S = 5.0
 RUN_RATIO = 0.35
@@ -136,6 +155,8 @@ class PaceState:
     in_flight_tokens: float = 0.0
     next_request_at: float = 0.0
     next_tokens_at: float = 0.0
+    recent_sends: list[float] = dataclasses.field(default_factory=list)
+    arrival_margin_s: float = ARRIVAL_MARGIN_S
     probe_limit: float | None = None
     probe_epoch_at: float = 0.0
     probe_hold_until: float = 0.0
@@ -183,9 +204,7 @@ class PaceState:
 
     def ceiling(self, now: float) -> Pace:
         """The request and token limits per minute at ``now`` (rule 2), and their source."""
-        server_rpm = self.header_rpm if self.header_rpm is not None else self.probed_rpm(now)
-        server_source = "headers" if self.header_rpm is not None else "probing"
-        rpm, rpm_source = _lower(self.configured_rpm, server_rpm, server_source)
+        rpm, rpm_source = self._request_limit(now)
         tpm, tpm_source = _lower(self.configured_tpm, self.header_tpm, "headers")
         sources = [s for s in (rpm_source, tpm_source) if s]
         return Pace(rpm, tpm, "/".join(dict.fromkeys(sources)) or "unpaced", now=now)
@@ -195,7 +214,7 @@ class PaceState:
         pause, or the spent budget) whatever the pace; ``budget_since``: see :class:`Pace`."""
         ceiling = self.ceiling(now)
         # wait_s with the GCRA times at ``now`` is the other waits: the pause and the budget.
-        blocked = dataclasses.replace(self, next_request_at=now, next_tokens_at=now).wait_s(1, now)
+        blocked = dataclasses.replace(self, next_request_at=now, next_tokens_at=now, recent_sends=[]).wait_s(1, now)
         return Pace(
             requests_per_minute=ceiling.requests_per_minute * SAFETY if ceiling.requests_per_minute else None,
             tokens_per_minute=ceiling.tokens_per_minute * SAFETY if ceiling.tokens_per_minute else None,
@@ -226,7 +245,7 @@ class PaceState:
                 and self.remaining_tokens - self.in_flight_tokens < tokens:
             waits.append(self.reset_tokens_at - now)
         if ceiling.requests_per_minute:
-            waits.append(self.next_request_at - now)
+            waits.append(self.request_due(now) - now)
         if ceiling.tokens_per_minute:
             # A bucket of TOKEN_BURST of a minute's tokens: the request fits once the tokens sent
             # before it, plus its own (a larger request counts as a full bucket), drained to it.
@@ -235,21 +254,49 @@ class PaceState:
             waits.append(max(self.next_tokens_at - now, 0.0) - (burst - min(tokens, burst)) * per_token)
         return max(max(waits), 0.0)
 
+    def request_due(self, now: float) -> float:
+        """Rule 1: when the next request may go, at the request limit of ``now``: on its schedule,
+        at least :data:`CATCH_UP_GAP` of an interval after the last request, and one log window
+        (:meth:`send_log`) after the request that many sends back."""
+        due = self.next_request_at
+        rpm, _ = self._request_limit(now)
+        if self.recent_sends and rpm:
+            due = max(due, self.recent_sends[-1] + CATCH_UP_GAP * 60.0 / (rpm * SAFETY))
+            count, window = self.send_log(now)
+            if len(self.recent_sends) >= count:
+                due = max(due, self.recent_sends[-count] + window + self.arrival_margin_s)
+        return due
+
+    def send_log(self, now: float) -> tuple[int, float]:
+        """Rule 1's log at the request limit of ``now``: how many sends it holds and the window they
+        must span (:func:`log_of`), for a limit the user or the server told. A probed limit is a
+        guess, pushed past the server's on purpose: catching up at it would push harder, so there
+        the log is the last send alone, and a late request is not made up for."""
+        rpm, source = self._request_limit(now)
+        if not rpm or source == "probing":
+            return 1, 0.0
+        return log_of(rpm)
+
+    def _request_limit(self, now: float) -> tuple[float | None, str]:
+        """The request limit per minute at ``now`` (rule 2), and where it comes from."""
+        server_rpm = self.header_rpm if self.header_rpm is not None else self.probed_rpm(now)
+        server_source = "headers" if self.header_rpm is not None else "probing"
+        return _lower(self.configured_rpm, server_rpm, server_source)
+
     # -- transitions ------------------------------------------------------------------------------
 
     def on_send(self, tokens: float, now: float) -> None:
         """A request estimated at ``tokens`` tokens leaves at ``now``."""
         ceiling = self.ceiling(now)
-        if ceiling.requests_per_minute:
-            interval = 60.0 / (ceiling.requests_per_minute * SAFETY)
-            # A request woken a little late (timers are, more so on a busy worker) keeps the
-            # schedule, so the pace is not lost to lateness; never early, so that even a 1 s window
-            # on the server sees at most SAFETY of the limit plus LATE_SLACK_S, within the limit.
-            # More than an interval late, there was no schedule to keep (the first request, a
-            # lull): the next waits a whole interval, or the first two would go closer than that.
-            late = now - self.next_request_at
-            start = now if late > interval else max(self.next_request_at, now - min(LATE_SLACK_S, interval / 2))
-            self.next_request_at = start + interval
+        if (rpm := ceiling.requests_per_minute):
+            count, window = self.send_log(now)
+            # Rule 1: a late request keeps the schedule (the next ones catch up). One more than the
+            # log's window late, or held by a pause, starts it again: a lull, or the server's
+            # "stop", is not made up for.
+            kept = now - self.next_request_at <= window and self.paused_until <= self.next_request_at
+            due = self.next_request_at if kept else now
+            self.next_request_at = due + 60.0 / (rpm * SAFETY)
+            self.recent_sends = [*self.recent_sends[-(count - 1):], now] if count > 1 else [now]
         if ceiling.tokens_per_minute:
             self.next_tokens_at = max(self.next_tokens_at, now) + tokens * 60.0 / (ceiling.tokens_per_minute * SAFETY)
         self.in_flight_requests += 1
@@ -304,14 +351,13 @@ class PaceState:
             self.header_rpm = requests.limit
         if token_quota.limit:
             self.header_tpm = token_quota.limit
-        # Reset times come rounded (to the millisecond, or the second): a margin keeps the first
-        # request after a reset from arriving a hair before it.
         if requests.remaining is not None:
             self.remaining_requests = requests.remaining
-            self.reset_requests_at = now + requests.reset_s + RESET_MARGIN_S if requests.reset_s is not None else None
+            self.reset_requests_at = (now + requests.reset_s + self.arrival_margin_s
+                                      if requests.reset_s is not None else None)
         if token_quota.remaining is not None:
             self.remaining_tokens = token_quota.remaining
-            self.reset_tokens_at = (now + token_quota.reset_s + RESET_MARGIN_S
+            self.reset_tokens_at = (now + token_quota.reset_s + self.arrival_margin_s
                                     if token_quota.reset_s is not None else None)
 
     def _expire_budgets(self, now: float) -> None:
@@ -427,6 +473,19 @@ class PaceState:
             self.paused_until = now + seconds
             self.pause_reason = reason
             pacing_wait(seconds, reason)  # an event on the batch span, when one is traced
+
+
+def log_of(rpm: float) -> tuple[int, float]:
+    """Rule 1's log at a limit of ``rpm`` requests per minute: how many sends it holds, and the
+    window they must span. The requests the limit allows in one second, over that second (at 600 a
+    minute: 10 sends, 1 s); at least one request, over its own interval (under 60 a minute); past
+    :data:`LOG_MAX` a second, the limit's share of an equal part of the second (at 12,000 a minute:
+    100 sends over 0.5 s), so the parts still add up to at most the limit in any second."""
+    per_second = int(rpm // 60)
+    if per_second < 1:
+        return 1, 60.0 / rpm
+    count = per_second // -(-per_second // LOG_MAX)
+    return count, count * 60.0 / rpm
 
 
 def _lower(configured: float | None, server: float | None, server_source: str) -> tuple[float | None, str]:

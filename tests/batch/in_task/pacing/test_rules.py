@@ -7,17 +7,19 @@ import json
 import pytest
 
 from airflow_gradient.batch.in_task.pacing.rules import (
+    ARRIVAL_MARGIN_S,
     BETA,
+    CATCH_UP_GAP,
     CHANGE_HOLD_S,
     CUBIC_C,
     EROSION,
     MIN_PAUSE_S,
     PLATEAU_EROSION,
     PROBE_HOLD_S,
-    RESET_MARGIN_S,
     RUN_LENGTH,
     SAFETY,
     PaceState,
+    log_of,
 )
 from tests.support.pace_simulation import WALL, Simulation
 
@@ -42,7 +44,8 @@ def test_state_is_json_scalars_and_round_trips() -> None:
     send(state, 0.0)
     reply(state, 429, 0.1, {"retry-after": "2"})
     data = json.loads(json.dumps(state.to_dict(), allow_nan=False))  # strict JSON: no Infinity
-    assert all(isinstance(v, (int, float, str)) or v is None for v in data.values())
+    assert data["recent_sends"] == [0.0]  # rule 1's log of send times: the one list
+    assert all(isinstance(v, (int, float, str)) or v is None for k, v in data.items() if k != "recent_sends")
     assert PaceState.from_dict(data) == state
     probed = Simulation(limit=lambda t: 5).run(10).state  # every field set: a cut, a probe, a pause
     assert probed.cuts and PaceState.from_dict(json.loads(json.dumps(probed.to_dict(), allow_nan=False))) == probed
@@ -79,7 +82,7 @@ def test_spent_budget_waits_for_the_reset() -> None:
     state = PaceState()
     send(state, 0.0)
     reply(state, 200, 0.1, quota(1000, 0, 5, 0.1))
-    assert state.wait_s(1, 0.1) == pytest.approx(5 + RESET_MARGIN_S)
+    assert state.wait_s(1, 0.1) == pytest.approx(5 + ARRIVAL_MARGIN_S)
     assert state.wait_s(1, 5.2) == 0
 
 
@@ -206,17 +209,44 @@ def test_announced_limit_is_met_without_429() -> None:
 
 
 @pytest.mark.parametrize("window", [1.0, 60.0])
-def test_a_told_limit_draws_no_429_and_no_burst_whether_counted_per_second_or_per_minute(window: float) -> None:
+@pytest.mark.parametrize("quota_headers", [False, True])
+@pytest.mark.parametrize(("lateness", "late_share", "goal"), [
+    # Every send woken up to 15 ms late. Main, with the server's quota headers and a 1 s window:
+    # 93 %, every tenth request held 50 ms past the budget's reset.
+    (0.015, 1.0, 0.97),
+    ((0.03, 0.06), 0.2, 0.97),  # a fifth of them 30 to 60 ms late (main: 91-93 %, each lost for good)
+    # Every one 30 to 60 ms late: a send held by rule 1's log goes a second (and the margin) after
+    # the send ten back, plus its own lateness, so no rule that keeps the limit in every second
+    # when timers are on time can beat 10 / (1.01 + 0.045) = 94.8 %. Main: 79 %.
+    ((0.03, 0.06), 1.0, 0.92),
+])
+def test_a_told_limit_draws_no_429_and_no_burst_whether_counted_per_second_or_per_minute(
+        window: float, quota_headers: bool, lateness: float | tuple[float, float], late_share: float,
+        goal: float) -> None:
     """Issue 18.1: ``requests_per_minute=600`` against a server admitting 10 per second (or 600 per
-    minute), sends woken up to 15 ms late: no two requests closer than the spacing at the start, at
-    most the limit in any window, 0 x 429, within 3 % of the limit."""
+    minute), with or without its quota headers, sends woken late: no two requests closer than the
+    spacing at the start (and never closer than CATCH_UP_GAP of it), at most the limit in any
+    window, 0 x 429, within 3 % of the limit; late sends catch up instead of losing the pace."""
     sim = Simulation(limit=lambda t: 600 * window / 60, window=window, concurrency=64,
-                     state=PaceState(configured_rpm=600), timer_lateness=0.015, seed=3).run(130, start=1000.0)
+                     state=PaceState(configured_rpm=600), timer_lateness=lateness, late_share=late_share,
+                     quota_headers=quota_headers, seed=3).run(130, start=1000.0)
     spacing = 60 / (600 * SAFETY)
-    assert sim.log[1][0] - sim.log[0][0] >= spacing - 1e-9
+    sent = [t for t, _ in sim.log]
+    assert sent[1] - sent[0] >= spacing - 1e-9
+    assert min(b - a for a, b in zip(sent, sent[1:])) >= CATCH_UP_GAP * spacing - 1e-9
     assert sim.refused_share(0) == 0
     assert sim.most_admitted_in(1.0) <= 10 and sim.most_admitted_in(60.0) <= 600
-    assert sim.admitted_per_window(1000, 1120) >= 0.97 * 600 * window / 60
+    assert sim.admitted_per_window(1000, 1120) >= goal * 600 * window / 60
+
+
+def test_the_log_of_sends_spans_a_second_of_the_limit() -> None:
+    """Rule 1's log: the limit's requests in one second, or in an equal part of it past LOG_MAX."""
+    assert log_of(600) == (10, 1.0)
+    assert log_of(30) == (1, 2.0)
+    assert log_of(90) == (1, pytest.approx(60 / 90))
+    assert log_of(12_000) == (100, 0.5)
+    count, window = log_of(9_000)  # 150 a second: 75 in each half second
+    assert (count, window) == (75, 0.5)
 
 
 def test_an_outage_of_bare_429s_at_the_start_only_pauses() -> None:

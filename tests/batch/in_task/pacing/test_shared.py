@@ -25,7 +25,17 @@ from airflow_gradient import GradientBatchOperator, GradientHook, GradientRateLi
 from airflow_gradient.batch.in_task.engine import EngineSettings
 from airflow_gradient.batch.in_task.pacing import AdaptiveRateLimiter, SharedRateLimiter, limiter_for
 from airflow_gradient.batch.in_task.pacing.factory import async_client, redis_client_kwargs
-from airflow_gradient.batch.in_task.pacing.store import KEY_PREFIX, STATE_TTL_S, PaceStore, url_and_key_digest
+from airflow_gradient.batch.in_task.pacing.rules import ARRIVAL_MARGIN_S, PaceState
+from airflow_gradient.batch.in_task.pacing.store import (
+    KEY_PREFIX,
+    SHARED_ARRIVAL_MARGIN_S,
+    STATE_TTL_S,
+    Event,
+    InFlight,
+    PaceStore,
+    applied,
+    url_and_key_digest,
+)
 from airflow_gradient.batch.in_task.runner import run_batch
 from airflow_gradient.batch.inputs import BatchInputs
 from airflow_gradient.batch.in_task.runner import pool_hooks
@@ -666,3 +676,17 @@ def test_redis_refusing_for_10_s_paces_alone_at_a_safe_share_then_shares_again()
     assert "alone" in sources[0] and sources[1].endswith("shared via redis db 0")
     alone = [t for t in stamps if started + 4.0 <= t < started + 12.0]
     assert len(alone) / 8.0 * 60 <= 600 * 0.98 * 0.5 * 1.05  # a safe share: at most half the pace
+
+
+def test_a_spent_shared_budget_waits_the_wider_margin_past_the_reset() -> None:
+    """Shared, requests held by a spent budget go SHARED_ARRIVAL_MARGIN_S after the reset (several
+    tasks' sends arrive less regularly); in one task's memory, ARRIVAL_MARGIN_S."""
+    now = 1_800_000_000.0
+    spent = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "0",
+             "x-ratelimit-reset-requests": f"{now + 1:.3f}"}
+    _, pace = applied(None, [Event(False, 200, spent, 1, now, now)], 0.0, now, InFlight())
+    assert pace.pause_until - now == pytest.approx(1 + SHARED_ARRIVAL_MARGIN_S, abs=1e-3)
+    alone = PaceState()
+    alone.on_reply(200, spent, 1, now=now, now_wall=now, rand=0.0)
+    assert alone.wait_s(1, now) == pytest.approx(1 + ARRIVAL_MARGIN_S, abs=1e-3)
+    assert SHARED_ARRIVAL_MARGIN_S > ARRIVAL_MARGIN_S
