@@ -310,8 +310,11 @@ class PaceState:
             return 1, 0.0
         if source == "probing":
             if self.mirror_window_s:
-                # Rule 8: the probed rate's share of the window, all of which may go at once.
-                return max(int(rpm * self.mirror_window_s / 60.0), 1), self.mirror_window_s
+                # Rule 8: the probed rate's share of the window, all of which may go at once; never
+                # below the limit found: the server told how many it admits (the curve's restart
+                # below it is for an even pace, and a window left short costs a whole window).
+                share = max(rpm, self.probe_limit or 0.0) * self.mirror_window_s / 60.0
+                return max(int(share + 1e-9), 1), self.mirror_window_s
             return 1, 0.0
         return log_of(rpm)
 

@@ -194,7 +194,7 @@ def test_mirrors_an_unannounced_sliding_minute_window() -> None:
     burst fills the minute and the 429s ask for about 60 s: the window frees in the shape it
     filled, so the batch mirrors it (rule 8) rather than spreading sends evenly (0.69 of the limit
     after 20 s): at least 0.85, and few 429s once the window is known."""
-    sim = Simulation(limit=lambda t: 300, window=60.0, concurrency=64, retry_after=True).run(400, items=900)
+    sim = Simulation(limit=lambda t: 300, window=60.0, concurrency=64, retry_after=True, finite=True).run(400, items=900)
     first, last = sim.log[0][0], sim.log[-1][0]
     assert sim.admitted_per_window(first + 20, last + 1e-9) >= 0.85 * 300  # as bench/pacing.py counts
     assert sum(status == 429 for t, status in sim.log if t >= first + 20) <= 5
