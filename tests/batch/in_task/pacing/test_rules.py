@@ -200,6 +200,7 @@ def test_mirrors_an_unannounced_sliding_minute_window() -> None:
     assert sum(status == 429 for t, status in sim.log if t >= first + 20) <= 5
     state = sim.state
     assert state.mirror_window_s == pytest.approx(60, abs=1.5) and len(state.recent_sends) <= MIRROR_LOG_MAX
+    assert PaceState.from_dict(json.loads(json.dumps(state.to_dict(), allow_nan=False))) == state  # a store holds it
     reply(state, 200, last + 1, quota(300, 299, 60, last + 1))  # headers replace the probed window
     assert state.mirror_window_s == 0 and state.ceiling(last + 1).source == "headers"
 
