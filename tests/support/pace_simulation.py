@@ -31,6 +31,9 @@ class Simulation:
     """A send goes up to this late after its time (a busy event loop), or late by a time in this range."""
     late_share: float = 1.0
     """The share of wake-ups that are late at all (the others are on time)."""
+    finite: bool = False
+    """Send only ``items`` requests (a refused one is sent again), as a batch does; else the
+    requests never run out."""
     seed: int = 1
     state: PaceState = field(default_factory=PaceState)
     log: list[tuple[float, int]] = field(default_factory=list)
@@ -48,7 +51,8 @@ class Simulation:
                 _, _, status, headers = heapq.heappop(replies)
                 done += status == 200
                 self.state.on_reply(status, headers, 1, now=now, now_wall=WALL + now, rand=rng.random())
-            while self.state.in_flight_requests < self.concurrency and (wait := self.state.wait_s(1, now)) <= 0:
+            while self.state.in_flight_requests < self.concurrency and (wait := self.state.wait_s(1, now)) <= 0 \
+                    and not (self.finite and items is not None and done + self.state.in_flight_requests >= items):
                 self.state.on_send(1, now)
                 status, headers = self._serve(now, admitted, rng)
                 self.log.append((now, status))

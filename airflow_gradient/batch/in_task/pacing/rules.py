@@ -29,7 +29,8 @@ The rules:
    :data:`ARRIVAL_MARGIN_S`. A server counting per second (sliding or fixed) or per minute never
    sees more than its limit. A request more than that second late, or held by a pause, was not
    delayed but not wanted (the first, a lull, the server's "stop"): the schedule starts again from
-   it. A probed limit (rule 7) is a guess: no catching up there.
+   it. A probed limit (rule 7) is a guess: no catching up there; a mirrored one (rule 8) uses
+   the log alone.
 2. **Ceiling.** The lower of the configured limit and what the server said; without a
    ``x-ratelimit-limit-requests`` header, the probed request rate takes the server's place.
    Quota headers, when they come, replace a probed rate (``probe_limit`` goes back to None).
@@ -65,6 +66,20 @@ The rules:
    is lowered to :data:`PLATEAU_EROSION` of it; either way the rate
    holds there for :data:`PROBE_HOLD_S` before rising again. Changes of the probe need
    :data:`CHANGE_HOLD_S` since the last one, so the 429s of requests already in flight count once.
+8. **Window mirror.** When the run that cut the probed limit (rule 6) came with a wait hint longer
+   than the time elapsed since the probe period began, and the two add up to at least
+   :data:`MIRROR_MIN_WINDOW_S`, the server evidently counts over a window of about
+   ``elapsed + hint`` (``mirror_window_s``) holding about the requests it admitted: such a window
+   frees in the shape it filled (a first burst leaves a sliding minute all at once). While that
+   probed limit paces, requests are not spaced: rule 1's log holds every send of the last window
+   (at most :data:`MIRROR_LOG_MAX`) and a request goes while fewer than the probed rate's share of
+   the window (``probed_rpm * mirror_window_s / 60``) went in the last window (plus
+   ``arrival_margin_s``), or once the probe's curve has risen to allow one more. The probe's cuts,
+   hold, rise and erosions move that share as they move the even pace. Only a probed limit
+   bursts so; quota headers replace the mirror with the probe (rule 2). :meth:`PaceState.wait_s`
+   answers with the mirror; the Redis store's reservations space slots at :meth:`PaceState.pace`
+   (GCRA), so a shared pace stays even (its stored state carries the log, at most
+   :data:`MIRROR_LOG_MAX` floats).
 
 State fields (all times on the ``now`` clock):
 
@@ -84,6 +99,7 @@ probe_changed_at            when a 429 last changed the probe (cut, fall back, e
 period_start / _admitted    the probe's measurement: since when, and how many requests succeeded
 cut_span_s                  the span (elapsed + hint) the last cut measured over
 probe_window_s              the longest wait a run of 429s asked for: the server's window, roughly
+mirror_window_s             the server's window mirrored by rule 8 (0: none, the probe paces evenly)
 paused_until / pause_reason no request before this time; ``quota`` or ``run`` (or None)
 refusals_in_a_row           header-less 429s since the last success; last_refusal_at: the last one
 refusal_ratio               exponential average of the 429 share of replies (alpha 0.1)
@@ -95,6 +111,7 @@ rate_limited                429 replies seen; isolated_429s: of which isolated; 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +149,14 @@ MIN_SPAN_S = 1.0
 PERIOD_S = 60.0
 MIN_PROBE_RPM = 1.0
 PROBE_RELEASE = 16.0
+MIRROR_MIN_WINDOW_S = 10.0
+"""Rule 8: the shortest window a run of 429s must imply (elapsed + wait hint) to be mirrored.
+``Retry-After`` counts whole seconds: a 1 s window told as 2 s would be mirrored at half its rate,
+and bursts cannot probe past that (a burst above the limit is refused whole). Shorter windows (a
+server counting per second) are paced evenly."""
+MIRROR_LOG_MAX = 1000
+"""Rule 8: the most sends the log keeps while mirroring (a float each, in the shared store's JSON
+too); a window found to hold more is paced evenly."""
 
 
 
@@ -162,6 +187,7 @@ class PaceState:
     probe_hold_until: float = 0.0
     probe_changed_at: float | None = None
     probe_window_s: float = 0.0
+    mirror_window_s: float = 0.0
     cut_span_s: float = 0.0
     period_start: float | None = None
     period_admitted: float = 0.0
@@ -258,6 +284,13 @@ class PaceState:
         """Rule 1: when the next request may go, at the request limit of ``now``: on its schedule,
         at least :data:`CATCH_UP_GAP` of an interval after the last request, and one log window
         (:meth:`send_log`) after the request that many sends back."""
+        if self._mirroring(now):
+            count, window = self.send_log(now)
+            if len(self.recent_sends) < count:
+                return now
+            # The oldest send counted leaves the window, or the probe rises to allow one more.
+            return min(self.recent_sends[-count] + window + self.arrival_margin_s,
+                       self._probe_reaches((count + 1) * 60.0 / window))
         due = self.next_request_at
         rpm, _ = self._request_limit(now)
         if self.recent_sends and rpm:
@@ -273,9 +306,30 @@ class PaceState:
         guess, pushed past the server's on purpose: catching up at it would push harder, so there
         the log is the last send alone, and a late request is not made up for."""
         rpm, source = self._request_limit(now)
-        if not rpm or source == "probing":
+        if not rpm:
+            return 1, 0.0
+        if source == "probing":
+            if self.mirror_window_s:
+                # Rule 8: the probed rate's share of the window, all of which may go at once; never
+                # below the limit found: the server told how many it admits (the curve's restart
+                # below it is for an even pace, and a window left short costs a whole window).
+                share = max(rpm, self.probe_limit or 0.0) * self.mirror_window_s / 60.0
+                return max(int(share + 1e-9), 1), self.mirror_window_s
             return 1, 0.0
         return log_of(rpm)
+
+    def _mirroring(self, now: float) -> bool:
+        """Rule 8: whether the request limit of ``now`` is a probed one with a window mirrored."""
+        return bool(self.mirror_window_s) and self._request_limit(now)[1] == "probing"
+
+    def _probe_reaches(self, rpm: float) -> float:
+        """When the probed rate (rule 7) reaches ``rpm``, if no 429 changes the probe before (a
+        millisecond late, so the count it allows has grown whatever the rounding)."""
+        assert self.probe_limit is not None  # only called while probing
+        rise = (rpm / self.probe_limit - 1) / CUBIC_C
+        x = math.copysign(abs(rise) ** (1 / 3), rise)
+        start = self.probe_epoch_at + _cubic_k()
+        return (start + x if x < 0 else max(start, self.probe_hold_until) + x) + 1e-3
 
     def _request_limit(self, now: float) -> tuple[float | None, str]:
         """The request limit per minute at ``now`` (rule 2), and where it comes from."""
@@ -290,13 +344,21 @@ class PaceState:
         ceiling = self.ceiling(now)
         if (rpm := ceiling.requests_per_minute):
             count, window = self.send_log(now)
-            # Rule 1: a late request keeps the schedule (the next ones catch up). One more than the
-            # log's window late, or held by a pause, starts it again: a lull, or the server's
-            # "stop", is not made up for.
-            kept = now - self.next_request_at <= window and self.paused_until <= self.next_request_at
-            due = self.next_request_at if kept else now
-            self.next_request_at = due + 60.0 / (rpm * SAFETY)
-            self.recent_sends = [*self.recent_sends[-(count - 1):], now] if count > 1 else [now]
+            if self._mirroring(now):
+                # Rule 8: every send of the last window, whatever the count allowed (the probe's
+                # count moves; a log cut to a lower one would forget sends still counted). No
+                # schedule: a burst must not push an even pace that takes over into the future.
+                recent = self.recent_sends[-(MIRROR_LOG_MAX - 1):]
+                self.recent_sends = [*(t for t in recent if t > now - window), now]
+                self.next_request_at = now
+            else:
+                # Rule 1: a late request keeps the schedule (the next ones catch up). One more than
+                # the log's window late, or held by a pause, starts it again: a lull, or the
+                # server's "stop", is not made up for.
+                kept = now - self.next_request_at <= window and self.paused_until <= self.next_request_at
+                due = self.next_request_at if kept else now
+                self.next_request_at = due + 60.0 / (rpm * SAFETY)
+                self.recent_sends = [*self.recent_sends[-(count - 1):], now] if count > 1 else [now]
         if ceiling.tokens_per_minute:
             self.next_tokens_at = max(self.next_tokens_at, now) + tokens * 60.0 / (ceiling.tokens_per_minute * SAFETY)
         self.in_flight_requests += 1
@@ -305,6 +367,7 @@ class PaceState:
             self.period_start = now
         if self.probe_limit is not None and self.probed_rpm(now) is None:
             self.probe_limit = None
+            self.mirror_window_s = 0.0
 
     def on_usage(self, estimated: float, actual: float, now: float) -> None:
         """A reply used ``actual`` tokens for a request sent as ``estimated``: the difference is
@@ -348,6 +411,7 @@ class PaceState:
         if requests.limit:
             if self.header_rpm is None and self.probe_limit is not None:
                 self.probe_limit = None  # rule 2: what the server says replaces the probed rate
+                self.mirror_window_s = 0.0
             self.header_rpm = requests.limit
         if token_quota.limit:
             self.header_tpm = token_quota.limit
@@ -458,6 +522,11 @@ class PaceState:
         current = self.ceiling(now).requests_per_minute
         self.probe_limit = max(min(found, current) if current else found, MIN_PROBE_RPM)
         self.cuts += 1
+        if hint and hint > elapsed and self.cut_span_s >= MIRROR_MIN_WINDOW_S \
+                and self.period_admitted <= MIRROR_LOG_MAX:
+            # Rule 8: the server admitted these in a moment and asks for a long wait: it counts
+            # over a window of about elapsed + hint, which frees in the shape it filled.
+            self.mirror_window_s = self.cut_span_s
         # The curve restarts at BETA of the limit found when sending resumes, and stays at that
         # limit at least as long as the longest wait the server asked for: a long wait means a
         # long window, whose 429s come late.

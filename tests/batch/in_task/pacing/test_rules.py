@@ -14,6 +14,7 @@ from airflow_gradient.batch.in_task.pacing.rules import (
     CUBIC_C,
     EROSION,
     MIN_PAUSE_S,
+    MIRROR_LOG_MAX,
     PLATEAU_EROSION,
     PROBE_HOLD_S,
     RUN_LENGTH,
@@ -186,6 +187,22 @@ def test_settles_above_85_percent_of_an_unannounced_limit_with_few_429s() -> Non
         assert sim.admitted_per_window(20, 120) >= 0.85 * 5
         assert sim.refused_share(20) < 0.08
         assert sim.state.ceiling(120).source == "probing"
+
+
+def test_mirrors_an_unannounced_sliding_minute_window() -> None:
+    """Issue 18.4: 300 a minute over a sliding 60 s window, no quota header, 900 items. The first
+    burst fills the minute and the 429s ask for about 60 s: the window frees in the shape it
+    filled, so the batch mirrors it (rule 8) rather than spreading sends evenly (0.69 of the limit
+    after 20 s): at least 0.85, and few 429s once the window is known."""
+    sim = Simulation(limit=lambda t: 300, window=60.0, concurrency=64, retry_after=True, finite=True).run(400, items=900)
+    first, last = sim.log[0][0], sim.log[-1][0]
+    assert sim.admitted_per_window(first + 20, last + 1e-9) >= 0.85 * 300  # as bench/pacing.py counts
+    assert sum(status == 429 for t, status in sim.log if t >= first + 20) <= 5
+    state = sim.state
+    assert state.mirror_window_s == pytest.approx(60, abs=1.5) and len(state.recent_sends) <= MIRROR_LOG_MAX
+    assert PaceState.from_dict(json.loads(json.dumps(state.to_dict(), allow_nan=False))) == state  # a store holds it
+    reply(state, 200, last + 1, quota(300, 299, 60, last + 1))  # headers replace the probed window
+    assert state.mirror_window_s == 0 and state.ceiling(last + 1).source == "headers"
 
 
 def test_follows_a_limit_raised_mid_batch_within_10_s() -> None:
