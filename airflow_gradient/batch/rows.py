@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from airflow_gradient.pricing import Costing
 
 __all__ = ["USAGE_KEYS", "add_usage", "build_row", "embedding_row", "encode_row", "encode_rows", "error_info",
-           "failed_row", "result_row", "skipped_row", "succeeded_row"]
+           "failed_row", "result_row", "skipped_row", "succeeded_row", "vector_dimensions"]
 
 MAX_ERROR_CHARS = 2000
 
@@ -215,3 +215,12 @@ def embedding_row(index: int, custom_id: str, status: str, *, embedding: Any = N
         info = error_info(error) if error is not None else None
     return {"index": index, "custom_id": custom_id, "status": status, "embedding": embedding,
             "dimensions": dimensions, "model": model, "usage": usage, "error": info}
+
+
+def vector_dimensions(rows: Iterable[Mapping[str, Any]]) -> int | None:
+    """The length of the vectors of an embeddings batch's ``rows``: the first succeeded row's
+    ``dimensions``, or None when no row has one."""
+    for row in rows:
+        if row.get("status") == "succeeded" and row.get("dimensions"):
+            return int(row["dimensions"])
+    return None

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_gradient.batch.in_task.embeddings.items import Pack, Packing, packs, text_of
 from airflow_gradient.batch.in_task.engine import BatchEngine, ItemCalls, forgiving_probe_costs
-from airflow_gradient.batch.rows import embedding_row, with_digest_and_cost
+from airflow_gradient.batch.rows import embedding_row, vector_dimensions, with_digest_and_cost
 from airflow_gradient.exceptions import GradientAuthError, GradientError, GradientPaymentError, GradientTimeoutError
 from airflow_gradient.models.embeddings import EmbeddingsResult
 
@@ -86,7 +86,7 @@ class EmbeddingsEngine(BatchEngine):
         if pack[0].reused is not None:
             rows = [dict(item.reused or {}) for item in pack]
             if self.dimensions is None:
-                self.dimensions = next((row["dimensions"] for row in rows if row.get("dimensions")), None)
+                self.dimensions = vector_dimensions(rows)
             await self._write(pack, rows, progress)
             return
         if self._account_refused is not None:

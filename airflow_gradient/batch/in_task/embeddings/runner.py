@@ -8,6 +8,7 @@ from airflow_gradient.batch.in_task.embeddings.engine import EmbeddingsEngine
 from airflow_gradient.batch.in_task.embeddings.items import Packing
 from airflow_gradient.batch.in_task.runner import run_batch
 from airflow_gradient.batch.parts import iter_rows, list_parts
+from airflow_gradient.batch.rows import vector_dimensions
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -47,8 +48,4 @@ def stored_dimensions(output_path: ObjectStoragePath | None) -> int | None:
     succeeded row's), or None."""
     if output_path is None:
         return None
-    for part in list_parts(output_path, shards=False):
-        for row in iter_rows(part):
-            if row.get("status") == "succeeded" and row.get("dimensions"):
-                return int(row["dimensions"])
-    return None
+    return vector_dimensions(row for part in list_parts(output_path, shards=False) for row in iter_rows(part))
